@@ -1,0 +1,148 @@
+"""The item schema: what can be embedded, and how it is normalised.
+
+An item is one of
+
+* ``str``: text;
+* ``PIL.Image.Image``: an image;
+* ``pathlib.Path``: an image file (plain strings are always text, never paths);
+* a list of parts, each a ``str`` (text), a ``PIL.Image.Image`` or ``Path`` (image), or a part dict
+  ``{"text": ...}`` / ``{"image": PATH_OR_IMAGE}``: an interleaved document, several images allowed;
+* a dict with any of ``"text"``, ``"image"``, ``"images"`` (list), ``"parts"`` (list) and an
+  optional ``"instruction"``. In JSONL files image paths are strings under ``"image"``/``"images"``,
+  resolved against the file's folder.
+
+Every item is normalised to an :class:`Item`: an ordered list of text and image parts plus an
+optional instruction. Problems raise :class:`ItemError`, which names the item's index.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from PIL import Image, UnidentifiedImageError
+
+ItemLike = Union[str, Image.Image, Path, list, dict]
+_ITEM_KEYS = {"text", "image", "images", "parts", "instruction"}
+
+
+class ItemError(ValueError):
+    """An item that cannot be embedded; ``index`` is its position in the caller's input."""
+
+    def __init__(self, index: int | None, reason: str):
+        self.index = index
+        self.reason = reason
+        where = f"item {index}" if index is not None else "item"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class Item:
+    """A normalised item: parts in reading order (``str`` text or RGB ``PIL.Image``)."""
+
+    parts: list[str | Image.Image]
+    instruction: str | None = None
+    images: list[Image.Image] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.images = [p for p in self.parts if isinstance(p, Image.Image)]
+
+    @property
+    def text(self) -> str:
+        return " ".join(p for p in self.parts if isinstance(p, str))
+
+
+def load_image(source: Any, base_dir: Path | None = None) -> Image.Image:
+    """Open an image from a PIL image, a path or raw bytes and return it decoded, in RGB."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (bytes, bytearray)):
+        image = _decode(io.BytesIO(source), "image bytes")
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise ValueError(f"image file {str(path)!r} does not exist")
+        image = _decode(path, f"image file {str(path)!r}")
+    else:
+        raise ValueError(f"unsupported image type {type(source).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image has an empty size {image.size}")
+    return image.convert("RGB")
+
+
+def _decode(source, name: str) -> Image.Image:
+    try:
+        image = Image.open(source)
+        image.load()  # decode now, so a truncated file fails here and not deep inside the processor
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{name} could not be decoded ({exc})") from exc
+    return image
+
+
+def to_item(obj: ItemLike, index: int | None = None, base_dir: Path | None = None) -> Item:
+    """Normalise any supported item form to an :class:`Item`, raising :class:`ItemError` on problems."""
+    try:
+        item = _to_item(obj, base_dir)
+    except ItemError:
+        raise
+    except ValueError as exc:
+        raise ItemError(index, str(exc)) from exc
+    if not item.parts:
+        raise ItemError(index, "empty item: no text and no image")
+    return item
+
+
+def _to_item(obj: Any, base_dir: Path | None) -> Item:
+    if isinstance(obj, Item):
+        return obj
+    if isinstance(obj, dict):
+        unknown = sorted(set(obj) - _ITEM_KEYS)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; an item dict may have {sorted(_ITEM_KEYS)}")
+        instruction = obj.get("instruction")
+        if instruction is not None and not isinstance(instruction, str):
+            raise ValueError(f"'instruction' must be a string, got {type(instruction).__name__}")
+        parts: list = []
+        if obj.get("parts") is not None:
+            if not isinstance(obj["parts"], list):
+                raise ValueError(f"'parts' must be a list, got {type(obj['parts']).__name__}")
+            parts += [_part(p, base_dir) for p in obj["parts"]]
+        images = obj.get("images") or []
+        if not isinstance(images, list):
+            raise ValueError(f"'images' must be a list, got {type(images).__name__}")
+        if obj.get("image") is not None:
+            images = [obj["image"], *images]
+        parts += [load_image(img, base_dir) for img in images]
+        if obj.get("text") is not None:
+            if not isinstance(obj["text"], str):
+                raise ValueError(f"'text' must be a string, got {type(obj['text']).__name__}")
+            parts.append(obj["text"])
+        return Item(_drop_empty_text(parts), instruction or None)
+    if isinstance(obj, list):
+        return Item(_drop_empty_text([_part(p, base_dir) for p in obj]))
+    return Item(_drop_empty_text([_part(obj, base_dir)]))
+
+
+def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, (Image.Image, Path, bytes, bytearray)):
+        return load_image(obj, base_dir)
+    if isinstance(obj, dict) and len(obj) == 1 and ("text" in obj or "image" in obj):
+        if "text" in obj:
+            if not isinstance(obj["text"], str):
+                raise ValueError(f"text part must be a string, got {type(obj['text']).__name__}")
+            return obj["text"]
+        return load_image(obj["image"], base_dir)
+    raise ValueError(
+        f"unsupported item type {type(obj).__name__}; expected text (str), an image (PIL.Image or "
+        "pathlib.Path), a list of parts, or a dict with text/image/images/parts"
+    )
+
+
+def _drop_empty_text(parts: list) -> list:
+    return [p for p in parts if not (isinstance(p, str) and not p.strip())]

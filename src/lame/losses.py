@@ -1,0 +1,131 @@
+"""LaME's training losses: InfoNCE over gathered negatives, reconstruction, latent diversity.
+
+Total loss::
+
+    L = L_contrastive + reconstruction_weight * L_reconstruction + diversity_weight * L_diversity
+
+**Contrastive** (InfoNCE, several positives allowed). For query i with candidate set C (every
+positive and hard negative of every query in the GLOBAL batch, gathered across processes) and its
+own positives P(i)::
+
+    s_ij = <q_i, c_j> / temperature
+    L_i  = logsumexp_{j in C, not masked} s_ij - logsumexp_{p in P(i)} s_ip
+    L    = mean_i L_i
+
+Candidates that are positives of another query with the same ``label`` as query i (false negatives,
+common when few answers exist) are masked out when labels are given.
+
+**Diversity** on the K reason states h_1..h_K of each query (K >= 2), with u_k = h_k / ||h_k||::
+
+    L_div = mean_batch  1/(K(K-1)) * sum_{k != l} <u_k, u_l>^2
+
+0 when the K states are mutually orthogonal, 1 when they have all collapsed onto one direction.
+
+**Distributed.** :func:`gather_with_grad` concatenates every process's tensor with the local slice
+kept in the autograd graph, and every process computes the loss over the global batch. Each process's
+loss equals the single-process loss on the global batch, and the gradient reaching its local
+embeddings equals the single-process gradient for those rows. DDP averages parameter gradients over
+W processes, so a trainer multiplies this loss by W before ``backward`` to get the global gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gathers ``tensor`` along dim 0; the local slice keeps its gradient, the others are constants.
+
+    Every process must pass the same shape.
+    """
+    if world_size() == 1:
+        return tensor
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.detach().contiguous())
+    gathered[dist.get_rank()] = tensor
+    return torch.cat(gathered, dim=0)
+
+
+def info_nce(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    temperature: float = 0.02,
+    labels: torch.Tensor | None = None,
+    gather: bool = True,
+) -> torch.Tensor:
+    """InfoNCE over in-batch (and gathered) candidates.
+
+    Args:
+        queries: (B, D) query embeddings.
+        positives: (B, D) or (B, P, D): P positives per query.
+        negatives: optional (B, N, D) hard negatives; they are candidates for every query.
+        labels: optional (B,) target ids; another query's positive with the same label is masked.
+        gather: gather all of the above across processes first (no-op on one process).
+    """
+    if positives.dim() == 2:
+        positives = positives.unsqueeze(1)
+    if positives.shape[0] != queries.shape[0]:
+        raise ValueError(f"{positives.shape[0]} positive rows for {queries.shape[0]} queries")
+    if gather:
+        queries, positives = gather_with_grad(queries), gather_with_grad(positives)
+        negatives = gather_with_grad(negatives) if negatives is not None else None
+        labels = gather_with_grad(labels) if labels is not None else None
+    batch, num_pos, _ = positives.shape
+    candidates = [positives.reshape(batch * num_pos, -1)]
+    if negatives is not None:
+        candidates.append(negatives.reshape(-1, negatives.shape[-1]))
+    logits = queries @ torch.cat(candidates).T / temperature  # (B, C)
+
+    owner = torch.arange(batch, device=queries.device).repeat_interleave(num_pos)  # positive column -> query
+    is_positive = torch.zeros_like(logits, dtype=torch.bool)
+    is_positive[:, : batch * num_pos] = owner.unsqueeze(0) == torch.arange(batch, device=queries.device).unsqueeze(1)
+    if labels is not None:
+        same_label = labels.unsqueeze(1) == labels[owner].unsqueeze(0)  # (B, B*P)
+        false_negative = torch.zeros_like(is_positive)
+        false_negative[:, : batch * num_pos] = same_label
+        logits = logits.masked_fill(false_negative & ~is_positive, float("-inf"))
+    log_denominator = torch.logsumexp(logits, dim=1)
+    log_numerator = torch.logsumexp(logits.masked_fill(~is_positive, float("-inf")), dim=1)
+    return (log_denominator - log_numerator).mean()
+
+
+def diversity_loss(reason_states: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal cosine similarity between the K reason states (see module doc)."""
+    k = reason_states.shape[1]
+    if k < 2:
+        return reason_states.new_zeros(())
+    unit = F.normalize(reason_states.float(), dim=-1)
+    gram = unit @ unit.transpose(1, 2)  # (B, K, K)
+    off_diagonal = gram.pow(2).sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).pow(2).sum(dim=1)
+    return (off_diagonal / (k * (k - 1))).mean()
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    contrastive: torch.Tensor
+    reconstruction: torch.Tensor
+    diversity: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {name: float(getattr(self, name).detach()) for name in ("total", "contrastive", "reconstruction",
+                                                                     "diversity")}
+
+
+def combine(contrastive: torch.Tensor, reconstruction: torch.Tensor | None, diversity: torch.Tensor | None,
+            reconstruction_weight: float, diversity_weight: float) -> LossParts:
+    """Weighted total; a missing part counts as zero."""
+    zero = contrastive.new_zeros(())
+    reconstruction = zero if reconstruction is None else reconstruction
+    diversity = zero if diversity is None else diversity
+    total = contrastive + reconstruction_weight * reconstruction + diversity_weight * diversity
+    return LossParts(total, contrastive, reconstruction, diversity)

@@ -1,0 +1,290 @@
+"""LaMEModel: a vision-language backbone that reads the query, then K reason tokens and [EMBED],
+in one forward pass; the embedding comes from the latent positions after the first K."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2VLImageProcessorPil
+
+from ..config import LaMEConfig
+from ..data.featurize import Features, Featurizer, collate
+from ..data.items import ItemError, ItemLike
+from .adapters import get_adapter
+from .heads import EmbeddingHead, LatentDecoderHead
+
+HEADS_FILE = "lame_heads.safetensors"
+
+
+@dataclass
+class LaMEOutput:
+    embeddings: torch.Tensor  # (B, D)
+    reason_states: torch.Tensor  # (B, K, H): last hidden states of the K reason tokens
+    embed_states: torch.Tensor  # (B, M, H): last hidden states of the positions after the first K
+    hidden_states: torch.Tensor  # (B, L, H): every position, for inspection and tests
+
+
+@dataclass
+class SkippedItem:
+    index: int
+    reason: str
+
+
+class LaMEModel(nn.Module):
+    """The LaME embedder. Build it with :meth:`from_backbone` (a local Hugging Face VLM folder),
+    :meth:`from_pretrained` (a saved LaME folder) or :func:`lame.build_tiny_model`."""
+
+    def __init__(self, config: LaMEConfig, backbone, tokenizer, image_processor, decoder=None, decoder_tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.adapter = get_adapter(backbone.config.model_type)
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        hidden = self.adapter.hidden_size(backbone)
+        self.latent_embeddings = nn.Parameter(torch.randn(config.num_latent_tokens, hidden) * config.latent_init_std)
+        self.embedding_head = EmbeddingHead(hidden, config.pooling, config.projection_dim)
+        self.decoder_head = None
+        if config.use_decoder and config.num_reason_tokens > 0:
+            if decoder is None or decoder_tokenizer is None:
+                raise ValueError("use_decoder is set but no decoder model and tokenizer were given")
+            self.decoder_head = LatentDecoderHead(
+                hidden, decoder, decoder_tokenizer, config.decoder_projector, config.decoder_max_length
+            )
+        self.featurizer = Featurizer(tokenizer, image_processor, config.latent_token_strings(), config.max_length)
+        self.register_buffer("latent_token_ids", torch.tensor(config.reason_token_ids + config.embed_token_ids),
+                             persistent=False)
+
+    # ----------------------------------------------------------------------------------- building
+    @classmethod
+    def from_components(cls, config: LaMEConfig, backbone, tokenizer, image_processor, decoder=None,
+                        decoder_tokenizer=None) -> "LaMEModel":
+        """Adds the latent tokens to ``tokenizer`` (ids recorded in the config) and builds the model."""
+        latent = config.latent_token_strings()
+        tokenizer.add_tokens([t for t in latent if t not in tokenizer.get_vocab()], special_tokens=True)
+        ids = tokenizer.convert_tokens_to_ids(latent)
+        config = config.replace(
+            backbone_type=backbone.config.model_type,
+            reason_token_ids=ids[: config.num_reason_tokens],
+            embed_token_ids=ids[config.num_reason_tokens:],
+        )
+        rows = backbone.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:
+            # The new rows are never read: the latent positions take ``latent_embeddings`` instead.
+            backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        return cls(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+
+    @classmethod
+    def from_backbone(cls, path: str | Path, config: LaMEConfig | None = None, decoder: str | Path | None = None,
+                      dtype: torch.dtype | None = None) -> "LaMEModel":
+        """A new LaME model on a Hugging Face VLM checkpoint in a local folder (nothing is downloaded).
+
+        ``decoder`` is a local causal-LM folder (e.g. Qwen3-0.6B) for the latent decoder head.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"backbone folder {path} does not exist")
+        config = config or LaMEConfig()
+        adapter = get_adapter(AutoConfig.from_pretrained(path, local_files_only=True).model_type)
+        backbone = adapter.model_class.from_pretrained(path, dtype=dtype, local_files_only=True)
+        tokenizer = _load_tokenizer(path)
+        pixel_limits = {k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v}
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True, **pixel_limits)
+        decoder_model = decoder_tokenizer = None
+        if config.use_decoder and config.num_reason_tokens > 0:
+            if decoder is None:
+                raise ValueError("use_decoder is set: pass decoder=<local causal LM folder> or use_decoder=False")
+            decoder_model = AutoModelForCausalLM.from_pretrained(decoder, dtype=dtype, local_files_only=True)
+            decoder_tokenizer = _load_tokenizer(Path(decoder))
+        return cls.from_components(config, backbone, tokenizer, image_processor, decoder_model, decoder_tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> "LaMEModel":
+        """Loads a folder written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        config = LaMEConfig.load(directory)
+        adapter = get_adapter(config.backbone_type)
+        backbone = adapter.model_class.from_pretrained(directory / "backbone", dtype=dtype, local_files_only=True)
+        tokenizer = _load_tokenizer(directory / "processor")
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(directory / "processor", local_files_only=True)
+        decoder = decoder_tokenizer = None
+        if (directory / "decoder").is_dir():
+            decoder = AutoModelForCausalLM.from_pretrained(directory / "decoder", dtype=dtype, local_files_only=True)
+            decoder_tokenizer = _load_tokenizer(directory / "decoder")
+        model = cls(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        missing, unexpected = model.load_state_dict(load_file(directory / HEADS_FILE), strict=False)
+        missing = [k for k in missing if not k.startswith(("backbone.", "decoder_head.decoder."))]
+        if missing or unexpected:
+            raise ValueError(f"{directory / HEADS_FILE}: missing {missing}, unexpected {unexpected}")
+        if dtype is not None:
+            model.to(dtype)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Writes config, safetensors weights, tokenizer, image processor, decoder and a model card."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        self.backbone.save_pretrained(directory / "backbone")
+        self.tokenizer.save_pretrained(directory / "processor")
+        self.image_processor.save_pretrained(directory / "processor")
+        if self.decoder_head is not None:
+            self.decoder_head.decoder.save_pretrained(directory / "decoder")
+            self.decoder_head.tokenizer.save_pretrained(directory / "decoder")
+        heads = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                 if not k.startswith(("backbone.", "decoder_head.decoder."))}
+        save_file(heads, directory / HEADS_FILE)
+        if not (directory / "README.md").exists():
+            (directory / "README.md").write_text(self.model_card())
+
+    def model_card(self) -> str:
+        c = self.config
+        return (
+            "---\nlibrary_name: lame\ntags: [embeddings, multimodal, latent-reasoning]\n---\n"
+            f"# LaME embedding model\n\nBackbone family: `{c.backbone_type}`; K = {c.num_reason_tokens} reason tokens, "
+            f"{c.num_embed_tokens} embedding token(s), pooling `{c.pooling}`.\n\n"
+            "```python\nfrom lame import LaMEModel\nmodel = LaMEModel.from_pretrained(\"PATH\")\n"
+            "emb = model.encode([\"a query\", {\"text\": \"a caption\", \"image\": \"photo.png\"}])\n```\n\n"
+            f"Configuration:\n\n```json\n{json.dumps(c.to_dict(), indent=2)}\n```\n"
+        )
+
+    # ------------------------------------------------------------------------------------ forward
+    @property
+    def device(self) -> torch.device:
+        return self.latent_embeddings.device
+
+    def featurize(self, items: Sequence[ItemLike]) -> list[Features]:
+        return [self.featurizer(item, index=i) for i, item in enumerate(items)]
+
+    def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
+        return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id)
+
+    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> LaMEOutput:
+        """One pass over query + latent block. ``batch`` comes from :meth:`collate`."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        input_ids = batch["input_ids"]
+        n_latent, k = self.config.num_latent_tokens, self.config.num_reason_tokens
+        if not torch.equal(input_ids[:, -n_latent:], self.latent_token_ids.expand(input_ids.shape[0], -1)):
+            raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
+        token_embeds = self.backbone.get_input_embeddings()(input_ids)
+        latent = self.latent_embeddings.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
+        inputs_embeds = torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
+        hidden = self.adapter.last_hidden_state(self.backbone, batch, inputs_embeds)
+        latent_states = hidden[:, -n_latent:]
+        embed_states = latent_states[:, k:]
+        normalize = self.config.normalize if normalize is None else normalize
+        return LaMEOutput(
+            embeddings=self.embedding_head(embed_states, normalize=normalize),
+            reason_states=latent_states[:, :k],
+            embed_states=embed_states,
+            hidden_states=hidden,
+        )
+
+    def reconstruction_loss(self, reason_states: torch.Tensor, target_texts: list[str]) -> torch.Tensor:
+        """Teacher-forced decoder cross-entropy on ``target_texts`` from the K reason states only."""
+        if self.decoder_head is None:
+            raise ValueError("this model has no decoder head (use_decoder=False or K=0)")
+        return self.decoder_head.loss(reason_states, target_texts)
+
+    # -------------------------------------------------------------------------------- public API
+    def encode(
+        self,
+        items: Sequence[ItemLike] | ItemLike,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress_bar: bool = False,
+        on_error: Literal["raise", "skip"] = "raise",
+        convert_to_numpy: bool = True,
+        return_skipped: bool = False,
+    ):
+        """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
+
+        Returns a float32 ``(n, d)`` array (a ``(d,)`` vector for a single non-list item). With
+        ``on_error="skip"`` a bad item's row is NaN, a warning names every skipped item and
+        ``return_skipped=True`` also returns the list of :class:`SkippedItem`.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        single = not isinstance(items, (list, tuple))
+        items = [items] if single else list(items)
+        out_dim = self.config.projection_dim or self.adapter.hidden_size(self.backbone)
+        result = torch.full((len(items), out_dim), float("nan"), dtype=torch.float32)
+        skipped: list[SkippedItem] = []
+        was_training = self.training
+        self.eval()
+        chunk = max(batch_size * 8, 64)  # featurise a bounded window at a time, sorted by length inside it
+        with torch.inference_mode(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
+            for start in range(0, len(items), chunk):
+                ready: list[tuple[int, Features]] = []
+                for index in range(start, min(start + chunk, len(items))):
+                    try:
+                        ready.append((index, self.featurizer(items[index], index=index)))
+                    except ItemError as exc:
+                        if on_error == "raise":
+                            raise
+                        skipped.append(SkippedItem(index, exc.reason))
+                        bar.update(1)
+                ready.sort(key=lambda pair: -len(pair[1]))
+                for b in range(0, len(ready), batch_size):
+                    part = ready[b: b + batch_size]
+                    out = self(self.collate([f for _, f in part]), normalize=normalize)
+                    result[[i for i, _ in part]] = out.embeddings.float().cpu()
+                    bar.update(len(part))
+        self.train(was_training)
+        if skipped:
+            listed = "; ".join(f"item {s.index}: {s.reason}" for s in skipped[:20])
+            more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
+            warnings.warn(f"skipped {len(skipped)} of {len(items)} items: {listed}{more}", stacklevel=2)
+        embeddings = result[0] if single else result
+        if convert_to_numpy:
+            embeddings = embeddings.numpy()
+        return (embeddings, skipped) if return_skipped else embeddings
+
+    @staticmethod
+    def similarity(a, b):
+        """Cosine similarity matrix between two sets of embeddings (numpy or torch, (n, d) or (d,))."""
+        to_numpy = isinstance(a, np.ndarray)
+        a = torch.as_tensor(a, dtype=torch.float32)
+        b = torch.as_tensor(b, dtype=torch.float32)
+        a = nn.functional.normalize(a.reshape(-1, a.shape[-1]), dim=-1)
+        b = nn.functional.normalize(b.reshape(-1, b.shape[-1]), dim=-1)
+        scores = a @ b.T
+        return scores.numpy() if to_numpy else scores
+
+    def decode_latents(self, items: Sequence[ItemLike], max_new_tokens: int = 32, batch_size: int = 16) -> list[str]:
+        """Runs the decoder head on the K reason states of each item: what the latents say in words."""
+        if self.decoder_head is None:
+            raise ValueError("this model has no decoder head (use_decoder=False or K=0)")
+        texts: list[str] = []
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            for b in range(0, len(items), batch_size):
+                features = [self.featurizer(x, index=b + i) for i, x in enumerate(items[b: b + batch_size])]
+                reason_states = self(self.collate(features)).reason_states
+                texts += self.decoder_head.generate(reason_states, max_new_tokens=max_new_tokens)
+        self.train(was_training)
+        return texts
+
+
+def _load_tokenizer(path: Path):
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.chat_template is None:
+        # Processor checkpoints keep the chat template beside the tokenizer, not inside it.
+        if (path / "chat_template.jinja").is_file():
+            tokenizer.chat_template = (path / "chat_template.jinja").read_text()
+        elif (path / "chat_template.json").is_file():
+            tokenizer.chat_template = json.loads((path / "chat_template.json").read_text())["chat_template"]
+    return tokenizer
