@@ -43,6 +43,9 @@ class Featurizer:
         self.latent_suffix = "".join(latent_tokens)
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        # Control tokens a user's text must not smuggle in: they would break image slots or the latent block.
+        self.reserved = sorted({*latent_tokens, *tokenizer.all_special_tokens,
+                                *(t for t in tokenizer.get_added_vocab() if t.startswith("<|"))})
         self.merge_size = image_processor.merge_size
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token")
@@ -60,6 +63,11 @@ class Featurizer:
 
     def __call__(self, obj: ItemLike, index: int | None = None) -> Features:
         item = to_item(obj, index)
+        for part in (item.instruction, *item.parts):
+            if isinstance(part, str) and "<|" in part:
+                found = [t for t in self.reserved if t in part]
+                if found:
+                    raise ItemError(index, f"text contains reserved control token(s) {found}")
         text = self.prompt(item)
         pixel_values = grid = None
         if item.images:

@@ -1,0 +1,204 @@
+"""Training data: JSONL records in the project's schema, weighted mixtures, resumable streaming.
+
+A training record (one JSON object per line)::
+
+    {"id": "q1",
+     "query": ITEM,                       # text, or {"text"/"image"/"images"/"parts"/"instruction"}
+     "positive": ITEM | "positives": [ITEM, ...],
+     "negatives": [ITEM, ...],            # optional hard negatives
+     "answer": "seven",                   # optional: decoder target in "answer" mode
+     "rationale": "...",                  # optional: decoder target in "full" mode (with the answer)
+     "label": 7}                          # optional: records with the same label are not negatives
+
+Image paths are relative to the JSONL file. A file is never loaded whole: an index of line offsets
+is built once (8 bytes per line), each epoch visits the lines in a seeded permutation, and the
+sampler's whole state is a few integers per source, so a killed run resumes at the exact record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RECORD_KEYS = {"id", "query", "positive", "positives", "negatives", "answer", "rationale", "label"}
+
+
+class DataError(ValueError):
+    """A record that does not follow the schema; the message names the file, line and field."""
+
+
+@dataclass
+class TrainingExample:
+    query: Any
+    positives: list
+    negatives: list = field(default_factory=list)
+    answer: str | None = None
+    rationale: str | None = None
+    label: Any = None
+    source: str = ""
+    where: str = ""  # "file:line", for messages about this example
+
+    def decoder_target(self, mode: str) -> str | None:
+        """``answer``: the answer only; ``full``: the rationale followed by the answer."""
+        if mode == "answer":
+            return self.answer
+        parts = [p for p in (self.rationale, self.answer) if p]
+        return " ".join(parts) if parts else None
+
+
+def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> TrainingExample:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - RECORD_KEYS)
+    if unknown:
+        raise DataError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(RECORD_KEYS)}")
+    if "query" not in record:
+        raise DataError(f"{where}: missing field 'query'")
+    if ("positive" in record) == ("positives" in record):
+        raise DataError(f"{where}: give exactly one of 'positive' or 'positives'")
+    positives = record["positives"] if "positives" in record else [record["positive"]]
+    if not isinstance(positives, list) or not positives:
+        raise DataError(f"{where}: 'positives' must be a non-empty list")
+    negatives = record.get("negatives") or []
+    if not isinstance(negatives, list):
+        raise DataError(f"{where}: 'negatives' must be a list")
+    for name in ("answer", "rationale"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise DataError(f"{where}: '{name}' must be a string")
+    return TrainingExample(
+        query=_resolve(record["query"], base_dir),
+        positives=[_resolve(p, base_dir) for p in positives],
+        negatives=[_resolve(n, base_dir) for n in negatives],
+        answer=record.get("answer"),
+        rationale=record.get("rationale"),
+        label=record.get("label"),
+        source=source,
+        where=where,
+    )
+
+
+def _resolve(item: Any, base_dir: Path) -> Any:
+    """JSON image paths are strings; make them Paths relative to the file's folder."""
+    if isinstance(item, dict):
+        out = dict(item)
+        if isinstance(out.get("image"), str):
+            out["image"] = base_dir / out["image"]
+        if isinstance(out.get("images"), list):
+            out["images"] = [base_dir / p if isinstance(p, str) else p for p in out["images"]]
+        if isinstance(out.get("parts"), list):
+            out["parts"] = [_resolve_part(p, base_dir) for p in out["parts"]]
+        return out
+    if isinstance(item, list):
+        return [_resolve_part(p, base_dir) for p in item]
+    return item
+
+
+def _resolve_part(part: Any, base_dir: Path) -> Any:
+    if isinstance(part, dict) and isinstance(part.get("image"), str):
+        return {"image": base_dir / part["image"]}
+    return part
+
+
+class JsonlSource:
+    """Random access to the lines of a JSONL file through an index of byte offsets."""
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"data file {self.path} does not exist")
+        self.name = name or self.path.stem
+        offsets = []
+        with self.path.open("rb") as f:
+            position = 0
+            for line in f:
+                if line.strip():
+                    offsets.append(position)
+                position += len(line)
+        if not offsets:
+            raise DataError(f"data file {self.path} has no records")
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def read(self, index: int) -> TrainingExample:
+        if self._file is None:
+            self._file = self.path.open("rb")
+        self._file.seek(int(self.offsets[index]))
+        line = self._file.readline()
+        where = f"{self.path}:{self._line_number(index)}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON ({exc})") from exc
+        return parse_record(record, where, self.path.parent, self.name)
+
+    def _line_number(self, index: int) -> int:
+        # only for messages: count the newlines before the offset
+        with self.path.open("rb") as f:
+            return f.read(int(self.offsets[index])).count(b"\n") + 1
+
+    def __getstate__(self):  # file handles do not cross process boundaries
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
+class MixtureSampler:
+    """Draws examples from weighted sources in a reproducible order with a tiny, saveable state.
+
+    Draw number ``n`` picks its source with an RNG seeded by ``(seed, n)``; each source walks a
+    per-epoch seeded permutation of its lines. All processes draw the same global sequence and
+    each keeps its own slice, so nothing is duplicated or lost across processes.
+    """
+
+    def __init__(self, sources: list[JsonlSource], weights: list[float], seed: int = 0):
+        if len(sources) != len(weights) or not sources:
+            raise ValueError("one weight per source, at least one source")
+        if any(w <= 0 for w in weights):
+            raise ValueError(f"source weights must be > 0, got {weights}")
+        self.sources = sources
+        self.probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+        self.seed = seed
+        self.draws = 0
+        self.cursors = [[0, 0] for _ in sources]  # [epoch, position] per source
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    def _order(self, source: int, epoch: int) -> np.ndarray:
+        key = (source, epoch)
+        if key not in self._orders:
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != source}
+            rng = np.random.default_rng([self.seed, source, epoch])
+            self._orders[key] = rng.permutation(len(self.sources[source]))
+        return self._orders[key]
+
+    def next_positions(self, count: int) -> list[tuple[int, int]]:
+        """The next ``count`` (source, line) pairs of the global sequence; advances the state."""
+        out = []
+        for _ in range(count):
+            source = int(np.random.default_rng([self.seed, 1_000_003, self.draws]).choice(
+                len(self.sources), p=self.probabilities))
+            epoch, position = self.cursors[source]
+            out.append((source, int(self._order(source, epoch)[position])))
+            position += 1
+            if position == len(self.sources[source]):
+                epoch, position = epoch + 1, 0
+            self.cursors[source] = [epoch, position]
+            self.draws += 1
+        return out
+
+    def read(self, source: int, line: int) -> TrainingExample:
+        return self.sources[source].read(line)
+
+    def state_dict(self) -> dict:
+        return {"draws": self.draws, "cursors": [list(c) for c in self.cursors], "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws = state["draws"]
+        self.cursors = [list(c) for c in state["cursors"]]
+        self.seed = state["seed"]
