@@ -41,6 +41,9 @@ class LaMEConfig:
     min_pixels: int | None = None
     max_pixels: int | None = None
 
+    # LoRA adapters on the backbone's language model ({"r", "alpha", "dropout", "target_modules"}), if any.
+    lora: dict | None = None
+
     # Filled in when the model is built; saved so a reloaded model finds its tokens again.
     backbone_type: str | None = None
     reason_token_ids: list[int] = field(default_factory=list)

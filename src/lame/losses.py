@@ -44,14 +44,20 @@ def world_size() -> int:
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All-gathers ``tensor`` along dim 0; the local slice keeps its gradient, the others are constants.
 
-    Every process must pass the same shape.
+    Processes may hold different numbers of rows (a process that dropped a bad sample has fewer).
     """
     if world_size() == 1:
         return tensor
-    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, tensor.detach().contiguous())
-    gathered[dist.get_rank()] = tensor
-    return torch.cat(gathered, dim=0)
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+    sizes = [int(s) for s in sizes]
+    padded = tensor.detach().new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded.contiguous())
+    pieces = [g[:n] for g, n in zip(gathered, sizes)]
+    pieces[dist.get_rank()] = tensor
+    return torch.cat(pieces, dim=0)
 
 
 def info_nce(

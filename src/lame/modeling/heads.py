@@ -69,16 +69,33 @@ class LatentDecoderHead(nn.Module):
             mask[i, : len(r)] = 1
         return ids.to(device), mask.to(device)
 
-    def loss(self, reason_states: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """Mean token cross-entropy of ``texts`` given the (B, K, H) reason states."""
+    def loss_terms(self, reason_states: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, int]:
+        """Summed token cross-entropy of ``texts`` given the (B, K, H) reason states, and the token count.
+
+        Sums (not means) let a batch be split into chunks (GradCache) without changing the loss.
+        """
         if len(texts) != reason_states.shape[0]:
             raise ValueError(f"{len(texts)} decoder targets for {reason_states.shape[0]} queries")
         prefix = self.prefix(reason_states)
         ids, mask = self.tokenize_targets(texts, prefix.device)
         embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(ids)], dim=1)
         attention = torch.cat([torch.ones(prefix.shape[:2], dtype=mask.dtype, device=mask.device), mask], dim=1)
-        labels = torch.cat([torch.full(prefix.shape[:2], -100, device=ids.device), ids.masked_fill(mask == 0, -100)], 1)
-        return self.decoder(inputs_embeds=embeds, attention_mask=attention, labels=labels).loss
+        hidden = self.decoder.base_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+        k = prefix.shape[1]
+        # Only the positions that predict a target token go through the LM head (vocabularies are large).
+        predicting = hidden[:, k - 1: -1][mask.bool()]
+        logits = self.decoder.get_output_embeddings()(predicting).float()
+        total = F.cross_entropy(logits, ids[mask.bool()], reduction="sum")
+        return total, int(mask.sum())
+
+    def loss(self, reason_states: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Mean token cross-entropy of ``texts`` given the (B, K, H) reason states."""
+        total, count = self.loss_terms(reason_states, texts)
+        return total / count
+
+    def count_target_tokens(self, texts: list[str]) -> int:
+        return sum(min(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]), self.max_length - 1) + 1
+                   for t in texts)
 
     @torch.inference_mode()
     def generate(self, reason_states: torch.Tensor, max_new_tokens: int = 32) -> list[str]:

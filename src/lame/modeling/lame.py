@@ -21,6 +21,7 @@ from ..data.featurize import Features, Featurizer, collate
 from ..data.items import ItemError, ItemLike
 from .adapters import get_adapter
 from .heads import EmbeddingHead, LatentDecoderHead
+from .lora import add_lora, is_lora_name, plain_backbone_name
 
 HEADS_FILE = "lame_heads.safetensors"
 
@@ -122,8 +123,10 @@ class LaMEModel(nn.Module):
             decoder = AutoModelForCausalLM.from_pretrained(directory / "decoder", dtype=dtype, local_files_only=True)
             decoder_tokenizer = _load_tokenizer(directory / "decoder")
         model = cls(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        if config.lora:
+            add_lora(model, **config.lora)
         missing, unexpected = model.load_state_dict(load_file(directory / HEADS_FILE), strict=False)
-        missing = [k for k in missing if not k.startswith(("backbone.", "decoder_head.decoder."))]
+        missing = [k for k in missing if not _is_base_weight(k)]
         if missing or unexpected:
             raise ValueError(f"{directory / HEADS_FILE}: missing {missing}, unexpected {unexpected}")
         if dtype is not None:
@@ -137,14 +140,15 @@ class LaMEModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
-        self.backbone.save_pretrained(directory / "backbone")
+        backbone_state = {plain_backbone_name(k): v for k, v in self.backbone.state_dict().items()
+                          if not is_lora_name(k)}
+        self.backbone.save_pretrained(directory / "backbone", state_dict=backbone_state)
         self.tokenizer.save_pretrained(directory / "processor")
         self.image_processor.save_pretrained(directory / "processor")
         if self.decoder_head is not None:
             self.decoder_head.decoder.save_pretrained(directory / "decoder")
             self.decoder_head.tokenizer.save_pretrained(directory / "decoder")
-        heads = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
-                 if not k.startswith(("backbone.", "decoder_head.decoder."))}
+        heads = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not _is_base_weight(k)}
         save_file(heads, directory / HEADS_FILE)
         if not (directory / "README.md").exists():
             (directory / "README.md").write_text(self.model_card())
@@ -277,6 +281,11 @@ class LaMEModel(nn.Module):
                 texts += self.decoder_head.generate(reason_states, max_new_tokens=max_new_tokens)
         self.train(was_training)
         return texts
+
+
+def _is_base_weight(name: str) -> bool:
+    """Weights saved by the backbone's or decoder's own ``save_pretrained`` (LoRA adapters are not)."""
+    return name.startswith(("backbone.", "decoder_head.decoder.")) and not is_lora_name(name)
 
 
 def _load_tokenizer(path: Path):

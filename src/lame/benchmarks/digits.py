@@ -1,0 +1,604 @@
+"""A reasoning-over-images retrieval benchmark on scikit-learn's handwritten digits (offline).
+
+The 1,797 real 8x8 digit images bundled with scikit-learn (``sklearn.datasets.load_digits``) are split
+by image (stratified by digit) into train and test images. Each query shows one or two digit images and
+an instruction; its answer is a digit 0-9 that needs reading the image(s) *and* doing the arithmetic:
+
+* level 0: "Find another image of this digit." (answer = the digit);
+* level 1: one operation mod 10 with a random operand, e.g. "Add 3 (mod 10).";
+* level 2: two chained operations, e.g. "Add 3, then multiply by 2 (mod 10).";
+* level 3: two images combined (product, sum or difference), then one more operation,
+  e.g. "Multiply the two digits, then subtract 4 (mod 10).".
+
+Operations and operands are drawn uniformly, so from level 1 on the answer is spread over several
+digits given the query image's digit: an image-only (no reasoning) model stays well below ceiling.
+
+Targets are either another image of the answer digit or the answer's number word ("seven").
+Output files (see :func:`generate_digits_benchmark` and the README written next to them)::
+
+    OUTPUT_DIR/images/NNNN.png      every digit image, named by its sklearn index
+    OUTPUT_DIR/train.jsonl          training records (query, positive, answer, rationale, label, ops)
+    OUTPUT_DIR/test/corpus.jsonl    every test image plus the ten number words
+    OUTPUT_DIR/test/queries.jsonl   test queries with graded ``relevant`` corpus ids
+    OUTPUT_DIR/split.json           the train/test image indices
+    OUTPUT_DIR/summary.json         counts per level and split
+    OUTPUT_DIR/README.md            what all of this is
+
+Generation is deterministic: the same seed writes the same files byte for byte.
+
+Run ``python -m lame.benchmarks.digits OUTPUT_DIR [--seed N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+LEVELS = (0, 1, 2, 3)
+BENCHMARK_VERSION = 1
+
+# Single-digit operations (value, operand) -> value mod 10; operands drawn uniformly from these ranges.
+UNARY_OPS = ("add", "sub", "mul")
+OPERANDS = {"add": tuple(range(1, 10)), "sub": tuple(range(1, 10)), "mul": tuple(range(2, 10))}
+# Two-digit combinations for level 3: (first, second) -> value mod 10.
+BINARY_OPS = ("product", "sum", "difference")
+
+_UNARY_PHRASE = {"add": "add {k}", "sub": "subtract {k}", "mul": "multiply by {k}"}
+_UNARY_WORD = {"add": "plus", "sub": "minus", "mul": "times"}
+_BINARY_PHRASE = {
+    "product": "multiply the two digits",
+    "sum": "add the two digits",
+    "difference": "subtract the second digit from the first",
+}
+_BINARY_WORD = {"product": "times", "sum": "plus", "difference": "minus"}
+
+# The part of the instruction that says what kind of target to find.
+_TARGET_PHRASE = {
+    ("image", 0): "Find another image of this digit.",
+    ("text", 0): "Write this digit as a word.",
+    ("image", 1): "Find an image of the result.",
+    ("text", 1): "Write the result as a word.",
+}
+
+_STREAM_SPLIT, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
+
+
+# --------------------------------------------------------------------------------------------------
+# arithmetic, instructions and rationales
+
+
+def apply_ops(ops: Sequence[Sequence[Any]], digits: Sequence[int]) -> int:
+    """The answer of ``ops`` (as stored in a record's ``"ops"``) on the query image digits, mod 10."""
+    digits = [int(d) for d in digits]
+    if not ops:
+        if len(digits) != 1:
+            raise ValueError("a query without operations has exactly one image")
+        return digits[0]
+    ops = list(ops)
+    if ops[0][0] in BINARY_OPS:
+        if len(digits) != 2:
+            raise ValueError(f"{ops[0][0]!r} needs two images, got {len(digits)}")
+        value = _binary(ops[0][0], digits[0], digits[1])[1]
+        ops = ops[1:]
+    else:
+        if len(digits) != 1:
+            raise ValueError(f"unary operations need one image, got {len(digits)}")
+        value = digits[0]
+    for name, operand in ops:
+        value = _unary(name, value, int(operand))[1]
+    return value
+
+
+def _unary(name: str, value: int, k: int) -> tuple[int, int]:
+    raw = {"add": value + k, "sub": value - k, "mul": value * k}[name]
+    return raw, raw % 10
+
+
+def _binary(name: str, a: int, b: int) -> tuple[int, int]:
+    raw = {"product": a * b, "sum": a + b, "difference": a - b}[name]
+    return raw, raw % 10
+
+
+def _step(a: int, word: str, b: int, raw: int) -> str:
+    text = f"{a} {word} {b} is {raw}"
+    if raw % 10 != raw:
+        text += f", which is {raw % 10} mod 10"
+    return text + "."
+
+
+def _instruction(level: int, ops: list[list], target: str, modality_hint: bool) -> str:
+    if level == 0:
+        return _TARGET_PHRASE[(target, 0)]
+    phrases = []
+    for op in ops:
+        if op[0] in BINARY_OPS:
+            phrases.append(_BINARY_PHRASE[op[0]])
+        else:
+            phrases.append(_UNARY_PHRASE[op[0]].format(k=op[1]))
+    text = ", then ".join(phrases)
+    text = text[0].upper() + text[1:] + " (mod 10)."
+    if modality_hint:
+        text += " " + _TARGET_PHRASE[(target, 1)]
+    return text
+
+
+def _rationale(ops: list[list], digits: list[int]) -> str:
+    if len(digits) == 1:
+        sentences = [f"The image shows {digits[0]}."]
+        value = digits[0]
+        rest = ops
+    else:
+        a, b = digits
+        sentences = [f"The first image shows {a} and the second shows {b}."]
+        raw, value = _binary(ops[0][0], a, b)
+        sentences.append(_step(a, _BINARY_WORD[ops[0][0]], b, raw))
+        rest = ops[1:]
+    for name, k in rest:
+        raw, new = _unary(name, value, k)
+        sentences.append(_step(value, _UNARY_WORD[name], k, raw))
+        value = new
+    sentences.append(f"The answer is {NUMBER_WORDS[value]}.")
+    return " ".join(sentences)
+
+
+def _sample_unary(rng: np.random.Generator) -> list:
+    name = UNARY_OPS[int(rng.integers(len(UNARY_OPS)))]
+    operands = OPERANDS[name]
+    return [name, int(operands[int(rng.integers(len(operands)))])]
+
+
+def _sample_ops(rng: np.random.Generator, level: int) -> list[list]:
+    if level == 0:
+        return []
+    if level == 1:
+        return [_sample_unary(rng)]
+    if level == 2:
+        return [_sample_unary(rng), _sample_unary(rng)]
+    if level == 3:
+        return [[BINARY_OPS[int(rng.integers(len(BINARY_OPS)))]], _sample_unary(rng)]
+    raise ValueError(f"unknown level {level}")
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def _image_id(index: int) -> str:
+    return f"img-{index:04d}"
+
+
+def _image_path(index: int, prefix: str = "") -> str:
+    return f"{prefix}images/{index:04d}.png"
+
+
+def _split(labels: np.ndarray, seed: int, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, _STREAM_SPLIT])
+    train, test = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        n_train = int(round(train_fraction * len(members)))
+        train.extend(members[:n_train].tolist())
+        test.extend(members[n_train:].tolist())
+    return np.array(sorted(train)), np.array(sorted(test))
+
+
+def _write_images(images: np.ndarray, folder: Path, size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    for index, array in enumerate(pixels):
+        image = Image.fromarray(array, mode="L").resize((size, size), Image.Resampling.NEAREST).convert("RGB")
+        image.save(folder / f"{index:04d}.png", format="PNG")
+
+
+def _query(
+    rng: np.random.Generator, level: int, pool: np.ndarray, labels: np.ndarray
+) -> tuple[list[int], list[int], list[list], int]:
+    first = int(rng.integers(len(pool)))
+    positions = [first]
+    if level == 3:  # a second, different image (it may show the same digit)
+        second = int(rng.integers(len(pool) - 1))
+        positions.append(second + (second >= first))
+    indices = [int(pool[p]) for p in positions]
+    digits = [int(labels[i]) for i in indices]
+    ops = _sample_ops(rng, level)
+    return indices, digits, ops, apply_ops(ops, digits)
+
+
+def _query_item(level: int, indices: list[int], instruction: str, prefix: str) -> dict:
+    if level == 3:
+        return {"images": [_image_path(i, prefix) for i in indices], "instruction": instruction}
+    return {"image": _image_path(indices[0], prefix), "instruction": instruction}
+
+
+def _train_records(
+    level: int,
+    count: int,
+    seed: int,
+    train: np.ndarray,
+    labels: np.ndarray,
+    text_fraction: float,
+    modality_hint: bool,
+) -> list[dict]:
+    rng = np.random.default_rng([seed, _STREAM_TRAIN, level])
+    by_digit = {d: [int(i) for i in train if labels[i] == d] for d in range(10)}
+    n_text = int(round(text_fraction * count))
+    is_text = np.zeros(count, dtype=bool)
+    is_text[rng.permutation(count)[:n_text]] = True
+    records = []
+    for n in range(count):
+        target = "text" if is_text[n] else "image"
+        indices, digits, ops, answer = _query(rng, level, train, labels)
+        if target == "text":
+            positive: dict = {"text": NUMBER_WORDS[answer]}
+        else:
+            candidates = list(by_digit[answer])
+            positive = {"image": _image_path(candidates[int(rng.integers(len(candidates)))])}
+        records.append(
+            {
+                "id": f"train-L{level}-{n:06d}",
+                "level": level,
+                "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), ""),
+                "positive": positive,
+                "answer": NUMBER_WORDS[answer],
+                "rationale": _rationale(ops, digits),
+                "label": answer,
+                "target_modality": target,
+                "ops": ops,
+                "query_digits": digits,
+            }
+        )
+    return records
+
+
+def _test_queries(
+    level: int,
+    n_image: int,
+    n_text: int,
+    seed: int,
+    test: np.ndarray,
+    labels: np.ndarray,
+    modality_hint: bool,
+) -> list[dict]:
+    rng = np.random.default_rng([seed, _STREAM_TEST, level])
+    by_digit = {d: [_image_id(int(i)) for i in test if labels[i] == d] for d in range(10)}
+    queries = []
+    for n in range(n_image + n_text):
+        target = "image" if n < n_image else "text"
+        indices, digits, ops, answer = _query(rng, level, test, labels)
+        if target == "image":
+            own = {_image_id(i) for i in indices}
+            relevant = {doc: 1 for doc in by_digit[answer] if doc not in own}
+        else:
+            relevant = {f"word-{answer}": 1}
+        queries.append(
+            {
+                "id": f"test-L{level}-{n:06d}",
+                "level": level,
+                "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), "../"),
+                "relevant": relevant,
+                "answer": NUMBER_WORDS[answer],
+                "rationale": _rationale(ops, digits),
+                "label": answer,
+                "target_modality": target,
+                "ops": ops,
+                "query_digits": digits,
+                "query_ids": [_image_id(i) for i in indices],
+            }
+        )
+    return queries
+
+
+def answer_given_digit(level: int) -> np.ndarray:
+    """Exact ``P(answer | first image's digit)`` (10x10, rows = digit) under the sampling of operations.
+
+    Operations and operands are uniform as generated; at level 3 the second digit is taken as uniform.
+    """
+    table = np.zeros((10, 10))
+    unary = [([name, k], 1.0 / len(UNARY_OPS) / len(OPERANDS[name])) for name in UNARY_OPS for k in OPERANDS[name]]
+    for d in range(10):
+        if level == 0:
+            table[d, d] = 1.0
+        elif level == 1:
+            for op, w in unary:
+                table[d, apply_ops([op], [d])] += w
+        elif level == 2:
+            for op1, w1 in unary:
+                for op2, w2 in unary:
+                    table[d, apply_ops([op1, op2], [d])] += w1 * w2
+        elif level == 3:
+            for b in range(10):
+                for combine in BINARY_OPS:
+                    for op, w in unary:
+                        table[d, apply_ops([[combine], op], [d, b])] += w / 10 / len(BINARY_OPS)
+        else:
+            raise ValueError(f"unknown level {level}")
+    return table
+
+
+def image_only_ceiling(level: int) -> float:
+    """Accuracy of the best answer guess from the first image's digit alone (digits uniform); chance is 0.1."""
+    return float(answer_given_digit(level).max(axis=1).mean())
+
+
+def _empirical_image_only(records: list[dict]) -> dict:
+    """In-sample accuracy of the best predictor of the answer from the first query image's digit alone."""
+    counts = np.zeros((10, 10), dtype=np.int64)
+    for record in records:
+        counts[record["query_digits"][0], record["label"]] += 1
+    total = int(counts.sum())
+    rows = counts.sum(axis=1)
+    max_p = [round(float(counts[d].max() / rows[d]), 4) if rows[d] else None for d in range(10)]
+    return {
+        "accuracy": round(float(counts.max(axis=1).sum() / total), 4) if total else None,
+        "max_p_answer_given_digit": max_p,
+    }
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    path.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8", newline="\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def generate_digits_benchmark(
+    output_dir: str | Path,
+    seed: int = 0,
+    train_queries_per_level: int = 2000,
+    test_queries_per_level: int = 200,
+    levels: Sequence[int] = LEVELS,
+    *,
+    test_text_queries_per_level: int = 50,
+    train_text_fraction: float = 0.25,
+    train_fraction: float = 0.7,
+    image_size: int = 32,
+    modality_hint: bool = True,
+) -> dict:
+    """Write the digits reasoning benchmark under ``output_dir`` and return its summary.
+
+    ``seed`` fixes everything (the image split included): the same seed writes the same files byte for
+    byte. Each level's records come from their own random stream, so a level's records do not depend on
+    which other levels are generated. ``test_queries_per_level`` counts image-target test queries;
+    ``test_text_queries_per_level`` more per level have the number word as target. A
+    ``train_text_fraction`` of each level's training records have the number word as positive.
+    With ``modality_hint`` (default) the instruction ends with what to find ("Find an image of the
+    result." / "Write the result as a word."); level 0 always says it.
+    """
+    from sklearn.datasets import load_digits
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, value in [
+        ("train_queries_per_level", train_queries_per_level),
+        ("test_queries_per_level", test_queries_per_level),
+        ("test_text_queries_per_level", test_text_queries_per_level),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    levels = list(dict.fromkeys(int(level) for level in levels))
+    if not levels or any(level not in LEVELS for level in levels):
+        raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    if not 0.0 <= train_text_fraction <= 1.0:
+        raise ValueError(f"train_text_fraction must be in [0, 1], got {train_text_fraction}")
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8, got {image_size}")
+    seed = int(seed)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    labels = np.asarray(digits.target, dtype=np.int64)
+    train, test = _split(labels, seed, train_fraction)
+
+    _write_images(digits.images, out / "images", image_size)
+    _write_json(out / "split.json", {"seed": seed, "train": train.tolist(), "test": test.tolist()}, indent=None)
+
+    train_records: list[dict] = []
+    test_queries: list[dict] = []
+    train_counts: dict[str, Any] = {}
+    test_counts: dict[str, Any] = {}
+    ceilings: dict[str, float] = {}
+    for level in levels:
+        records = _train_records(
+            level, int(train_queries_per_level), seed, train, labels, train_text_fraction, modality_hint
+        )
+        queries = _test_queries(
+            level, int(test_queries_per_level), int(test_text_queries_per_level), seed, test, labels, modality_hint
+        )
+        train_records += records
+        test_queries += queries
+        n_text = sum(r["target_modality"] == "text" for r in records)
+        train_counts[str(level)] = {
+            "records": len(records),
+            "image_target": len(records) - n_text,
+            "text_target": n_text,
+            "image_only_empirical": _empirical_image_only(records),
+        }
+        test_counts[str(level)] = {
+            "queries": len(queries),
+            "image_target": int(test_queries_per_level),
+            "text_target": int(test_text_queries_per_level),
+        }
+        ceilings[str(level)] = round(image_only_ceiling(level), 4)
+
+    corpus = [{"id": _image_id(int(i)), "item": {"image": _image_path(int(i), "../")}} for i in test]
+    corpus += [{"id": f"word-{d}", "item": NUMBER_WORDS[d]} for d in range(10)]
+
+    _write_jsonl(out / "train.jsonl", train_records)
+    _write_jsonl(out / "test" / "corpus.jsonl", corpus)
+    _write_jsonl(out / "test" / "queries.jsonl", test_queries)
+
+    summary = {
+        "benchmark": "lame-digits-reasoning",
+        "version": BENCHMARK_VERSION,
+        "source": "sklearn.datasets.load_digits (1,797 real 8x8 handwritten digits)",
+        "seed": seed,
+        "levels": levels,
+        "image_size": image_size,
+        "modality_hint": modality_hint,
+        "image_only_ceiling": ceilings,
+        "split": {
+            "train_fraction": train_fraction,
+            "train_images": int(len(train)),
+            "test_images": int(len(test)),
+            "train_images_per_digit": [int((labels[train] == d).sum()) for d in range(10)],
+            "test_images_per_digit": [int((labels[test] == d).sum()) for d in range(10)],
+        },
+        "train": {"records": len(train_records), "text_fraction": train_text_fraction, "per_level": train_counts},
+        "test": {
+            "corpus": {"documents": len(corpus), "images": int(len(test)), "texts": 10},
+            "queries": len(test_queries),
+            "per_level": test_counts,
+        },
+        "files": {
+            "images": "images/NNNN.png",
+            "train": "train.jsonl",
+            "corpus": "test/corpus.jsonl",
+            "queries": "test/queries.jsonl",
+            "split": "split.json",
+            "readme": "README.md",
+        },
+    }
+    _write_json(out / "summary.json", summary)
+    (out / "README.md").write_text(_readme(summary), encoding="utf-8", newline="\n")
+    return {**summary, "output_dir": str(out)}
+
+
+def _readme(summary: dict) -> str:
+    split = summary["split"]
+    lines = [
+        "# LaME digits reasoning benchmark",
+        "",
+        f"Generated by `lame.benchmarks.digits` (version {summary['version']}) with seed {summary['seed']}; "
+        "the same seed writes the same files byte for byte.",
+        "",
+        "Images: the 1,797 real 8x8 handwritten digits bundled with scikit-learn "
+        "(`sklearn.datasets.load_digits`, no download), scaled from 0-16 to 0-255 (light strokes on a dark "
+        f"background), upscaled to {summary['image_size']}x{summary['image_size']} with nearest-neighbour "
+        "and saved as RGB PNG: `images/NNNN.png`, NNNN = the sklearn index.",
+        "",
+        "## Split",
+        "",
+        f"By image, stratified by digit: {split['train_images']} train images "
+        f"({split['train_fraction']:.0%}) and {split['test_images']} test images. Training records use only "
+        "train images (queries and positives); test queries and the corpus use only test images. "
+        "`split.json` lists the indices.",
+        "",
+        "## Levels",
+        "",
+        "The answer is always a digit 0-9; all arithmetic is mod 10. Operations: add k (k = 1..9), "
+        "subtract k (k = 1..9), multiply by k (k = 2..9), drawn uniformly.",
+        "",
+        "| level | query | example instruction |",
+        "|---|---|---|",
+        "| 0 | one image | Find another image of this digit. |",
+        "| 1 | one image, one operation | Add 3 (mod 10). Find an image of the result. |",
+        "| 2 | one image, two chained operations | Add 3, then multiply by 2 (mod 10). Find an image of the result. |",
+        "| 3 | two images: product, sum or difference (first minus second), then one operation | "
+        "Multiply the two digits, then subtract 4 (mod 10). Write the result as a word. |",
+        "",
+        "With `modality_hint` (here: "
+        f"{summary['modality_hint']}) each instruction ends with what to find: "
+        "\"Find an image of the result.\" or \"Write the result as a word.\" (level 0: \"Find another image "
+        "of this digit.\" / \"Write this digit as a word.\").",
+        "",
+        "From level 1 on the answer is spread over several digits for any query digit, so a model that only "
+        "recognises the image cannot reach the ceiling. `image_only_ceiling` in `summary.json` is the exact "
+        "accuracy, per level, of the best guess of the answer from the first image's digit alone (chance is "
+        "0.1); `train.per_level.N.image_only_empirical` is the same measured in-sample on the training records.",
+        "",
+        "## Files",
+        "",
+        "Image paths in a JSONL file are relative to that file's folder.",
+        "",
+        "* `train.jsonl`: one training record a line: `id`, `level`, `query` (`{\"image\" or \"images\", "
+        "\"instruction\"}`), `positive` (another train image of the answer digit, never a query image, or "
+        "the number word `{\"text\": \"seven\"}`), `target_modality` (`image` or `text`), `answer` (number "
+        "word), `label` (answer digit), `rationale` (worded steps), `ops` (the operations, e.g. "
+        "`[[\"add\", 3], [\"mul\", 2]]`, level 3 starts with `[\"product\"]`, `[\"sum\"]` or "
+        "`[\"difference\"]`) and `query_digits` (the digits shown).",
+        "* `test/corpus.jsonl`: `{\"id\": \"img-NNNN\", \"item\": {\"image\": \"../images/NNNN.png\"}}` for "
+        "every test image, plus `{\"id\": \"word-D\", \"item\": \"seven\"}` for the ten number words.",
+        "* `test/queries.jsonl`: `id`, `level`, `query`, `relevant` (corpus id -> grade 1: all test images "
+        "of the answer digit except the query's own images, or the answer's `word-D`), `target_modality`, "
+        "`answer`, `label`, `rationale`, `ops`, `query_digits` and `query_ids` (the query's own corpus ids; "
+        "they are in the corpus but never relevant, so an evaluation may drop them from the ranking).",
+        "* `split.json`: the train and test image indices.",
+        "* `summary.json`: counts per level and split.",
+        "",
+        "## Counts",
+        "",
+        "| level | train records (image / text target) | test queries (image / text target) | "
+        "image-only ceiling |",
+        "|---|---|---|---|",
+    ]
+    for level in summary["levels"]:
+        tr = summary["train"]["per_level"][str(level)]
+        te = summary["test"]["per_level"][str(level)]
+        ceiling = summary["image_only_ceiling"][str(level)]
+        lines.append(
+            f"| {level} | {tr['records']} ({tr['image_target']} / {tr['text_target']}) | "
+            f"{te['queries']} ({te['image_target']} / {te['text_target']}) | {ceiling:.2f} |"
+        )
+    corpus = summary["test"]["corpus"]
+    lines += [
+        "",
+        f"Corpus: {corpus['documents']} documents ({corpus['images']} images, {corpus['texts']} words).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lame.benchmarks.digits",
+        description="Write the offline digits reasoning benchmark (scikit-learn handwritten digits).",
+    )
+    parser.add_argument("output_dir", help="folder to write (created if missing)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--train-queries-per-level", type=int, default=2000)
+    parser.add_argument("--test-queries-per-level", type=int, default=200, help="image-target test queries")
+    parser.add_argument("--test-text-queries-per-level", type=int, default=50, help="text-target test queries")
+    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), choices=LEVELS)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--no-modality-hint", action="store_true", help="leave the target phrase out of level 1-3")
+    args = parser.parse_args(argv)
+    summary = generate_digits_benchmark(
+        args.output_dir,
+        seed=args.seed,
+        train_queries_per_level=args.train_queries_per_level,
+        test_queries_per_level=args.test_queries_per_level,
+        levels=args.levels,
+        test_text_queries_per_level=args.test_text_queries_per_level,
+        image_size=args.image_size,
+        modality_hint=not args.no_modality_hint,
+    )
+    print(
+        f"wrote {summary['output_dir']}: {summary['train']['records']} train records, "
+        f"{summary['test']['queries']} test queries, {summary['test']['corpus']['documents']} corpus documents"
+    )
+    for level in summary["levels"]:
+        print(f"  level {level}: image-only ceiling {summary['image_only_ceiling'][str(level)]:.3f} (chance 0.1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

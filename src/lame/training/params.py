@@ -1,0 +1,42 @@
+"""Which parameters a stage trains: name patterns -> optimizer groups."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import torch
+
+from .recipe import ParamGroupSpec, RecipeError
+
+
+def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where: str = "trainable") -> list[dict]:
+    """Freezes every parameter, then unfreezes those matched by ``groups`` (first match wins).
+
+    Returns optimizer parameter groups. A pattern that matches no parameter is an error that names it.
+    """
+    named = dict(model.named_parameters())
+    for p in named.values():
+        p.requires_grad_(False)
+    taken: set[str] = set()
+    param_groups = []
+    for i, group in enumerate(groups):
+        names = [n for n in named if fnmatchcase(n, group.pattern) and n not in taken]
+        if not names:
+            hint = ", ".join(sorted({n.split(".")[0] for n in named}))
+            raise RecipeError(f"{where}[{i}].pattern {group.pattern!r} matches no parameter "
+                              f"(top-level names: {hint})")
+        taken.update(names)
+        for n in names:
+            named[n].requires_grad_(True)
+        param_groups.append({"params": [named[n] for n in names], "lr": group.lr,
+                             "weight_decay": group.weight_decay, "pattern": group.pattern})
+    return param_groups
+
+
+def describe_groups(param_groups: list[dict], model: torch.nn.Module) -> list[dict]:
+    total = sum(p.numel() for p in model.parameters())
+    rows = [{"pattern": g["pattern"], "tensors": len(g["params"]), "parameters": sum(p.numel() for p in g["params"]),
+             "lr": g["lr"]} for g in param_groups]
+    trainable = sum(r["parameters"] for r in rows)
+    rows.append({"pattern": "(frozen)", "tensors": None, "parameters": total - trainable, "lr": None})
+    return rows

@@ -1,0 +1,62 @@
+"""End-of-training artefacts: the loss-curve PNG and the model card of the saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+LOSS_KEYS = ("loss", "contrastive", "reconstruction", "diversity")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(metrics_file: Path, png: Path) -> Path | None:
+    rows = read_metrics(metrics_file)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    for key in LOSS_KEYS:
+        ax.plot(steps, [r[key] for r in rows], label=key)
+    for stage_start in _stage_starts(rows):
+        ax.axvline(stage_start, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.legend()
+    ax.set_title("LaME training losses (dotted: stage boundaries)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def _stage_starts(rows: list[dict]) -> list[int]:
+    return [b["step"] for a, b in zip(rows, rows[1:]) if a["stage"] != b["stage"]]
+
+
+def write_model_card(model_dir: Path, model, recipe, metrics_file: Path, skipped: int,
+                     scores: dict | None = None) -> None:
+    rows = read_metrics(metrics_file)
+    last = rows[-1] if rows else {}
+    sources = "\n".join(f"- `{s.path}` (weight {s.weight})" for s in recipe.data.sources)
+    final = ", ".join(f"{k} {last[k]:.4f}" for k in LOSS_KEYS if k in last) or "n/a"
+    score_text = "\n".join(f"- {k}: {v}" for k, v in (scores or {}).items()) or "Not evaluated yet (`lame eval`)."
+    card = (
+        model.model_card()
+        + f"\n## Training\n\nData:\n\n{sources}\n\nSteps: {last.get('step', 0)}; skipped samples: {skipped}; "
+        f"final losses: {final}.\n\nRecipe:\n\n```yaml\n{yaml.safe_dump(recipe.to_dict(), sort_keys=False)}```\n"
+        f"\n## Scores\n\n{score_text}\n"
+    )
+    (Path(model_dir) / "README.md").write_text(card)

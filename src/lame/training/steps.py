@@ -1,0 +1,164 @@
+"""One optimisation step's gradients: the whole batch at once, or GradCache chunks.
+
+GradCache (Gao et al., 2021) decouples the contrastive batch size from memory: embed every item
+without a graph, compute the contrastive loss on those embeddings as leaves, then re-run each chunk
+WITH a graph and backpropagate ``<embedding, cached gradient>``. The decoder and diversity losses
+are sums over queries (and decoder tokens), so each query chunk adds its own share exactly; nothing
+depends on the number of devices, and one device gets the same gradients as the full batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from ..data.featurize import Features
+from ..losses import diversity_loss, info_nce, world_size
+
+
+@dataclass
+class TrainBatch:
+    queries: list[Features]
+    positives: list[Features]  # query i's j-th positive at i * P + j
+    negatives: list[Features]  # query i's j-th hard negative at i * N + j
+    targets: list[str | None]  # decoder target per query (None: no reconstruction for that query)
+    labels: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+@dataclass
+class LossWeights:
+    contrastive: float = 1.0
+    reconstruction: float = 1.0
+    diversity: float = 0.0
+
+
+@dataclass
+class StepLosses:
+    contrastive: float
+    reconstruction: float
+    diversity: float
+    total: float
+
+
+def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size: int | None = None,
+                      autocast=None) -> StepLosses:
+    """Accumulates into ``.grad`` the gradients of this process's share of the LaME loss.
+
+    The contrastive term is the loss of the GLOBAL batch (gathered) times the number of processes,
+    so that averaging gradients over processes gives the global gradient (see :mod:`lame.losses`).
+    """
+    autocast = autocast or _no_autocast
+    if chunk_size is None or chunk_size >= max(len(batch.queries), len(batch.positives), len(batch.negatives) or 1):
+        return _full_batch(model, batch, weights, autocast)
+    return _grad_cache(model, batch, weights, chunk_size, autocast)
+
+
+@contextmanager
+def _no_autocast():
+    yield
+
+
+def _reshape(embeddings: torch.Tensor, batch: int) -> torch.Tensor | None:
+    return embeddings.reshape(batch, -1, embeddings.shape[-1]) if embeddings.shape[0] else None
+
+
+def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights, target_tokens: int):
+    """Decoder and diversity contributions of the queries in ``rows`` (sums, scaled to batch means)."""
+    zero = out.embeddings.new_zeros(())
+    reconstruction = diversity = zero
+    offset = rows.start
+    with_target = [i for i in range(out.embeddings.shape[0]) if batch.targets[offset + i]]
+    if weights.reconstruction and model.decoder_head is not None and with_target and target_tokens:
+        total, _ = model.decoder_head.loss_terms(out.reason_states[with_target],
+                                                 [batch.targets[offset + i] for i in with_target])
+        reconstruction = total / target_tokens
+    if weights.diversity and out.reason_states.shape[1] > 1:
+        diversity = diversity_loss(out.reason_states) * out.embeddings.shape[0] / len(batch)
+    return reconstruction, diversity
+
+
+def _target_tokens(model, batch: TrainBatch) -> int:
+    if model.decoder_head is None:
+        return 0
+    return model.decoder_head.count_target_tokens([t for t in batch.targets if t])
+
+
+def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> StepLosses:
+    size = len(batch)
+    with autocast():
+        q = model(model.collate(batch.queries))
+        pos = model(model.collate(batch.positives)).embeddings
+        neg = model(model.collate(batch.negatives)).embeddings if batch.negatives else None
+        contrastive = info_nce(q.embeddings, _reshape(pos, size), _reshape(neg, size) if neg is not None else None,
+                               temperature=model.config.temperature, labels=batch.labels)
+        reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, _target_tokens(model, batch))
+        total = (weights.contrastive * contrastive * world_size() + weights.reconstruction * reconstruction
+                 + weights.diversity * diversity)
+    total.backward()
+    return _losses(contrastive, reconstruction, diversity, weights)
+
+
+def _losses(contrastive, reconstruction, diversity, weights: LossWeights) -> StepLosses:
+    c, r, d = (float(x.detach()) if torch.is_tensor(x) else float(x) for x in (contrastive, reconstruction, diversity))
+    return StepLosses(c, r, d, weights.contrastive * c + weights.reconstruction * r + weights.diversity * d)
+
+
+class _RandomState:
+    """Captures the RNG state before a chunk's first pass so the second pass replays it (dropout)."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    @contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if self.cuda else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda:
+                torch.cuda.set_rng_state_all(self.cuda)
+            yield
+
+
+def _chunks(features: list[Features], size: int) -> list[slice]:
+    return [slice(i, min(i + size, len(features))) for i in range(0, len(features), size)]
+
+
+def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast) -> StepLosses:
+    size = len(batch)
+    groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
+    cached: dict[str, torch.Tensor] = {}
+    states: dict[str, list[_RandomState]] = {}
+    with torch.no_grad():
+        for name, features in groups.items():
+            pieces, states[name] = [], []
+            for rows in _chunks(features, chunk_size):
+                states[name].append(_RandomState())
+                with autocast():
+                    pieces.append(model(model.collate(features[rows])).embeddings.float())
+            cached[name] = torch.cat(pieces) if pieces else None
+
+    leaves = {k: v.detach().requires_grad_() for k, v in cached.items() if v is not None}
+    contrastive = info_nce(leaves["queries"], _reshape(leaves["positives"], size),
+                           _reshape(leaves["negatives"], size) if "negatives" in leaves else None,
+                           temperature=model.config.temperature, labels=batch.labels)
+    (weights.contrastive * contrastive * world_size()).backward()
+
+    target_tokens = _target_tokens(model, batch)
+    reconstruction = diversity = 0.0
+    for name, features in groups.items():
+        for rows, state in zip(_chunks(features, chunk_size), states[name]):
+            with state.replay(), autocast():
+                out = model(model.collate(features[rows]))
+                surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
+                if name == "queries":
+                    rec, div = _side_terms(model, out, batch, rows, weights, target_tokens)
+                    surrogate = surrogate + weights.reconstruction * rec + weights.diversity * div
+                    reconstruction += float(rec.detach())
+                    diversity += float(div.detach())
+            surrogate.backward()
+    return _losses(contrastive, reconstruction, diversity, weights)

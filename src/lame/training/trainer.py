@@ -1,0 +1,357 @@
+"""The two-stage recipe runner: one plain process, or several under ``accelerate launch``/torchrun.
+
+Data parallelism: every process draws its slice of one global batch, negatives are gathered across
+processes (:mod:`lame.losses`), and gradients are averaged with one bucketed all-reduce per step.
+The all-reduce is explicit instead of a ``DistributedDataParallel`` wrapper because a GradCache step
+runs several forward passes per backward, which DDP's reducer does not support without
+``no_sync`` bookkeeping that silently skips parameters unused in the last chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from accelerate import Accelerator
+from transformers import get_scheduler
+
+from ..config import LaMEConfig
+from ..data.items import ItemError
+from ..modeling import LaMEModel, build_tiny_model
+from ..modeling.lora import LORA_HOST, add_lora, has_lora
+from . import checkpoint as ckpt
+from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
+from .params import describe_groups, select_trainable
+from .recipe import Recipe, RecipeError, StageSpec
+from .steps import LossWeights, TrainBatch, compute_gradients
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Progress:
+    stage_index: int = 0
+    step_in_stage: int = 0  # completed steps of the current stage
+    global_step: int = 0
+    skipped: int = 0
+
+
+def build_model(recipe: Recipe) -> LaMEModel:
+    spec = recipe.model
+    config = LaMEConfig.from_dict(spec.lame).replace(use_decoder=spec.decoder is not None)
+    if spec.backbone.startswith("tiny:"):
+        if spec.decoder not in (None, "tiny"):
+            raise RecipeError("model.decoder: a tiny backbone takes decoder 'tiny' or null")
+        return build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
+    dtype = getattr(torch, spec.dtype)
+    return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
+
+
+def lora_parameter_names(model, target_modules: list[str]) -> set[str]:
+    """The parameter names the model will have once LoRA is added (for validating stage patterns early)."""
+    names = set(dict(model.named_parameters()))
+    for name, module in model.get_submodule(LORA_HOST).named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
+            full = f"{LORA_HOST}.{name}"
+            for kind in ("weight", "bias"):
+                if f"{full}.{kind}" in names:
+                    names.discard(f"{full}.{kind}")
+                    names.add(f"{full}.base_layer.{kind}")
+            names.update({f"{full}.lora_A.default.weight", f"{full}.lora_B.default.weight"})
+    return names
+
+
+def check_stage_patterns(model, recipe: Recipe) -> None:
+    """Raises :class:`RecipeError` for a trainable pattern that matches no parameter, for every stage."""
+    from fnmatch import fnmatchcase
+
+    lora_added = has_lora(model)
+    names = set(dict(model.named_parameters()))
+    for i, stage in enumerate(recipe.stages):
+        if stage.lora and not lora_added:
+            names = lora_parameter_names(model, stage.lora.target_modules)
+            lora_added = True
+        for j, group in enumerate(stage.trainable):
+            if not any(fnmatchcase(n, group.pattern) for n in names):
+                tops = ", ".join(sorted({n.split(".")[0] for n in names}))
+                raise RecipeError(f"stages[{i}].trainable[{j}].pattern {group.pattern!r} matches no parameter "
+                                  f"(top-level names: {tops})")
+
+
+def label_id(label, fallback: int) -> int:
+    """Labels of any JSON type -> comparable ints (equal on every process); no label -> a unique id."""
+    if label is None:
+        return -1 - fallback
+    if isinstance(label, bool) or not isinstance(label, int):
+        return zlib.crc32(json.dumps(label, sort_keys=True).encode()) & 0x7FFFFFFF
+    return label
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True):
+        self.recipe = recipe
+        self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available())
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
+        self.output = Path(recipe.train.output_dir)
+        self.checkpoints = self.output / "checkpoints"
+        self.show_progress = show_progress and self.accelerator.is_main_process
+        self.progress = Progress()
+        torch.manual_seed(recipe.train.seed)
+
+        sources = [JsonlSource(s.path, s.name) for s in recipe.data.sources]
+        self.sampler = MixtureSampler(sources, [s.weight for s in recipe.data.sources], seed=recipe.train.seed)
+        self.resume_from = ckpt.latest_checkpoint(self.checkpoints) if resume else None
+        if resume and self.resume_from is None:
+            self._log_line(f"--resume: no checkpoint in {self.checkpoints}; starting from the beginning")
+        if self.resume_from is not None:
+            self.model = LaMEModel.from_pretrained(self.resume_from / "model")
+            state = json.loads((self.resume_from / "trainer_state.json").read_text())
+            self.progress = Progress(**state["progress"])
+            self.sampler.load_state_dict(state["sampler"])
+            self._scheduler_state = state["scheduler"]
+        else:
+            self.model = build_model(recipe)
+            self._scheduler_state = None
+        check_stage_patterns(self.model, recipe)
+        self.model.to(self.accelerator.device)
+        if recipe.train.gradient_checkpointing:
+            self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.metrics_file = self.output / "metrics.jsonl"
+        self.skipped_file = self.output / f"skipped-{self.rank}.jsonl"
+        self.tensorboard = self._tensorboard() if recipe.train.tensorboard and self.accelerator.is_main_process else None
+
+    # --------------------------------------------------------------------------------- running
+    def run(self, stop_after: int | None = None) -> Path | None:
+        """Trains every remaining stage; returns the final model folder (None if stopped early)."""
+        if self.accelerator.is_main_process:
+            (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        for stage_index in range(self.progress.stage_index, len(self.recipe.stages)):
+            stage = self.recipe.stages[stage_index]
+            if self.progress.stage_index != stage_index:
+                self.progress.stage_index, self.progress.step_in_stage = stage_index, 0
+            if not self._run_stage(stage, stop_after):
+                return None
+        return self._finish()
+
+    def _run_stage(self, stage: StageSpec, stop_after: int | None) -> bool:
+        if stage.lora and not has_lora(self.model):
+            add_lora(self.model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
+            self.model.to(self.accelerator.device)
+        groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable")
+        self.trainable = [p for g in groups for p in g["params"]]
+        optimizer = torch.optim.AdamW(groups)
+        scheduler = get_scheduler(stage.schedule, optimizer, num_warmup_steps=stage.warmup_steps,
+                                  num_training_steps=stage.steps)
+        if self.resume_from is not None and self.progress.step_in_stage > 0:
+            ckpt.load_optimizer(optimizer, self.resume_from)
+            scheduler.load_state_dict(self._scheduler_state)
+            ckpt.load_rng(self.resume_from, self.rank)
+        self.resume_from = None
+        weights = LossWeights(
+            stage.contrastive_weight,
+            self.model.config.reconstruction_weight if stage.reconstruction_weight is None else stage.reconstruction_weight,
+            self.model.config.diversity_weight if stage.diversity_weight is None else stage.diversity_weight,
+        )
+        self._log_line(self._describe_stage(stage, groups))
+        self.model.train()
+        bar = self._bar(stage)
+        while self.progress.step_in_stage < stage.steps:
+            if stop_after is not None and self.progress.global_step >= stop_after:
+                bar.close()
+                return False
+            started = time.perf_counter()
+            batch = self._next_batch(stage)
+            losses = compute_gradients(self.model, batch, weights, self.recipe.train.grad_cache_chunk,
+                                       autocast=self.accelerator.autocast)
+            self._check_finite(losses, stage)
+            self._all_reduce_gradients()
+            if stage.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.trainable, stage.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.progress.step_in_stage += 1
+            self.progress.global_step += 1
+            seconds = time.perf_counter() - started
+            self._log_step(stage, losses, scheduler.get_last_lr()[0], len(batch) * self.world / seconds, bar)
+            at_end = self.progress.step_in_stage == stage.steps
+            if self.progress.global_step % self.recipe.train.save_every == 0 or at_end:
+                self._save_checkpoint(optimizer, scheduler)
+        bar.close()
+        return True
+
+    def _next_batch(self, stage: StageSpec) -> TrainBatch:
+        data = self.recipe.data
+        draws_before = self.sampler.draws
+        positions = self.sampler.next_positions(stage.batch_size * self.world)
+        mine = positions[self.rank * stage.batch_size: (self.rank + 1) * stage.batch_size]
+        queries, positives, negatives, targets, labels = [], [], [], [], []
+        for offset, (source, line) in enumerate(mine):
+            draw = draws_before + self.rank * stage.batch_size + offset
+            try:
+                example = self.sampler.read(source, line)
+                features = self._featurize(example, data.positives_per_query, data.negatives_per_query)
+            except (ItemError, DataError) as exc:
+                self._skip(source, line, exc)
+                continue
+            queries.append(features[0])
+            positives += features[1: 1 + data.positives_per_query]
+            negatives += features[1 + data.positives_per_query:]
+            targets.append(example.decoder_target(self.model.config.decoder_target))
+            labels.append(label_id(example.label, draw))
+        if not queries:
+            raise RuntimeError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
+                               f"see {self.skipped_file}")
+        return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
+
+    def _featurize(self, example: TrainingExample, num_pos: int, num_neg: int) -> list:
+        if len(example.positives) < num_pos:
+            raise DataError(f"{example.where}: {len(example.positives)} positives, the recipe asks for {num_pos}")
+        if len(example.negatives) < num_neg:
+            raise DataError(f"{example.where}: {len(example.negatives)} hard negatives, the recipe asks for {num_neg}")
+        items = [example.query, *example.positives[:num_pos], *example.negatives[:num_neg]]
+        out = []
+        for role, item in zip(["query"] + ["positive"] * num_pos + ["negative"] * num_neg, items):
+            try:
+                out.append(self.model.featurizer(item))
+            except ItemError as exc:
+                raise ItemError(None, f"{example.where}: {role}: {exc.reason}") from exc
+        return out
+
+    def _skip(self, source: int, line: int, exc: Exception) -> None:
+        self.progress.skipped += 1
+        with self.skipped_file.open("a") as f:
+            f.write(json.dumps({"step": self.progress.global_step, "source": self.sampler.sources[source].name,
+                                "line_index": line, "reason": str(exc)}) + "\n")
+
+    def _check_finite(self, losses, stage: StageSpec) -> None:
+        if math.isfinite(losses.total):
+            return
+        last = ckpt.latest_checkpoint(self.checkpoints)
+        raise TrainingDiverged(
+            f"non-finite loss at step {self.progress.global_step + 1} (stage {stage.name!r}): "
+            f"contrastive={losses.contrastive}, reconstruction={losses.reconstruction}, "
+            f"diversity={losses.diversity}. Nothing was saved after the last good checkpoint: "
+            f"{last if last else 'none yet'}. Lower the learning rate or use bf16 instead of fp16."
+        )
+
+    def _all_reduce_gradients(self) -> None:
+        if self.world == 1:
+            return
+        grads = []
+        for p in self.trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= self.world
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    # ----------------------------------------------------------------------------- saving
+    def _save_checkpoint(self, optimizer, scheduler) -> None:
+        name = f"{ckpt.PREFIX}{self.progress.global_step:06d}"
+        tmp = self.checkpoints / f".tmp-{name}"
+        if self.accelerator.is_main_process:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            self.model.save_pretrained(tmp / "model")
+            ckpt.save_optimizer(optimizer, tmp)
+            state = {"progress": self.progress.__dict__, "sampler": self.sampler.state_dict(),
+                     "scheduler": scheduler.state_dict()}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        self.accelerator.wait_for_everyone()
+        ckpt.save_rng(tmp, self.rank)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            ckpt.commit(tmp, self.checkpoints / name, self.recipe.train.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def _finish(self) -> Path:
+        final = self.output / "model"
+        if self.accelerator.is_main_process:
+            self.model.save_pretrained(final)
+            from .report import plot_losses, write_model_card
+
+            plot_losses(self.metrics_file, self.output / "loss_curves.png")
+            write_model_card(final, self.model, self.recipe, self.metrics_file, self.progress.skipped)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.accelerator.wait_for_everyone()
+        return final
+
+    # ----------------------------------------------------------------------------- logging
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(str(self.output / "tensorboard"))
+
+    def _bar(self, stage: StageSpec):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=stage.steps, initial=self.progress.step_in_stage, desc=f"stage {stage.name}",
+                    disable=not self.show_progress, dynamic_ncols=True)
+
+    def _log_step(self, stage: StageSpec, losses, lr: float, samples_per_s: float, bar) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses.total:.3f}", con=f"{losses.contrastive:.3f}",
+                        rec=f"{losses.reconstruction:.3f}", div=f"{losses.diversity:.3f}", lr=f"{lr:.1e}",
+                        sps=f"{samples_per_s:.1f}", refresh=False)
+        step = self.progress.global_step
+        if not self.accelerator.is_main_process or (step % self.recipe.train.log_every and
+                                                    self.progress.step_in_stage != stage.steps):
+            return
+        row = {"step": step, "stage": stage.name, "loss": losses.total, "contrastive": losses.contrastive,
+               "reconstruction": losses.reconstruction, "diversity": losses.diversity, "lr": lr,
+               "samples_per_s": samples_per_s, "skipped": self.progress.skipped}
+        with self.metrics_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            for key in ("loss", "contrastive", "reconstruction", "diversity", "lr", "samples_per_s"):
+                self.tensorboard.add_scalar(f"train/{key}", row[key], step)
+
+    def _describe_stage(self, stage: StageSpec, groups) -> str:
+        rows = describe_groups(groups, self.model)
+        lines = [f"stage {stage.name!r}: {stage.steps} steps, batch {stage.batch_size} x {self.world} processes"]
+        lines += [f"  {r['pattern']:<50} {r['parameters']:>14,d} params" + (f"  lr {r['lr']:.1e}" if r["lr"] else "")
+                  for r in rows]
+        return "\n".join(lines)
+
+    def _log_line(self, text: str) -> None:
+        if self.accelerator.is_main_process and self.show_progress:
+            print(text, flush=True)
+
+
+def train(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> Path:
+    """Runs a recipe to the end and returns the folder of the trained model."""
+    return Trainer(recipe, resume=resume, show_progress=show_progress).run()
+
+
+def dry_run(recipe: Recipe) -> list[dict]:
+    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained)."""
+    model = build_model(recipe)
+    check_stage_patterns(model, recipe)
+    report = []
+    for stage in recipe.stages:
+        if stage.lora and not has_lora(model):
+            add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
+        groups = select_trainable(model, stage.trainable)
+        report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model)})
+    return report

@@ -1,0 +1,281 @@
+"""The offline digits reasoning benchmark: split hygiene, arithmetic, paths, relevance, determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lame.benchmarks.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
+from lame.data.items import to_item
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SMALL = dict(train_queries_per_level=300, test_queries_per_level=40, test_text_queries_per_level=10)
+
+
+@pytest.fixture(scope="module")
+def labels() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().target
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    generate_digits_benchmark(out, seed=3, **SMALL)
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def image_paths(item) -> list[str]:
+    if isinstance(item, str):
+        return []
+    paths = ([item["image"]] if "image" in item else []) + list(item.get("images", []))
+    return paths
+
+
+def index_of(path: str) -> int:
+    match = re.fullmatch(r"(?:\.\./)?images/(\d{4})\.png", path)
+    assert match, path
+    return int(match.group(1))
+
+
+def corpus_image_indices(out: Path) -> set[int]:
+    return {int(doc["id"][4:]) for doc in read_jsonl(out / "test" / "corpus.jsonl") if doc["id"].startswith("img-")}
+
+
+# An independent reading of the instruction text.
+UNARY = re.compile(r"(add|subtract|multiply by) (\d)")
+BINARY = {
+    "multiply the two digits": "product",
+    "add the two digits": "sum",
+    "subtract the second digit from the first": "difference",
+}
+
+
+def parse_instruction(text: str) -> list[list]:
+    if text in ("Find another image of this digit.", "Write this digit as a word."):
+        return []
+    match = re.fullmatch(r"(.+) \(mod 10\)\.(?: (Find an image of the result\.|Write the result as a word\.))?", text)
+    assert match, text
+    ops = []
+    for piece in match.group(1).split(", then "):
+        piece = piece[0].lower() + piece[1:]
+        if piece in BINARY:
+            ops.append([BINARY[piece]])
+        else:
+            unary = UNARY.fullmatch(piece)
+            assert unary, text
+            ops.append([{"add": "add", "subtract": "sub", "multiply by": "mul"}[unary.group(1)], int(unary.group(2))])
+    return ops
+
+
+def compute(ops: list[list], digits: list[int]) -> int:
+    value = digits[0]
+    for op in ops:
+        if op[0] == "product":
+            value = digits[0] * digits[1]
+        elif op[0] == "sum":
+            value = digits[0] + digits[1]
+        elif op[0] == "difference":
+            value = digits[0] - digits[1]
+        elif op[0] == "add":
+            value += op[1]
+        elif op[0] == "sub":
+            value -= op[1]
+        elif op[0] == "mul":
+            value *= op[1]
+        else:
+            raise AssertionError(op)
+    return value % 10
+
+
+def all_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    small = dict(train_queries_per_level=60, test_queries_per_level=10, test_text_queries_per_level=3)
+    generate_digits_benchmark(a, seed=7, **small)
+    generate_digits_benchmark(b, seed=7, **small)
+    generate_digits_benchmark(c, seed=8, **small)
+    files_a, files_b, files_c = all_files(a), all_files(b), all_files(c)
+    assert set(files_a) >= {"train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "summary.json", "README.md"}
+    assert files_a == files_b
+    for name in ["train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "split.json"]:
+        assert files_a[name] != files_c[name], name
+
+
+def test_split_by_image_and_stratified(bench, labels):
+    test_images = corpus_image_indices(bench)
+    split = json.loads((bench / "split.json").read_text())
+    assert set(split["test"]) == test_images
+    assert not set(split["train"]) & test_images
+    assert len(split["train"]) + len(split["test"]) == len(labels)
+    for digit in range(10):
+        n = int((labels == digit).sum())
+        n_train = sum(labels[i] == digit for i in split["train"])
+        assert abs(n_train - 0.7 * n) <= 1
+
+    for record in read_jsonl(bench / "train.jsonl"):
+        used = image_paths(record["query"]) + image_paths(record["positive"])
+        assert not {index_of(p) for p in used} & test_images, record["id"]
+    for query in read_jsonl(bench / "test" / "queries.jsonl"):
+        assert {index_of(p) for p in image_paths(query["query"])} <= test_images, query["id"]
+
+
+def test_positives_show_answer_and_are_not_the_query(bench, labels):
+    records = read_jsonl(bench / "train.jsonl")
+    per_level = Counter(r["level"] for r in records)
+    assert per_level == {level: SMALL["train_queries_per_level"] for level in range(4)}
+    text_share = sum(r["target_modality"] == "text" for r in records) / len(records)
+    assert text_share == pytest.approx(0.25, abs=0.01)
+    for record in records:
+        assert record["answer"] == WORDS[record["label"]]
+        query_indices = [index_of(p) for p in image_paths(record["query"])]
+        assert len(query_indices) == (2 if record["level"] == 3 else 1)
+        if record["target_modality"] == "text":
+            assert record["positive"] == {"text": WORDS[record["label"]]}
+        else:
+            assert set(record["positive"]) == {"image"}
+            positive = index_of(record["positive"]["image"])
+            assert positive not in query_indices, record["id"]
+            assert labels[positive] == record["label"], record["id"]
+        assert record["rationale"].endswith(f"The answer is {record['answer']}.")
+
+
+def test_answers_follow_the_arithmetic(bench, labels):
+    rows = read_jsonl(bench / "train.jsonl") + read_jsonl(bench / "test" / "queries.jsonl")
+    seen_ops = set()
+    for row in rows:
+        digits = [int(labels[index_of(p)]) for p in image_paths(row["query"])]
+        parsed = parse_instruction(row["query"]["instruction"])
+        assert parsed == row["ops"], row["id"]
+        assert len(parsed) == {0: 0, 1: 1, 2: 2, 3: 2}[row["level"]], row["id"]
+        assert compute(parsed, digits) == row["label"], row["id"]
+        assert row["answer"] == WORDS[row["label"]]
+        assert row["query_digits"] == digits
+        hint = row["query"]["instruction"]
+        assert ("word" in hint) == (row["target_modality"] == "text"), row["id"]
+        seen_ops.update(op[0] for op in parsed)
+    assert seen_ops == {"add", "sub", "mul", "product", "sum", "difference"}
+
+
+def test_every_image_path_resolves_to_a_png(bench):
+    checked: set[Path] = set()
+    files = {
+        bench / "train.jsonl": ["query", "positive"],
+        bench / "test" / "queries.jsonl": ["query"],
+        bench / "test" / "corpus.jsonl": ["item"],
+    }
+    for path, keys in files.items():
+        for row in read_jsonl(path):
+            for key in keys:
+                item = row[key]
+                to_item(item, base_dir=path.parent)  # the project's own loader accepts it
+                for rel in image_paths(item):
+                    target = (path.parent / rel).resolve()
+                    if target in checked:
+                        continue
+                    with Image.open(target) as image:
+                        assert image.format == "PNG"
+                        image.load()
+                    checked.add(target)
+    assert len(checked) >= len(corpus_image_indices(bench))
+
+
+def test_relevant_is_exactly_the_test_images_of_the_answer(bench, labels):
+    corpus = read_jsonl(bench / "test" / "corpus.jsonl")
+    ids = [doc["id"] for doc in corpus]
+    assert len(ids) == len(set(ids))
+    words = {doc["id"]: doc["item"] for doc in corpus if doc["id"].startswith("word-")}
+    assert words == {f"word-{d}": WORDS[d] for d in range(10)}
+    test_images = corpus_image_indices(bench)
+    queries = read_jsonl(bench / "test" / "queries.jsonl")
+    counts: dict[tuple, int] = defaultdict(int)
+    for query in queries:
+        counts[(query["level"], query["target_modality"])] += 1
+        own = {index_of(p) for p in image_paths(query["query"])}
+        assert query["query_ids"] == [f"img-{i:04d}" for i in [index_of(p) for p in image_paths(query["query"])]]
+        if query["target_modality"] == "text":
+            assert query["relevant"] == {f"word-{query['label']}": 1}
+        else:
+            expected = {f"img-{i:04d}" for i in test_images if labels[i] == query["label"] and i not in own}
+            assert set(query["relevant"]) == expected, query["id"]
+            assert set(query["relevant"].values()) == {1}
+            assert expected
+    for level in range(4):
+        assert counts[(level, "image")] == SMALL["test_queries_per_level"]
+        assert counts[(level, "text")] == SMALL["test_text_queries_per_level"]
+
+
+def test_summary_matches_files(bench):
+    summary = json.loads((bench / "summary.json").read_text())
+    assert summary["seed"] == 3
+    assert summary["train"]["records"] == len(read_jsonl(bench / "train.jsonl"))
+    assert summary["test"]["queries"] == len(read_jsonl(bench / "test" / "queries.jsonl"))
+    assert summary["test"]["corpus"]["documents"] == len(read_jsonl(bench / "test" / "corpus.jsonl"))
+    assert summary["split"]["train_images"] + summary["split"]["test_images"] == 1797
+    readme = (bench / "README.md").read_text()
+    assert "seed 3" in readme and "test/queries.jsonl" in readme
+
+
+def test_answer_not_predictable_from_the_image_alone(tmp_path, labels):
+    out = tmp_path / "big"
+    generate_digits_benchmark(
+        out, seed=0, train_queries_per_level=2000, test_queries_per_level=0, test_text_queries_per_level=0,
+        levels=(0, 1, 2, 3),
+    )
+    by_level: dict[int, np.ndarray] = {level: np.zeros((10, 10)) for level in range(4)}
+    for record in read_jsonl(out / "train.jsonl"):
+        first = int(labels[index_of(image_paths(record["query"])[0])])
+        by_level[record["level"]][first, record["label"]] += 1
+    assert np.allclose(by_level[0], np.diag(by_level[0].diagonal()))  # level 0: the answer is the digit
+    for level in (1, 2, 3):
+        counts = by_level[level]
+        p = counts / counts.sum(axis=1, keepdims=True)
+        assert (counts.sum(axis=1) >= 100).all()
+        assert p.max(axis=1).max() < 0.5, (level, p.max(axis=1))
+        # the best image-only guess is far below the ceiling of 1.0
+        assert counts.max(axis=1).sum() / counts.sum() < 0.35, level
+        # and the exact table the summary reports agrees with the sample
+        exact = answer_given_digit(level)
+        assert np.allclose(exact.sum(axis=1), 1.0)
+        assert exact.max() < 0.5
+        assert np.abs(p - exact).max() < 0.15, level
+        assert image_only_ceiling(level) < 0.2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["image_only_ceiling"]["0"] == 1.0
+    assert all(summary["image_only_ceiling"][str(level)] < 0.2 for level in (1, 2, 3))
+
+
+def test_levels_are_independent_streams_and_validated(tmp_path):
+    small = dict(train_queries_per_level=30, test_queries_per_level=5, test_text_queries_per_level=2)
+    generate_digits_benchmark(tmp_path / "all", seed=1, **small)
+    generate_digits_benchmark(tmp_path / "two", seed=1, levels=(2,), **small)
+    level2 = [r for r in read_jsonl(tmp_path / "all" / "train.jsonl") if r["level"] == 2]
+    assert level2 == read_jsonl(tmp_path / "two" / "train.jsonl")
+    with pytest.raises(ValueError):
+        generate_digits_benchmark(tmp_path / "bad", levels=(4,))
+    with pytest.raises(ValueError):
+        generate_digits_benchmark(tmp_path / "bad", seed=-1)
+
+
+def test_module_entry_point(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main([str(out), "--seed", "5", "--train-queries-per-level", "20", "--test-queries-per-level", "4",
+                 "--test-text-queries-per-level", "1", "--levels", "1", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 5 and summary["levels"] == [1, 3]
+    assert summary["train"]["records"] == 40
+    assert "wrote" in capsys.readouterr().out
