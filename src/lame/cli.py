@@ -14,6 +14,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result["reload_identical"] else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .training import dry_run, load_recipe, train
+    from .training.recipe import missing_paths
+
+    recipe = load_recipe(args.recipe, args.set or [], check_paths=not args.dry_run)
+    if not args.dry_run:
+        print(f"trained model: {train(recipe, resume=args.resume)}")
+        return 0
+    missing = missing_paths(recipe)
+    print(f"recipe {args.recipe}: valid ({len(recipe.stages)} stages)")
+    for line in missing:
+        print(f"  not on this machine: {line}")
+    if any(line.startswith("model.") for line in missing):
+        print("  model not built: its folder is missing; parameter groups are checked when it is present")
+        return 0
+    for stage in dry_run(recipe):
+        print(f"stage {stage['stage']!r}: {stage['steps']} steps")
+        for row in stage["groups"]:
+            lr = f"  lr {row['lr']:.1e}" if row["lr"] else ""
+            print(f"  {row['pattern']:<50} {row['parameters']:>14,d} params{lr}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -22,12 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="lame-demo", help="folder for the saved model (default: lame-demo)")
     demo.add_argument("--backbone", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
     demo.set_defaults(func=_demo)
+
+    train = verbs.add_parser("train", help="run a training recipe (YAML)")
+    train.add_argument("recipe", help="recipe file, e.g. configs/tiny-digits.yaml")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set stages.0.steps=50 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
+    train.add_argument("--dry-run", action="store_true",
+                       help="validate, build what can be built and print parameter groups; no training")
+    train.set_defaults(func=_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .data.items import ItemError
+    from .training.recipe import RecipeError
+
+    try:
+        return args.func(args)
+    except (RecipeError, ItemError, FileNotFoundError) as exc:
+        print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def _query(
     positions = [first]
     if level == 3:  # a second, different image (it may show the same digit)
         second = int(rng.integers(len(pool) - 1))
-        positions.append(second + (second >= first))
+        positions.append(second)
     indices = [int(pool[p]) for p in positions]
     digits = [int(labels[i]) for i in indices]
     ops = _sample_ops(rng, level)
@@ -239,7 +239,7 @@ def _train_records(
         if target == "text":
             positive: dict = {"text": NUMBER_WORDS[answer]}
         else:
-            candidates = list(by_digit[answer])
+            candidates = [i for i in by_digit[answer] if i not in indices]
             positive = {"image": _image_path(candidates[int(rng.integers(len(candidates)))])}
         records.append(
             {

@@ -100,9 +100,12 @@ class Recipe:
         return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Reads a YAML recipe, applies ``key.path=value`` overrides, validates everything but the
-    parameter patterns (they need the built model: see :func:`lame.training.freezing`)."""
+def load_recipe(path: str | Path, overrides: list[str] = (), check_paths: bool = True) -> Recipe:
+    """Reads a YAML recipe, applies ``key.path=value`` overrides and validates everything but the
+    parameter patterns (they need the built model: :func:`lame.training.trainer.check_stage_patterns`).
+
+    ``check_paths=False`` accepts missing data files and model folders (see :func:`missing_paths`).
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
@@ -112,7 +115,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     recipe = _build(Recipe, raw, "")
     recipe.source_file = str(path)
     _resolve_paths(recipe, path.parent)
-    validate(recipe)
+    validate(recipe, check_paths)
     return recipe
 
 
@@ -133,14 +136,28 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
             setattr(recipe.model, name, str(base_dir / value))
 
 
-def validate(recipe: Recipe) -> None:
+def missing_paths(recipe: Recipe) -> list[str]:
+    """Data files and model folders named by the recipe that are not on this machine, as
+    ``"key: path does not exist"`` lines."""
+    missing = [(f"data.sources[{i}].path", s.path) for i, s in enumerate(recipe.data.sources)
+               if not Path(s.path).is_file()]
+    for name in ("backbone", "decoder"):
+        value = getattr(recipe.model, name)
+        if value and not value.startswith("tiny") and not Path(value).is_dir():
+            missing.append((f"model.{name}", value))
+    return [f"{key}: {path} does not exist" for key, path in missing]
+
+
+def validate(recipe: Recipe, check_paths: bool = True) -> None:
+    if check_paths:
+        problems = missing_paths(recipe)
+        if problems:
+            raise RecipeError(problems[0])
     if not recipe.stages:
         raise RecipeError("stages: a recipe needs at least one stage")
     if not recipe.data.sources:
         raise RecipeError("data.sources: at least one data source is needed")
     for i, source in enumerate(recipe.data.sources):
-        if not Path(source.path).is_file():
-            raise RecipeError(f"data.sources[{i}].path: data file {source.path} does not exist")
         if source.weight <= 0:
             raise RecipeError(f"data.sources[{i}].weight: must be > 0, got {source.weight}")
     try:
@@ -155,11 +172,8 @@ def validate(recipe: Recipe) -> None:
             get_adapter(backbone.split(":", 1)[1])
         except ValueError as exc:
             raise RecipeError(f"model.backbone: {exc}") from exc
-    elif not Path(backbone).is_dir():
-        raise RecipeError(f"model.backbone: folder {backbone} does not exist")
-    decoder = recipe.model.decoder
-    if decoder not in (None, "tiny") and not Path(decoder).is_dir():
-        raise RecipeError(f"model.decoder: folder {decoder} does not exist")
+    elif recipe.model.decoder == "tiny":
+        raise RecipeError("model.decoder: 'tiny' goes with a tiny backbone; give a causal LM folder or null")
     if recipe.model.dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype: expected float32, bfloat16 or float16, got {recipe.model.dtype!r}")
     if recipe.train.mixed_precision not in ("no", "bf16", "fp16"):
