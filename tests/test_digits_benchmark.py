@@ -103,16 +103,15 @@ def all_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    small = dict(train_queries_per_level=60, test_queries_per_level=10, test_text_queries_per_level=3)
-    generate_digits_benchmark(a, seed=7, **small)
-    generate_digits_benchmark(b, seed=7, **small)
-    generate_digits_benchmark(c, seed=8, **small)
-    files_a, files_b, files_c = all_files(a), all_files(b), all_files(c)
+def test_same_seed_same_bytes_other_seed_differs(bench, tmp_path):
+    same, other = tmp_path / "same", tmp_path / "other"
+    generate_digits_benchmark(same, seed=3, **SMALL)
+    generate_digits_benchmark(other, seed=4, **SMALL)
+    files_a, files_b, files_c = all_files(bench), all_files(same), all_files(other)
     assert set(files_a) >= {"train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "summary.json", "README.md"}
+    assert sum(name.startswith("images/") for name in files_a) == 1797
     assert files_a == files_b
-    for name in ["train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "split.json"]:
+    for name in ["train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "split.json", "summary.json"]:
         assert files_a[name] != files_c[name], name
 
 
@@ -144,6 +143,7 @@ def test_positives_show_answer_and_are_not_the_query(bench, labels):
         assert record["answer"] == WORDS[record["label"]]
         query_indices = [index_of(p) for p in image_paths(record["query"])]
         assert len(query_indices) == (2 if record["level"] == 3 else 1)
+        assert len(set(query_indices)) == len(query_indices)  # two different images (maybe the same digit)
         if record["target_modality"] == "text":
             assert record["positive"] == {"text": WORDS[record["label"]]}
         else:

@@ -37,6 +37,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .eval.benchmarks import load_benchmark
+    from .eval.runner import evaluate, format_table, save_report
+    from .modeling import LaMEModel
+
+    tasks = load_benchmark(args.benchmark, args.data_root, args.tasks)
+    model = LaMEModel.from_pretrained(args.model, device=args.device)
+    report = evaluate(model, tasks, batch_size=args.batch_size, cache_dir=args.cache_dir, model_dir=args.model)
+    report["model"], report["benchmark"] = str(args.model), args.benchmark
+    print(format_table(report))
+    output = Path(args.output or Path(args.model) / f"scores-{Path(args.benchmark).name}.json")
+    save_report(report, output)
+    print(f"scores written to {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -54,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true",
                        help="validate, build what can be built and print parameter groups; no training")
     train.set_defaults(func=_train)
+
+    ev = verbs.add_parser("eval", help="score a model on a benchmark (MMEB-V2, MRMR or a JSONL folder)")
+    ev.add_argument("--model", required=True, help="saved LaME model folder")
+    ev.add_argument("--benchmark", required=True, help="mmeb-v2, mrmr, or a JSONL benchmark folder")
+    ev.add_argument("--data-root", help="folder holding the named benchmark's files")
+    ev.add_argument("--tasks", nargs="+", help="only these tasks")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--cache-dir", default=".lame-cache/embeddings", help="embedding cache ('' to disable)")
+    ev.add_argument("--output", help="scores JSON (default: MODEL/scores-<benchmark>.json)")
+    ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    ev.set_defaults(func=_eval)
     return parser
 
 
@@ -64,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (RecipeError, ItemError, FileNotFoundError) as exc:
+    except (RecipeError, ItemError, FileNotFoundError, ValueError) as exc:
         print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -205,7 +205,7 @@ def _query(
     positions = [first]
     if level == 3:  # a second, different image (it may show the same digit)
         second = int(rng.integers(len(pool) - 1))
-        positions.append(second)
+        positions.append(second + (second >= first))
     indices = [int(pool[p]) for p in positions]
     digits = [int(labels[i]) for i in indices]
     ops = _sample_ops(rng, level)

@@ -146,3 +146,25 @@ def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
 
 def _drop_empty_text(parts: list) -> list:
     return [p for p in parts if not (isinstance(p, str) and not p.strip())]
+
+
+def resolve_paths(item: Any, base_dir: Path) -> Any:
+    """Items read from JSON name images by string paths: make them Paths relative to ``base_dir``."""
+    if isinstance(item, dict):
+        out = dict(item)
+        if isinstance(out.get("image"), str):
+            out["image"] = base_dir / out["image"]
+        if isinstance(out.get("images"), list):
+            out["images"] = [base_dir / p if isinstance(p, str) else p for p in out["images"]]
+        if isinstance(out.get("parts"), list):
+            out["parts"] = [_resolve_part(p, base_dir) for p in out["parts"]]
+        return out
+    if isinstance(item, list):
+        return [_resolve_part(p, base_dir) for p in item]
+    return item
+
+
+def _resolve_part(part: Any, base_dir: Path) -> Any:
+    if isinstance(part, dict) and isinstance(part.get("image"), str):
+        return {"image": base_dir / part["image"]}
+    return part

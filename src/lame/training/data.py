@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.items import resolve_paths
+
 RECORD_KEYS = {"id", "query", "positive", "positives", "negatives", "answer", "rationale", "label"}
 
 
@@ -70,37 +72,15 @@ def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> T
         if record.get(name) is not None and not isinstance(record[name], str):
             raise DataError(f"{where}: '{name}' must be a string")
     return TrainingExample(
-        query=_resolve(record["query"], base_dir),
-        positives=[_resolve(p, base_dir) for p in positives],
-        negatives=[_resolve(n, base_dir) for n in negatives],
+        query=resolve_paths(record["query"], base_dir),
+        positives=[resolve_paths(p, base_dir) for p in positives],
+        negatives=[resolve_paths(n, base_dir) for n in negatives],
         answer=record.get("answer"),
         rationale=record.get("rationale"),
         label=record.get("label"),
         source=source,
         where=where,
     )
-
-
-def _resolve(item: Any, base_dir: Path) -> Any:
-    """JSON image paths are strings; make them Paths relative to the file's folder."""
-    if isinstance(item, dict):
-        out = dict(item)
-        if isinstance(out.get("image"), str):
-            out["image"] = base_dir / out["image"]
-        if isinstance(out.get("images"), list):
-            out["images"] = [base_dir / p if isinstance(p, str) else p for p in out["images"]]
-        if isinstance(out.get("parts"), list):
-            out["parts"] = [_resolve_part(p, base_dir) for p in out["parts"]]
-        return out
-    if isinstance(item, list):
-        return [_resolve_part(p, base_dir) for p in item]
-    return item
-
-
-def _resolve_part(part: Any, base_dir: Path) -> Any:
-    if isinstance(part, dict) and isinstance(part.get("image"), str):
-        return {"image": base_dir / part["image"]}
-    return part
 
 
 class JsonlSource:
