@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import lame.benchmarks.digits as digits_module
 from lame.benchmarks.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
 from lame.data.items import to_item
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SMALL = dict(train_queries_per_level=300, test_queries_per_level=40, test_text_queries_per_level=10)
+SMALL = {"train_queries_per_level": 300, "test_queries_per_level": 40, "test_text_queries_per_level": 10}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,11 @@ def index_of(path: str) -> int:
 
 
 def corpus_image_indices(out: Path) -> set[int]:
-    return {int(doc["id"][4:]) for doc in read_jsonl(out / "test" / "corpus.jsonl") if doc["id"].startswith("img-")}
+    return {
+        int(doc["id"][4:])
+        for doc in read_jsonl(out / "test" / "corpus.jsonl")
+        if doc["id"].startswith("img-")
+    }
 
 
 # An independent reading of the instruction text.
@@ -65,7 +70,9 @@ BINARY = {
 def parse_instruction(text: str) -> list[list]:
     if text in ("Find another image of this digit.", "Write this digit as a word."):
         return []
-    match = re.fullmatch(r"(.+) \(mod 10\)\.(?: (Find an image of the result\.|Write the result as a word\.))?", text)
+    match = re.fullmatch(
+        r"(.+) \(mod 10\)\.(?: (Find an image of the result\.|Write the result as a word\.))?", text
+    )
     assert match, text
     ops = []
     for piece in match.group(1).split(", then "):
@@ -75,7 +82,9 @@ def parse_instruction(text: str) -> list[list]:
         else:
             unary = UNARY.fullmatch(piece)
             assert unary, text
-            ops.append([{"add": "add", "subtract": "sub", "multiply by": "mul"}[unary.group(1)], int(unary.group(2))])
+            ops.append(
+                [{"add": "add", "subtract": "sub", "multiply by": "mul"}[unary.group(1)], int(unary.group(2))]
+            )
     return ops
 
 
@@ -99,6 +108,12 @@ def compute(ops: list[list], digits: list[int]) -> int:
     return value % 10
 
 
+@pytest.fixture
+def no_pngs(monkeypatch):
+    """Skip writing the 1,797 PNGs (slow on a busy disk) in tests that only read the JSONL records."""
+    monkeypatch.setattr(digits_module, "_write_images", lambda images, folder, size: None)
+
+
 def all_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
@@ -108,7 +123,13 @@ def test_same_seed_same_bytes_other_seed_differs(bench, tmp_path):
     generate_digits_benchmark(same, seed=3, **SMALL)
     generate_digits_benchmark(other, seed=4, **SMALL)
     files_a, files_b, files_c = all_files(bench), all_files(same), all_files(other)
-    assert set(files_a) >= {"train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "summary.json", "README.md"}
+    assert set(files_a) >= {
+        "train.jsonl",
+        "test/corpus.jsonl",
+        "test/queries.jsonl",
+        "summary.json",
+        "README.md",
+    }
     assert sum(name.startswith("images/") for name in files_a) == 1797
     assert files_a == files_b
     for name in ["train.jsonl", "test/corpus.jsonl", "test/queries.jsonl", "split.json", "summary.json"]:
@@ -206,7 +227,9 @@ def test_relevant_is_exactly_the_test_images_of_the_answer(bench, labels):
     for query in queries:
         counts[(query["level"], query["target_modality"])] += 1
         own = {index_of(p) for p in image_paths(query["query"])}
-        assert query["query_ids"] == [f"img-{i:04d}" for i in [index_of(p) for p in image_paths(query["query"])]]
+        assert query["query_ids"] == [
+            f"img-{i:04d}" for i in [index_of(p) for p in image_paths(query["query"])]
+        ]
         if query["target_modality"] == "text":
             assert query["relevant"] == {f"word-{query['label']}": 1}
         else:
@@ -230,10 +253,14 @@ def test_summary_matches_files(bench):
     assert "seed 3" in readme and "test/queries.jsonl" in readme
 
 
-def test_answer_not_predictable_from_the_image_alone(tmp_path, labels):
+def test_answer_not_predictable_from_the_image_alone(no_pngs, tmp_path, labels):
     out = tmp_path / "big"
     generate_digits_benchmark(
-        out, seed=0, train_queries_per_level=2000, test_queries_per_level=0, test_text_queries_per_level=0,
+        out,
+        seed=0,
+        train_queries_per_level=2000,
+        test_queries_per_level=0,
+        test_text_queries_per_level=0,
         levels=(0, 1, 2, 3),
     )
     by_level: dict[int, np.ndarray] = {level: np.zeros((10, 10)) for level in range(4)}
@@ -259,8 +286,8 @@ def test_answer_not_predictable_from_the_image_alone(tmp_path, labels):
     assert all(summary["image_only_ceiling"][str(level)] < 0.2 for level in (1, 2, 3))
 
 
-def test_levels_are_independent_streams_and_validated(tmp_path):
-    small = dict(train_queries_per_level=30, test_queries_per_level=5, test_text_queries_per_level=2)
+def test_levels_are_independent_streams_and_validated(no_pngs, tmp_path):
+    small = {"train_queries_per_level": 30, "test_queries_per_level": 5, "test_text_queries_per_level": 2}
     generate_digits_benchmark(tmp_path / "all", seed=1, **small)
     generate_digits_benchmark(tmp_path / "two", seed=1, levels=(2,), **small)
     level2 = [r for r in read_jsonl(tmp_path / "all" / "train.jsonl") if r["level"] == 2]
@@ -271,10 +298,27 @@ def test_levels_are_independent_streams_and_validated(tmp_path):
         generate_digits_benchmark(tmp_path / "bad", seed=-1)
 
 
-def test_module_entry_point(tmp_path, capsys):
+def test_module_entry_point(no_pngs, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main([str(out), "--seed", "5", "--train-queries-per-level", "20", "--test-queries-per-level", "4",
-                 "--test-text-queries-per-level", "1", "--levels", "1", "3"]) == 0
+    assert (
+        main(
+            [
+                str(out),
+                "--seed",
+                "5",
+                "--train-queries-per-level",
+                "20",
+                "--test-queries-per-level",
+                "4",
+                "--test-text-queries-per-level",
+                "1",
+                "--levels",
+                "1",
+                "3",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed"] == 5 and summary["levels"] == [1, 3]
     assert summary["train"]["records"] == 40

@@ -60,13 +60,13 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def tiny_image_processor(patch_size: int, max_side_patches: int = 4) -> Qwen2VLImageProcessorPil:
-    """Small images: between 2x2 and ``max_side_patches``^2 patches (1 to 4 merged tokens per 2x2)."""
-    factor = patch_size * 2
+def tiny_image_processor(patch_size: int, min_pixels: int | None = None,
+                         max_pixels: int | None = None) -> Qwen2VLImageProcessorPil:
+    """Small images: by default between 2x2 and 4x4 patches (1 to 4 merged visual tokens)."""
     return Qwen2VLImageProcessorPil(
         patch_size=patch_size,
-        min_pixels=factor * factor,
-        max_pixels=(patch_size * max_side_patches) ** 2,
+        min_pixels=min_pixels or (patch_size * 2) ** 2,
+        max_pixels=max_pixels or (patch_size * 4) ** 2,
     )
 
 
