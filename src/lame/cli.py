@@ -53,6 +53,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quickstart(args: argparse.Namespace) -> int:
+    from .quickstart.run import QuickstartSettings, format_report, run_quickstart
+
+    settings = QuickstartSettings(seed=args.seed)
+    report = run_quickstart(Path(args.output), settings)
+    print(format_report(report))
+    print(f"report: {args.output}/scores.json, {args.output}/quickstart.png, models in {args.output}/*/model")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -70,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true",
                        help="validate, build what can be built and print parameter groups; no training")
     train.set_defaults(func=_train)
+
+    quick = verbs.add_parser("quickstart", help="train LaME and the K=0 baseline on digits and compare them (CPU)")
+    quick.add_argument("--output", default="runs/quickstart", help="report folder (default: runs/quickstart)")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.set_defaults(func=_quickstart)
 
     ev = verbs.add_parser("eval", help="score a model on a benchmark (MMEB-V2, MRMR or a JSONL folder)")
     ev.add_argument("--model", required=True, help="saved LaME model folder")

@@ -21,6 +21,11 @@ class LaMEConfig:
     plain discriminative embedder (embedding at the last token) through the same code.
     """
 
+    # "lame": K reason tokens in the one forward pass. Baselines on the same backbone (lame.modeling.baselines):
+    # "sequential" (K latent steps fed back one by one), "cot" (generate a rationale, then embed).
+    variant: str = "lame"
+    latent_steps: int = 8  # sequential variant: number of latent steps
+    cot_max_new_tokens: int = 64  # cot variant: rationale length limit
     num_reason_tokens: int = 8
     num_embed_tokens: int = 1
     pooling: str = "last"
@@ -34,6 +39,7 @@ class LaMEConfig:
 
     use_decoder: bool = True
     decoder_target: str = "answer"
+    decoder_reads: str = "reason"  # "reason": the K reason states (LaME); "embed": the [EMBED] states (a control)
     decoder_projector: str = "mlp"
     decoder_max_length: int = 64
 
@@ -50,6 +56,8 @@ class LaMEConfig:
     embed_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.variant not in ("lame", "sequential", "cot"):
+            raise ValueError(f"variant must be 'lame', 'sequential' or 'cot', got {self.variant!r}")
         if self.num_reason_tokens < 0:
             raise ValueError(f"num_reason_tokens must be >= 0, got {self.num_reason_tokens}")
         if self.num_embed_tokens < 1:
@@ -58,6 +66,8 @@ class LaMEConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.decoder_target not in DECODER_TARGETS:
             raise ValueError(f"decoder_target must be one of {DECODER_TARGETS}, got {self.decoder_target!r}")
+        if self.decoder_reads not in ("reason", "embed"):
+            raise ValueError(f"decoder_reads must be 'reason' or 'embed', got {self.decoder_reads!r}")
         if self.decoder_projector not in ("linear", "mlp"):
             raise ValueError(f"decoder_projector must be 'linear' or 'mlp', got {self.decoder_projector!r}")
         if self.temperature <= 0:

@@ -29,6 +29,6 @@ def lame_loss(
     contrastive = info_nce(q.embeddings, pos, neg, temperature=config.temperature, labels=labels, gather=gather)
     reconstruction = None
     if model.decoder_head is not None and decoder_targets is not None and config.reconstruction_weight:
-        reconstruction = model.reconstruction_loss(q.reason_states, decoder_targets)
+        reconstruction = model.reconstruction_loss(q.decoder_states(config.decoder_reads), decoder_targets)
     diversity = diversity_loss(q.reason_states) if config.diversity_weight else None
     return combine(contrastive, reconstruction, diversity, config.reconstruction_weight, config.diversity_weight)

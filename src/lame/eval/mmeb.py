@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +48,10 @@ class MMEBTask:
 
 
 _IMAGE = {
-    "classification": ["ImageNet-1K", "N24News", "HatefulMemes", "VOC2007", "SUN397", "Place365", "ImageNet-A",
-                       "ImageNet-R", "ObjectNet", "Country211"],
-    "vqa": ["OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W", "ScienceQA", "VizWiz", "GQA",
-            "TextVQA"],
+    "classification": ["ImageNet-1K", "N24News", "HatefulMemes", "VOC2007", "SUN397", "Place365",
+                       "ImageNet-A", "ImageNet-R", "ObjectNet", "Country211"],
+    "vqa": ["OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W", "ScienceQA", "VizWiz",
+            "GQA", "TextVQA"],
     "retrieval": ["VisDial", "CIRR", "VisualNews_t2i", "VisualNews_i2t", "MSCOCO_t2i", "MSCOCO_i2t", "NIGHTS",
                   "WebQA", "FashionIQ", "Wiki-SS-NQ", "OVEN", "EDIS"],
     "grounding": ["MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing"],
@@ -58,16 +59,17 @@ _IMAGE = {
 
 # Query instructions of the video and visdoc parsers in VLM2Vec src/data/eval_dataset/*.py (the image
 # tasks carry theirs in the data, field qry_inst).
-_VIDEO_QA_PROMPT = ("Given a video and a question, select the most accurate answer from the provided candidates. "
-                    "Return only the exact text of your chosen answer. Question:")
+_VIDEO_QA_PROMPT = ("Given a video and a question, select the most accurate answer from the provided "
+                    "candidates. Return only the exact text of your chosen answer. Question:")
 _MOMENT_PROMPT = "Find the clip that corresponds to the described scene in the given video:"
 _VISDOC_PROMPT = "Find a document image that matches the given query:"
 
-# name: (subcategory, eval_type, parser, frame folder under video-tasks/frames, file in video-tasks/data, params)
+# name: (subcategory, eval_type, parser, frame folder under video-tasks/frames,
+#        file or folder in video-tasks/data (VLM2Vec's local mirror names), params)
 _VIDEO = {
     "SmthSmthV2": ("classification", "local", "ssv2", "video_cls/SSv2", "ssv2.jsonl",
-                   {"instruction": "What actions or object interactions are being performed by the person in the "
-                                   "video?"}),
+                   {"instruction": "What actions or object interactions are being performed by the person "
+                                   "in the video?"}),
     "HMDB51": ("classification", "global", "video_cls", "video_cls/HMDB51", "hmdb51.jsonl",
                {"instruction": "What actions or objects interactions are the person in the video doing?"}),
     "UCF101": ("classification", "global", "video_cls", "video_cls/UCF101", "ucf101.jsonl",
@@ -87,9 +89,11 @@ _VIDEO = {
                 "instruction": "Find a video that includes the following described scenes:"}),
     "YouCook2": ("retrieval", "global", "video_ret", "video_ret/YouCook2", "youcook2-val.jsonl",
                  {"split": "val", "video": "id", "text": "sentence",
-                  "instruction": "Find a video that demonstrates the following action while making a recipe:"}),
+                  "instruction": "Find a video that demonstrates the following action while making a "
+                                 "recipe:"}),
     "VATEX": ("retrieval", "global", "video_ret", "video_ret/VATEX", "vatex.jsonl",
-              {"video": "videoID", "text": "enCap", "instruction": "Select a video that fits the description provided:"}),
+              {"video": "videoID", "text": "enCap",
+               "instruction": "Select a video that fits the description provided:"}),
     "QVHighlight": ("moment", "local", "moment", "video_mret/QVHighlight", "qvhighlight.jsonl",
                     {"instruction": _MOMENT_PROMPT}),
     "Charades-STA": ("moment", "local", "moment", "video_mret/Charades_STA", "charades_sta.jsonl",
@@ -97,8 +101,10 @@ _VIDEO = {
     "MomentSeeker": ("moment", "local", "momentseeker", "video_mret/MomentSeeker", "momentseeker_1k6.jsonl",
                      {"instruction_text": "Find the clip that corresponds to the given text:",
                       "instruction_image": "Select the video clip that aligns with the given text and image:",
-                      "instruction_video": "Find the clip that corresponds to the given sentence and video segment:"}),
-    "Video-MME": ("qa", "local", "videomme", "video_qa/Video-MME", "video-mme.jsonl", {"instruction": _VIDEO_QA_PROMPT}),
+                      "instruction_video": "Find the clip that corresponds to the given sentence and video "
+                                           "segment:"}),
+    "Video-MME": ("qa", "local", "videomme", "video_qa/Video-MME", "video-mme.jsonl",
+                  {"instruction": _VIDEO_QA_PROMPT}),
     "NExTQA": ("qa", "local", "nextqa", "video_qa/NExTQA", "nextqa.jsonl",
                {"config": "MC", "instruction": _VIDEO_QA_PROMPT}),
     "EgoSchema": ("qa", "local", "egoschema", "video_qa/EgoSchema", "egoschema.jsonl",
@@ -122,18 +128,20 @@ _VISDOC = {
         "ViDoRe_syntheticDocQA_artificial_intelligence", "test"),
     "ViDoRe_syntheticDocQA_energy": ("vidore-v1", "vidore", "syntheticDocQA_energy_test_beir",
                                      "ViDoRe_syntheticDocQA_energy", "test"),
-    "ViDoRe_syntheticDocQA_government_reports": ("vidore-v1", "vidore", "syntheticDocQA_government_reports_test_beir",
-                                                 "ViDoRe_syntheticDocQA_government_reports", "test"),
-    "ViDoRe_syntheticDocQA_healthcare_industry": ("vidore-v1", "vidore", "syntheticDocQA_healthcare_industry_test_beir",
-                                                  "ViDoRe_syntheticDocQA_healthcare_industry", "test"),
+    "ViDoRe_syntheticDocQA_government_reports": (
+        "vidore-v1", "vidore", "syntheticDocQA_government_reports_test_beir",
+        "ViDoRe_syntheticDocQA_government_reports", "test"),
+    "ViDoRe_syntheticDocQA_healthcare_industry": (
+        "vidore-v1", "vidore", "syntheticDocQA_healthcare_industry_test_beir",
+        "ViDoRe_syntheticDocQA_healthcare_industry", "test"),
     "ViDoRe_esg_reports_human_labeled_v2": ("vidore-v2", "vidore", "esg_reports_human_labeled_v2",
                                             "esg_reports_human_labeled_v2", "test"),
     "ViDoRe_biomedical_lectures_v2_multilingual": ("vidore-v2", "vidore", "biomedical_lectures_v2",
                                                    "biomedical_lectures_v2_multilingual", "test"),
     "ViDoRe_economics_reports_v2_multilingual": ("vidore-v2", "vidore", "economics_reports_v2",
                                                  "economics_reports_v2_multilingual", "test"),
-    "ViDoRe_esg_reports_v2_multilingual": ("vidore-v2", "vidore", "esg_reports_v2", "esg_reports_v2_multilingual",
-                                           "test"),
+    "ViDoRe_esg_reports_v2_multilingual": ("vidore-v2", "vidore", "esg_reports_v2",
+                                           "esg_reports_v2_multilingual", "test"),
     "VisRAG_ArxivQA": ("visrag", "visrag", "VisRAG-Ret-Test-ArxivQA", "VisRAG_ArxivQA", "train"),
     "VisRAG_ChartQA": ("visrag", "visrag", "VisRAG-Ret-Test-ChartQA", "VisRAG_ChartQA", "train"),
     "VisRAG_MP-DocVQA": ("visrag", "visrag", "VisRAG-Ret-Test-MP-DocVQA", "VisRAG_MP-DocVQA", "train"),
@@ -438,13 +446,17 @@ def _positive_first(candidates: list, positive: int) -> tuple[list, list[int]]:
 
 def _parse_image(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
     """ziyjiang/MMEB_Test_Instruct (also TIGER-Lab/MMEB-eval): qry_inst?, qry_text, qry_img_path,
-    tgt_inst?, tgt_text[], tgt_img_path[] with the positive first; paths relative to image-tasks/MMEB."""
+    tgt_inst?, tgt_text[], tgt_img_path[] with the positive first; paths relative to image-tasks/MMEB
+    (or to image-tasks/ itself in the older layout where mmeb_v1.tar.gz's MMEB/* was moved up)."""
     image_root = ctx.root / "image-tasks" / "MMEB"
+    if not image_root.is_dir():
+        image_root = ctx.root / "image-tasks"
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
         _require(row, ["qry_text", "tgt_text"], where)
-        q_images = [ctx.images.file(Path(p), image_root, where) for p in _as_list(row.get("qry_img_path")) if p]
+        q_images = [ctx.images.file(Path(p), image_root, where)
+                    for p in _as_list(row.get("qry_img_path")) if p]
         query = make_item(_clean(row.get("qry_text")), q_images, _clean(row.get("qry_inst")) or None)
         if query is None:
             raise ValueError(f"{where}: empty query (no text and no image)")
@@ -473,7 +485,8 @@ def _parse_video_cls(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_E
         _require(row, ["video_id", "pos_text"], where)
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["video_id"]), where)
         query = make_item("", frames, spec.params["instruction"])
-        entries.append(_Entry(f"q{i}", query, [str(row["pos_text"])], [0], {"video_id": str(row["video_id"])}))
+        entries.append(_Entry(f"q{i}", query, [str(row["pos_text"])], [0],
+                              {"video_id": str(row["video_id"])}))
     return entries
 
 
@@ -551,7 +564,8 @@ def _parse_momentseeker(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list
             query = make_item(text, ctx.frames(spec, root / "video_frames" / _clip_name(source), where),
                               p["instruction_video"])
         elif source.endswith(".jpg"):
-            query = make_item(text, [ctx.images.file(Path(f"query_{source}"), root, where)], p["instruction_image"])
+            image = ctx.images.file(Path(f"query_{source}"), root, where)
+            query = make_item(text, [image], p["instruction_image"])
         else:
             query = make_item(text, (), p["instruction_text"])
 
@@ -571,7 +585,8 @@ _OPTION_PREFIX = re.compile(r"^\s*\(?[A-Z]\)?\s*[.:)]\s*")
 
 
 def _options_block(question: str, options: list[str]) -> str:
-    return question.rstrip() + "\nOptions:\n" + "\n".join(f"({chr(ord('A') + k)}) {o}" for k, o in enumerate(options))
+    lines = [f"({chr(ord('A') + k)}) {o}" for k, o in enumerate(options)]
+    return question.rstrip() + "\nOptions:\n" + "\n".join(lines)
 
 
 def _qa_entry(spec: MMEBTask, i: int, frames: list[Path], text: str, options: list[str], answer: int,
@@ -609,8 +624,8 @@ def _parse_nextqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entr
         options = [str(row[f"a{k}"]) for k in range(5)]
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["video"]), where)
         meta = {k: row[k] for k in ("qid", "type") if k in row}
-        entries.append(_qa_entry(spec, i, frames, _options_block(str(row["question"]).strip(), options), options,
-                                 int(row["answer"]), where, meta))
+        text = _options_block(str(row["question"]).strip(), options)
+        entries.append(_qa_entry(spec, i, frames, text, options, int(row["answer"]), where, meta))
     return entries
 
 
@@ -665,8 +680,9 @@ def _parse_mvbench(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Ent
         if answer not in options:
             raise ValueError(f"{where}: answer {answer!r} is not among the candidates {options}")
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(subset) / str(row["video"]), where)
-        entries.append(_qa_entry(spec, i, frames, _options_block(str(row["question"]).strip(), options), options,
-                                 options.index(answer), where, {"subset": str(subset)}))
+        text = _options_block(str(row["question"]).strip(), options)
+        entries.append(_qa_entry(spec, i, frames, text, options, options.index(answer), where,
+                                 {"subset": str(subset)}))
     return entries
 
 
@@ -701,7 +717,8 @@ def load_beir_qrels(rows: list[dict], what: str) -> dict[str, dict[str, float]]:
 
 
 def _load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
-    """BEIR layout: queries (query-id, query), corpus (corpus-id, image), qrels (query-id, corpus-id, score)."""
+    """BEIR layout: queries (query-id, query), corpus (corpus-id, image), qrels (query-id, corpus-id,
+    score)."""
     split = spec.params["split"]
     what = f"MMEB-V2 task {spec.name}"
     qrels = load_beir_qrels(read_records(data_dir / "qrels", split=split), what)
@@ -716,7 +733,8 @@ def _load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask
         if page is None:
             page = ctx.images.path(row.get("image"), Path(row["_source"]).parent, where)
         if page is None:
-            raise FileNotFoundError(f"{where}: no page image {name} in {image_dirs[0]} and none in the corpus file")
+            raise FileNotFoundError(f"{where}: no page image {name} in {image_dirs[0]} and none in the "
+                                    "corpus file")
         corpus[did] = page
     queries = []
     for i, row in enumerate(read_records(data_dir / "queries", split=split)):
@@ -726,6 +744,8 @@ def _load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask
             continue
         meta = {"language": row["language"]} if row.get("language") else {}
         text = str(_field(row, ("query",), where)).strip()
+        if not text:
+            raise ValueError(f"{where}: empty query text")
         queries.append(Query(qid, make_item(text, (), spec.params["instruction"]), qrels[qid], None, meta))
     if not queries:
         raise ValueError(f"{what}: no query has a relevant document in qrels")
@@ -818,7 +838,8 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *, 
         if spec.modality == "visdoc":
             loaded.append(_load_visdoc(spec, paths[name], ctx))
             continue
-        rows = read_records(paths[name], config=spec.params.get("config"), split=spec.params.get("split", "test"))
+        rows = read_records(paths[name], config=spec.params.get("config"),
+                            split=spec.params.get("split", "test"))
         entries = _PARSERS[spec.parser](spec, rows, ctx)
         if not entries:
             raise ValueError(f"MMEB-V2 task {name}: no records in {paths[name]}")

@@ -24,6 +24,7 @@ from .heads import EmbeddingHead, LatentDecoderHead
 from .lora import add_lora, is_lora_name, plain_backbone_name
 
 HEADS_FILE = "lame_heads.safetensors"
+VARIANTS: dict[str, type["LaMEModel"]] = {}  # config.variant -> class; baselines register themselves
 
 
 @dataclass
@@ -32,6 +33,10 @@ class LaMEOutput:
     reason_states: torch.Tensor  # (B, K, H): last hidden states of the K reason tokens
     embed_states: torch.Tensor  # (B, M, H): last hidden states of the positions after the first K
     hidden_states: torch.Tensor  # (B, L, H): every position, for inspection and tests
+
+    def decoder_states(self, reads: str = "reason") -> torch.Tensor:
+        """What the decoder head reads: the reason states, or (a control) the [EMBED] states."""
+        return self.reason_states if reads == "reason" else self.embed_states
 
 
 @dataclass
@@ -122,7 +127,10 @@ class LaMEModel(nn.Module):
         if (directory / "decoder").is_dir():
             decoder = AutoModelForCausalLM.from_pretrained(directory / "decoder", dtype=dtype, local_files_only=True)
             decoder_tokenizer = _load_tokenizer(directory / "decoder")
-        model = cls(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        if config.variant != "lame":
+            from . import baselines  # noqa: F401  (registers the baseline classes)
+        model_class = VARIANTS.get(config.variant, cls)
+        model = model_class(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
         if config.lora:
             add_lora(model, **config.lora)
         missing, unexpected = model.load_state_dict(load_file(directory / HEADS_FILE), strict=False)
@@ -277,10 +285,13 @@ class LaMEModel(nn.Module):
         with torch.inference_mode():
             for b in range(0, len(items), batch_size):
                 features = [self.featurizer(x, index=b + i) for i, x in enumerate(items[b: b + batch_size])]
-                reason_states = self(self.collate(features)).reason_states
-                texts += self.decoder_head.generate(reason_states, max_new_tokens=max_new_tokens)
+                states = self(self.collate(features)).decoder_states(self.config.decoder_reads)
+                texts += self.decoder_head.generate(states, max_new_tokens=max_new_tokens)
         self.train(was_training)
         return texts
+
+
+VARIANTS["lame"] = LaMEModel
 
 
 def _is_base_weight(name: str) -> bool:

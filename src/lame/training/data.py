@@ -10,7 +10,8 @@ A training record (one JSON object per line)::
      "rationale": "...",                  # optional: decoder target in "full" mode (with the answer)
      "label": 7}                          # optional: records with the same label are not negatives
 
-Image paths are relative to the JSONL file. A file is never loaded whole: an index of line offsets
+Other fields (``level``, ``ops``, ...) are kept in ``meta``; the trainer lists them once per
+source, so a misspelt optional field does not go unnoticed. Image paths are relative to the JSONL file. A file is never loaded whole: an index of line offsets
 is built once (8 bytes per line), each epoch visits the lines in a seeded permutation, and the
 sampler's whole state is a few integers per source, so a killed run resumes at the exact record.
 """
@@ -43,6 +44,7 @@ class TrainingExample:
     label: Any = None
     source: str = ""
     where: str = ""  # "file:line", for messages about this example
+    meta: dict = field(default_factory=dict)  # fields outside the schema
 
     def decoder_target(self, mode: str) -> str | None:
         """``answer``: the answer only; ``full``: the rationale followed by the answer."""
@@ -55,9 +57,6 @@ class TrainingExample:
 def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> TrainingExample:
     if not isinstance(record, dict):
         raise DataError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
-    unknown = sorted(set(record) - RECORD_KEYS)
-    if unknown:
-        raise DataError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(RECORD_KEYS)}")
     if "query" not in record:
         raise DataError(f"{where}: missing field 'query'")
     if ("positive" in record) == ("positives" in record):
@@ -80,6 +79,7 @@ def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> T
         label=record.get("label"),
         source=source,
         where=where,
+        meta={k: v for k, v in record.items() if k not in RECORD_KEYS},
     )
 
 
@@ -101,6 +101,7 @@ class JsonlSource:
         if not offsets:
             raise DataError(f"data file {self.path} has no records")
         self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.extra_fields: set[str] = set()  # fields outside the schema seen so far
         self._file = None
 
     def __len__(self) -> int:
@@ -116,7 +117,9 @@ class JsonlSource:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON ({exc})") from exc
-        return parse_record(record, where, self.path.parent, self.name)
+        example = parse_record(record, where, self.path.parent, self.name)
+        self.extra_fields.update(example.meta)
+        return example
 
     def _line_number(self, index: int) -> int:
         # only for messages: count the newlines before the offset

@@ -83,6 +83,7 @@ class TrainSpec:
     save_every: int = 100
     keep_last: int = 2
     log_every: int = 10
+    eval_every: int | None = None  # steps between evaluator calls (Trainer(evaluator=...)); also run at the end
     tensorboard: bool = True
 
 

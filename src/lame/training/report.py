@@ -10,10 +10,13 @@ import yaml
 LOSS_KEYS = ("loss", "contrastive", "reconstruction", "diversity")
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, kind: str = "train") -> list[dict]:
+    """Rows of metrics.jsonl: ``train`` rows (losses) or ``eval`` rows (evaluator scores)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    is_eval = [any(k.startswith("eval/") for k in r) for r in rows]
+    return [r for r, e in zip(rows, is_eval) if e == (kind == "eval")]
 
 
 def plot_losses(metrics_file: Path, png: Path) -> Path | None:

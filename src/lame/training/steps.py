@@ -74,7 +74,8 @@ def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights
     offset = rows.start
     with_target = [i for i in range(out.embeddings.shape[0]) if batch.targets[offset + i]]
     if weights.reconstruction and model.decoder_head is not None and with_target and target_tokens:
-        total, _ = model.decoder_head.loss_terms(out.reason_states[with_target],
+        states = out.decoder_states(model.config.decoder_reads)
+        total, _ = model.decoder_head.loss_terms(states[with_target],
                                                  [batch.targets[offset + i] for i in with_target])
         reconstruction = total / target_tokens
     if weights.diversity and out.reason_states.shape[1] > 1:

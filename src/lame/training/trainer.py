@@ -97,8 +97,11 @@ def label_id(label, fallback: int) -> int:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True):
+    def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None):
+        """``evaluator(model) -> {name: float}`` is called every ``train.eval_every`` steps and at the
+        end of training on the main process; its results go to metrics.jsonl as ``eval/<name>``."""
         self.recipe = recipe
+        self.evaluator = evaluator
         self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
@@ -106,6 +109,7 @@ class Trainer:
         self.checkpoints = self.output / "checkpoints"
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.progress = Progress()
+        self._noted_fields: dict[str, set[str]] = {}
         torch.manual_seed(recipe.train.seed)
 
         sources = [JsonlSource(s.path, s.name) for s in recipe.data.sources]
@@ -186,6 +190,7 @@ class Trainer:
             seconds = time.perf_counter() - started
             self._log_step(stage, losses, scheduler.get_last_lr()[0], len(batch) * self.world / seconds, bar)
             at_end = self.progress.step_in_stage == stage.steps
+            self._maybe_evaluate(stage, final=at_end and self.progress.stage_index == len(self.recipe.stages) - 1)
             if self.progress.global_step % self.recipe.train.save_every == 0 or at_end:
                 self._save_checkpoint(optimizer, scheduler)
         bar.close()
@@ -210,10 +215,19 @@ class Trainer:
             negatives += features[1 + data.positives_per_query:]
             targets.append(example.decoder_target(self.model.config.decoder_target))
             labels.append(label_id(example.label, draw))
+        self._note_extra_fields()
         if not queries:
             raise RuntimeError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
                                f"see {self.skipped_file}")
         return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
+
+    def _note_extra_fields(self) -> None:
+        for source in self.sampler.sources:
+            new = sorted(source.extra_fields - self._noted_fields.get(source.name, set()))
+            if new:
+                self._log_line(f"note: {source.path} has fields outside the record schema, kept as metadata "
+                               f"and not used for training: {new}")
+                self._noted_fields.setdefault(source.name, set()).update(new)
 
     def _featurize(self, example: TrainingExample, num_pos: int, num_neg: int) -> list:
         if len(example.positives) < num_pos:
@@ -234,6 +248,22 @@ class Trainer:
         with self.skipped_file.open("a") as f:
             f.write(json.dumps({"step": self.progress.global_step, "source": self.sampler.sources[source].name,
                                 "line_index": line, "reason": str(exc)}) + "\n")
+
+    def _maybe_evaluate(self, stage: StageSpec, final: bool) -> None:
+        every = self.recipe.train.eval_every
+        step = self.progress.global_step
+        if self.evaluator is None or not (final or (every and step % every == 0)):
+            return
+        if self.accelerator.is_main_process:
+            scores = self.evaluator(self.model)
+            self.model.train()
+            row = {"step": step, "stage": stage.name, **{f"eval/{k}": float(v) for k, v in scores.items()}}
+            with self.metrics_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self.tensorboard is not None:
+                for key, value in scores.items():
+                    self.tensorboard.add_scalar(f"eval/{key}", value, step)
+        self.accelerator.wait_for_everyone()
 
     def _check_finite(self, losses, stage: StageSpec) -> None:
         if math.isfinite(losses.total):
@@ -339,9 +369,9 @@ class Trainer:
             print(text, flush=True)
 
 
-def train(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> Path:
+def train(recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None) -> Path:
     """Runs a recipe to the end and returns the folder of the trained model."""
-    return Trainer(recipe, resume=resume, show_progress=show_progress).run()
+    return Trainer(recipe, resume=resume, show_progress=show_progress, evaluator=evaluator).run()
 
 
 def dry_run(recipe: Recipe) -> list[dict]:

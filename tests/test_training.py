@@ -1,0 +1,411 @@
+"""The training pipeline on tiny models: recipe validation, freezing, GradCache, kill + resume, LoRA,
+bad samples, divergence and the end-of-run artefacts (all on CPU, a few steps each)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from lame import LaMEConfig, LaMEModel, build_tiny_model
+from lame.modeling.lora import merge_lora
+from lame.training import trainer as trainer_module
+from lame.training.recipe import RecipeError, load_recipe, recipe_from_dict
+from lame.training.steps import LossWeights, StepLosses, TrainBatch, compute_gradients
+from lame.training.trainer import Trainer, TrainingDiverged, build_model, dry_run, train
+
+WORDS = "zero one two three four five six seven eight nine".split()
+PROBE_ITEMS = ["three plus four", {"text": "six plus nine", "instruction": "add mod ten"}, "seven"]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def record(i: int) -> dict:
+    a, b = i % 10, (i * 7 + 3) % 10
+    answer = WORDS[(a + b) % 10]
+    return {"id": str(i), "query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
+            "positive": answer, "negatives": [WORDS[(a + b + 1) % 10]], "answer": answer, "label": (a + b) % 10}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def make_data(folder: Path, n: int = 24) -> Path:
+    return write_jsonl(folder / "train.jsonl", [record(i) for i in range(n)])
+
+
+WARMUP = [{"pattern": "latent_embeddings", "lr": 1e-2}, {"pattern": "decoder_head.*", "lr": 1e-2}]
+JOINT = [{"pattern": "*lora_*", "lr": 1e-2}, {"pattern": "latent_embeddings", "lr": 1e-2},
+         {"pattern": "decoder_head.*", "lr": 1e-2}]
+
+
+def two_stage(output_dir: Path, steps=(4, 4), **train) -> dict:
+    """The two-stage recipe (warm-up of the new parts, then LoRA + new parts), tiny and fast."""
+    return {
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny", "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
+        "data": {"sources": [{"path": "train.jsonl"}], "negatives_per_query": 1},
+        "train": {"output_dir": str(output_dir), "save_every": 2, "keep_last": 2, "log_every": 2,
+                  "grad_cache_chunk": 2, **train},
+        "stages": [
+            {"name": "warmup", "steps": steps[0], "batch_size": 4, "trainable": WARMUP},
+            # LoRA dropout makes the run depend on the RNG: resuming must restore it exactly.
+            {"name": "joint", "steps": steps[1], "batch_size": 4, "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
+             "trainable": JOINT},
+        ],
+    }
+
+
+def one_stage(output_dir: Path, steps: int, **train) -> dict:
+    return {
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny", "lame": {"num_reason_tokens": 2, "temperature": 0.05}},
+        "data": {"sources": [{"path": "train.jsonl"}]},
+        "train": {"output_dir": str(output_dir), "save_every": 100, "log_every": 1, "tensorboard": False, **train},
+        "stages": [{"name": "only", "steps": steps, "batch_size": 4, "trainable": WARMUP}],
+    }
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for path in sorted(model_dir.rglob("*.safetensors")):
+        for key, value in load_file(path).items():
+            out[f"{path.relative_to(model_dir)}::{key}"] = value
+    return out
+
+
+def tmp_folders(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".tmp-*")]
+
+
+# ------------------------------------------------------------------------------ shared full run (A)
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """The uninterrupted two-stage run; its trainer keeps the in-memory model."""
+    folder = tmp_path_factory.mktemp("run_a")
+    make_data(folder)
+    recipe = recipe_from_dict(two_stage(folder / "out"), folder)
+    trainer = Trainer(recipe, show_progress=False)
+    final = trainer.run()
+    return {"folder": folder, "recipe": recipe, "trainer": trainer, "final": final, "out": folder / "out"}
+
+
+# ----------------------------------------------------------------------------------- 1. validation
+def test_unknown_keys_are_named_with_their_path(tmp_path):
+    make_data(tmp_path)
+    good = two_stage(tmp_path / "out")
+    recipe_from_dict(good, tmp_path)  # the base recipe is valid
+
+    top = {**good, "modell": {}}
+    with pytest.raises(RecipeError, match=r"modell"):
+        recipe_from_dict(top, tmp_path)
+
+    nested_stage = json.loads(json.dumps(good))
+    nested_stage["stages"][0]["lrr"] = 1e-3
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.lrr"):
+        recipe_from_dict(nested_stage, tmp_path)
+
+    nested_train = json.loads(json.dumps(good))
+    nested_train["train"]["savee_every"] = 3
+    with pytest.raises(RecipeError, match=r"train\.savee_every"):
+        recipe_from_dict(nested_train, tmp_path)
+
+    deep = json.loads(json.dumps(good))
+    deep["stages"][1]["trainable"][0]["lrate"] = 1.0
+    with pytest.raises(RecipeError, match=r"stages\[1\]\.trainable\[0\]\.lrate"):
+        recipe_from_dict(deep, tmp_path)
+
+
+def test_missing_data_file_is_named(tmp_path):
+    raw = two_stage(tmp_path / "out")
+    raw["data"]["sources"] = [{"path": "nowhere/absent.jsonl"}]
+    with pytest.raises(RecipeError, match=r"absent\.jsonl") as info:
+        recipe_from_dict(raw, tmp_path)
+    assert str(tmp_path / "nowhere" / "absent.jsonl") in str(info.value)
+    assert "data.sources[0]" in str(info.value)
+
+
+@pytest.mark.parametrize("stage, pattern", [(0, "latent_embedingz"), (1, "*lora_Z*"), (0, "*lora_*")])
+def test_pattern_matching_nothing_is_rejected_before_training(tmp_path, stage, pattern):
+    """Stage 0 has no LoRA yet, so '*lora_*' matches nothing there; in stage 1 it is fine (next test)."""
+    make_data(tmp_path)
+    raw = two_stage(tmp_path / "out")
+    raw["stages"][stage]["trainable"] = raw["stages"][stage]["trainable"] + [{"pattern": pattern, "lr": 1e-3}]
+    recipe = recipe_from_dict(raw, tmp_path)
+    index = len(raw["stages"][stage]["trainable"]) - 1
+    for build in (lambda: Trainer(recipe, show_progress=False), lambda: dry_run(recipe)):
+        with pytest.raises(RecipeError) as info:
+            build()
+        message = str(info.value)
+        assert f"stages[{stage}]" in message and pattern in message
+        assert f"trainable[{index}]" in message
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_lora_pattern_is_accepted_before_lora_exists(tmp_path):
+    make_data(tmp_path)
+    recipe = recipe_from_dict(two_stage(tmp_path / "out"), tmp_path)
+    trainer = Trainer(recipe, show_progress=False)  # validates every stage's patterns
+    assert not any("lora_" in n for n, _ in trainer.model.named_parameters())  # LoRA not added yet
+    report = dry_run(recipe)
+    joint = {g["pattern"]: g for g in report[1]["groups"]}
+    assert joint["*lora_*"]["parameters"] > 0
+
+
+def test_overrides_and_bad_overrides(tmp_path):
+    make_data(tmp_path)
+    path = tmp_path / "recipe.yaml"
+    raw = two_stage("out")
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path, ["stages.0.steps=3", "train.seed=5", "stages.1.trainable.0.lr=0.5"])
+    assert recipe.stages[0].steps == 3 and recipe.train.seed == 5
+    assert recipe.stages[1].trainable[0].lr == 0.5
+    assert recipe.stages[1].steps == 4  # untouched
+    assert Path(recipe.data.sources[0].path) == tmp_path / "train.jsonl"  # relative to the YAML file
+
+    bad = {
+        "stages.7.steps=3": r"stages\.7",  # no such stage
+        "train.seed": r"train\.seed",  # no '='
+        "train.savee_every=3": r"train\.savee_every",  # unknown key
+        "stages.0.steps=zero": r"stages\[0\]\.steps",  # wrong type
+        "stages.0.steps=0": r"stages\[0\]\.steps",  # bad value
+    }
+    for override, expected in bad.items():
+        with pytest.raises(RecipeError, match=expected):
+            load_recipe(path, [override])
+
+
+# ------------------------------------------------------------------------------------- 2. freezing
+def test_warmup_stage_trains_exactly_its_patterns(tmp_path):
+    make_data(tmp_path)
+    recipe = recipe_from_dict(two_stage(tmp_path / "out"), tmp_path)
+    initial = state(build_model(recipe))
+    trainer = Trainer(recipe, show_progress=False)
+    assert trainer.run(stop_after=3) is None  # stopped inside the warm-up stage
+    after = state(trainer.model)
+    assert after.keys() == initial.keys()
+
+    from fnmatch import fnmatchcase
+
+    patterns = [g["pattern"] for g in WARMUP]
+    matched = {k for k in initial if any(fnmatchcase(k, p) for p in patterns)}
+    assert "latent_embeddings" in matched and any(k.startswith("decoder_head.projector") for k in matched)
+    unchanged_matched = sorted(k for k in matched if torch.equal(initial[k], after[k]))
+    changed_frozen = sorted(k for k in initial.keys() - matched if not torch.equal(initial[k], after[k]))
+    assert changed_frozen == [], f"frozen parameters changed: {changed_frozen[:5]}"
+    assert unchanged_matched == [], f"trainable parameters did not change: {unchanged_matched[:5]}"
+
+
+# ------------------------------------------------------------------------------------ 3. GradCache
+@pytest.fixture(scope="module")
+def grad_model():
+    model = build_tiny_model("qwen2_vl", seed=1, config=LaMEConfig(num_reason_tokens=3, temperature=0.05,
+                                                                   max_length=512))
+    return model.train()
+
+
+def grad_batch(model) -> TrainBatch:
+    f = model.featurizer
+    n = 5
+    queries = [f({"text": f"{WORDS[i]} plus {WORDS[(3 * i + 1) % 10]}", "instruction": "add mod ten"}) for i in range(n)]
+    positives = [f(f"{WORDS[(i + j) % 10]} is the answer" if j else WORDS[(4 * i + 1) % 10])
+                 for i in range(n) for j in range(2)]
+    negatives = [f(f"the digit {WORDS[(i + 5) % 10]}") for i in range(n)]
+    targets = ["seven", None, "the answer is three because", "nine", None]
+    labels = torch.tensor([7, 3, 7, 1, 9])  # queries 0 and 2 share a label: masked false negatives
+    return TrainBatch(queries, positives, negatives, targets, labels)
+
+
+def gradients(model, batch, weights, chunk):
+    model.zero_grad(set_to_none=True)
+    losses = compute_gradients(model, batch, weights, chunk)
+    grads = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+             for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return losses, grads
+
+
+@pytest.mark.parametrize("weights", [LossWeights(1.0, 0.0, 0.0), LossWeights(0.0, 1.0, 0.0), LossWeights(0.0, 0.0, 1.0),
+                                     LossWeights(1.0, 0.7, 0.3)], ids=["contrastive", "decoder", "diversity", "all"])
+def test_grad_cache_equals_full_batch(grad_model, weights):
+    batch = grad_batch(grad_model)
+    full_losses, full = gradients(grad_model, batch, weights, None)
+    assert full["latent_embeddings"].abs().max() > 1e-4
+    if weights.reconstruction:
+        for name in ("decoder_head.projector.0.weight", "decoder_head.decoder.model.layers.0.mlp.up_proj.weight"):
+            assert full[name].abs().max() > 1e-6, name
+    if weights.contrastive:
+        assert full["backbone.model.language_model.layers.0.self_attn.q_proj.weight"].abs().max() > 1e-6
+    for chunk in (2, 3):
+        losses, chunked = gradients(grad_model, batch, weights, chunk)
+        for key in ("contrastive", "reconstruction", "diversity", "total"):
+            assert math.isclose(getattr(losses, key), getattr(full_losses, key), rel_tol=1e-5, abs_tol=1e-6), key
+        for name, g in full.items():
+            torch.testing.assert_close(chunked[name], g, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name} chunk {chunk}: {m}")
+
+
+# --------------------------------------------------------------------------------- 4. kill + resume
+@pytest.mark.parametrize("stop_after", [7, 4], ids=["inside_stage_2", "at_stage_boundary"])
+def test_kill_and_resume_equals_uninterrupted(run_a, tmp_path, stop_after):
+    make_data(tmp_path)
+    recipe = recipe_from_dict(two_stage(tmp_path / "out"), tmp_path)
+    assert Trainer(recipe, show_progress=False).run(stop_after=stop_after) is None
+    assert not (tmp_path / "out" / "model").exists()
+    final = Trainer(recipe, resume=True, show_progress=False).run()
+    assert final == tmp_path / "out" / "model"
+
+    expected, got = saved_weights(run_a["final"]), saved_weights(final)
+    assert expected.keys() == got.keys()
+    assert any("lora_B" in k for k in got)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0, msg=lambda m: f"{key}: {m}")
+
+    emb_a = LaMEModel.from_pretrained(run_a["final"]).encode(PROBE_ITEMS)
+    emb_b = LaMEModel.from_pretrained(final).encode(PROBE_ITEMS)
+    np.testing.assert_allclose(emb_b, emb_a, atol=1e-6)
+
+    for out in (run_a["out"], tmp_path / "out"):
+        names = sorted(p.name for p in (out / "checkpoints").iterdir())
+        assert names == ["step-000006", "step-000008"]  # keep_last 2, save_every 2, 8 steps
+        assert tmp_folders(out) == []
+
+
+# ---------------------------------------------------------------------------------------- 5. LoRA
+def test_lora_save_reload_merge(run_a, tmp_path):
+    trained = run_a["trainer"].model
+    lora_b = {n: p for n, p in trained.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.detach().abs().max() > 0 for p in lora_b.values())  # moved from the zero init
+
+    # the LoRA stage leaves the base weights of the backbone alone
+    initial = state(build_model(run_a["recipe"]))
+    for name, value in trained.state_dict().items():
+        if name.startswith("backbone.") and "lora_" not in name:
+            assert torch.equal(value, initial[name.replace(".base_layer.", ".")]), name
+
+    expected = trained.encode(PROBE_ITEMS)
+    reloaded = LaMEModel.from_pretrained(run_a["final"])
+    assert reloaded.config.lora is not None
+    np.testing.assert_allclose(reloaded.encode(PROBE_ITEMS), expected, atol=1e-6)
+
+    q_name = "backbone.model.language_model.layers.0.self_attn.q_proj"
+    base_before = reloaded.get_submodule(q_name).base_layer.weight.detach().clone()
+    merge_lora(reloaded)
+    assert reloaded.config.lora is None
+    assert not any("lora_" in n for n, _ in reloaded.named_parameters())
+    assert not torch.equal(reloaded.get_submodule(q_name).weight, base_before)  # the adapter was folded in
+    np.testing.assert_allclose(reloaded.encode(PROBE_ITEMS), expected, atol=1e-5)
+
+    reloaded.save_pretrained(tmp_path / "merged")
+    merged = LaMEModel.from_pretrained(tmp_path / "merged")
+    assert merged.config.lora is None
+    np.testing.assert_allclose(merged.encode(PROBE_ITEMS), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- 6. bad samples
+def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(tmp_path / "img" / f"good{i}.png")
+    (tmp_path / "img" / "corrupt.png").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    good = (tmp_path / "img" / "good0.png").read_bytes()
+    (tmp_path / "img" / "truncated.png").write_bytes(good[: len(good) // 2])
+
+    records = [record(i) for i in range(12)]
+    for i in (1, 4, 6):
+        records[i]["query"]["image"] = f"img/good{i % 3}.png"
+    bad = {2: "missing.png", 7: "corrupt.png", 10: "truncated.png"}
+    for i, name in bad.items():
+        records[i]["query"]["image"] = f"img/{name}"
+    write_jsonl(tmp_path / "train.jsonl", records)
+
+    # 3 steps x batch 4 = 12 draws = exactly one pass over the 12 records: each bad one is met once
+    recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=3), tmp_path)
+    final = train(recipe, show_progress=False)
+    assert (final / "lame_heads.safetensors").is_file()
+
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped-0.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped"] == len(skipped) == len(bad)
+    assert sorted(s["line_index"] for s in skipped) == sorted(bad)
+    for entry in skipped:
+        i = entry["line_index"]
+        assert bad[i] in entry["reason"]  # names the image file
+        assert f"train.jsonl:{i + 1}" in entry["reason"]  # and the record
+    reasons = {bad[s["line_index"]]: s["reason"] for s in skipped}
+    assert "does not exist" in reasons["missing.png"]
+    assert "could not be decoded" in reasons["corrupt.png"] and "could not be decoded" in reasons["truncated.png"]
+
+
+# ------------------------------------------------------------------------------------ 7. divergence
+def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
+    make_data(tmp_path)
+    recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=6, save_every=2, keep_last=2), tmp_path)
+    real = trainer_module.compute_gradients
+    calls = []
+
+    def flaky(model, batch, weights, chunk_size=None, autocast=None):
+        calls.append(1)
+        if len(calls) == 5:
+            return StepLosses(float("nan"), 1.0, 0.1, float("nan"))
+        return real(model, batch, weights, chunk_size, autocast=autocast)
+
+    monkeypatch.setattr(trainer_module, "compute_gradients", flaky)
+    trainer = Trainer(recipe, show_progress=False)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.run()
+    message = str(info.value)
+    assert "step 5" in message
+    assert "last good checkpoint" in message and "step-000004" in message
+    assert len(calls) == 5
+
+    checkpoints = tmp_path / "out" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002", "step-000004"]
+    assert not (tmp_path / "out" / "model").exists()
+    last = checkpoints / "step-000004"
+    assert json.loads((last / "trainer_state.json").read_text())["progress"]["global_step"] == 4
+    loaded = LaMEModel.from_pretrained(last / "model")
+    for name, value in loaded.state_dict().items():  # nothing was applied after the last good step
+        assert torch.equal(value, trainer.model.state_dict()[name]), name
+    resumed = Trainer(recipe, resume=True, show_progress=False)
+    assert resumed.progress.global_step == 4
+
+
+# ------------------------------------------------------------------------------------- 8. artefacts
+def test_end_of_run_artefacts(run_a):
+    out, recipe = run_a["out"], run_a["recipe"]
+    with Image.open(out / "loss_curves.png") as image:
+        assert image.format == "PNG"
+        image.verify()
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = {"step", "stage", "loss", "contrastive", "reconstruction", "diversity", "lr", "samples_per_s"}
+    assert all(keys <= row.keys() for row in rows)
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]  # log_every 2
+    assert [r["stage"] for r in rows] == ["warmup", "warmup", "joint", "joint"]
+    config = run_a["trainer"].model.config
+    for r in rows:
+        assert all(math.isfinite(r[k]) for k in keys - {"stage"})
+        assert r["samples_per_s"] > 0 and r["lr"] >= 0 and r["reconstruction"] > 0
+        total = r["contrastive"] + config.reconstruction_weight * r["reconstruction"] + config.diversity_weight * r["diversity"]
+        assert math.isclose(r["loss"], total, rel_tol=1e-6)
+
+    card = (run_a["final"] / "README.md").read_text()
+    assert str(Path(recipe.data.sources[0].path)) in card
+    block = card.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block) == recipe.to_dict()
+
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
