@@ -1,0 +1,184 @@
+"""Data-parallel training: 2 CPU processes (gloo, through torchrun) against 1 process.
+
+Both ranks must end with bit-identical weights, and 2 processes x batch B must follow the same
+trajectory as 1 process x batch 2B (same global draws in the same order, global-batch loss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+PER_RANK_BATCH = 2
+STEPS = 3
+WORDS = "zero one two three four five six seven eight nine".split()
+TRAINABLE = [{"pattern": "latent_embeddings", "lr": 1e-3}, {"pattern": "decoder_head.*", "lr": 1e-3},
+             {"pattern": "backbone.model.language_model.layers.1.mlp.*", "lr": 1e-3}]
+VARIANTS = {
+    "full": {"trainable": TRAINABLE},  # the model's default weights: contrastive + reconstruction + diversity
+    "no_reconstruction": {"trainable": TRAINABLE, "reconstruction_weight": 0.0},
+}
+
+SCRIPT = r'''
+import json, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from lame.training.recipe import recipe_from_dict
+from lame.training.trainer import Trainer, build_model
+
+data_dir, batch_size, out_root = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+variants = json.loads(sys.argv[4])
+steps = int(sys.argv[5])
+
+
+def tensors(named):
+    return {k: v.detach().clone().contiguous() for k, v in named}
+
+
+for name, stage in variants.items():
+    raw = {
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny", "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
+        "data": {"sources": [{"path": "train.jsonl"}]},
+        "train": {"output_dir": str(out_root / name), "save_every": 2, "log_every": 1, "tensorboard": False},
+        "stages": [{"name": "only", "steps": steps, "batch_size": batch_size, **stage}],
+    }
+    recipe = recipe_from_dict(raw, data_dir)
+    trainer = Trainer(recipe, show_progress=False)
+    rank = trainer.rank
+    if rank == 0:
+        save_file(tensors(build_model(recipe).state_dict().items()), str(out_root / f"{name}-init.safetensors"))
+    grads = []  # the gradients the optimizer applies (after the all-reduce), per step
+    original_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        grads.append(tensors((n, p.grad) for n, p in trainer.model.named_parameters() if p.grad is not None))
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = step
+    try:
+        trainer.run()
+    finally:
+        torch.optim.AdamW.step = original_step
+    save_file(tensors(trainer.model.state_dict().items()), str(out_root / f"{name}-rank{rank}.safetensors"))
+    save_file({f"{i}/{n}": g for i, gs in enumerate(grads) for n, g in gs.items()},
+              str(out_root / f"{name}-grads{rank}.safetensors"))
+    (out_root / f"{name}-world{rank}.txt").write_text(str(trainer.world))
+'''
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def run(command: list[str], timeout: int) -> None:
+    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(command[:6])} ... exited {done.returncode}:\n{done.stdout[-3000:]}\n"
+                             f"{done.stderr[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist")
+    with (folder / "train.jsonl").open("w") as f:
+        for i in range(24):
+            a, b = i % 10, (i * 7 + 3) % 10
+            answer = WORDS[(a + b) % 10]
+            rationale = f"{WORDS[a]} and {WORDS[b]} make {answer}" if i % 3 == 0 else None  # uneven target lengths
+            f.write(json.dumps({"id": str(i), "query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
+                                "positive": answer, "answer": f"{rationale} so {answer}" if rationale else answer,
+                                "label": (a + b) % 10}) + "\n")
+    script = folder / "train_script.py"
+    script.write_text(SCRIPT)
+    two, one = folder / "two", folder / "one"
+    two.mkdir()
+    one.mkdir()
+    variants = json.dumps(VARIANTS)
+    run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+         str(script), str(folder), str(PER_RANK_BATCH), str(two), variants, str(STEPS)], timeout=240)
+    run([sys.executable, str(script), str(folder), str(2 * PER_RANK_BATCH), str(one), variants, str(STEPS)], timeout=180)
+    return {"two": two, "one": one}
+
+
+def test_two_ranks_end_with_identical_weights(runs):
+    two = runs["two"]
+    for name in VARIANTS:
+        assert [(two / f"{name}-world{r}.txt").read_text() for r in (0, 1)] == ["2", "2"]
+        rank0, rank1 = load_file(two / f"{name}-rank0.safetensors"), load_file(two / f"{name}-rank1.safetensors")
+        initial = load_file(two / f"{name}-init.safetensors")
+        assert rank0.keys() == rank1.keys() == initial.keys()
+        different = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+        assert different == [], f"{name}: ranks disagree on {different[:5]}"
+        changed = {k for k in rank0 if not torch.equal(rank0[k], initial[k])}
+        assert "latent_embeddings" in changed
+        assert any(k.startswith("backbone.model.language_model.layers.1.mlp.") for k in changed)
+        if name == "full":
+            assert any(k.startswith("decoder_head.decoder.") for k in changed)
+        frozen_changed = [k for k in changed if not k.startswith(("latent_embeddings", "decoder_head.",
+                                                                  "backbone.model.language_model.layers.1.mlp."))]
+        assert frozen_changed == []
+
+
+def test_one_final_model_and_per_rank_checkpoint_state(runs):
+    out = runs["two"] / "full"
+    models = sorted(p.name for p in out.iterdir() if (p / "lame_config.json").is_file())
+    assert models == ["model"]
+    heads = load_file(out / "model" / "lame_heads.safetensors")
+    rank0 = load_file(runs["two"] / "full-rank0.safetensors")
+    assert torch.equal(heads["latent_embeddings"], rank0["latent_embeddings"])
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step-000002", "step-000003"]
+    for name in checkpoints:
+        files = {p.name for p in (out / "checkpoints" / name).iterdir()}
+        assert {"rng-0.json", "rng-1.json", "rng-0.safetensors", "rng-1.safetensors"} <= files
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # logged once, by the main process
+    assert not list(out.rglob(".tmp-*"))
+
+
+RECONSTRUCTION_BUG = (
+    "steps._full_batch/_grad_cache divide the summed decoder cross-entropy by the LOCAL target-token count "
+    "(_target_tokens(model, batch) on this process's slice), then the trainer averages gradients over processes: "
+    "mean_r(S_r/T_r) != sum_r S_r / sum_r T_r when ranks hold different numbers of target tokens"
+)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=RECONSTRUCTION_BUG)),
+    "no_reconstruction",
+])
+def test_two_processes_match_one_process_with_the_global_batch(runs, name):
+    two_grads = load_file(runs["two"] / f"{name}-grads0.safetensors")
+    one_grads = load_file(runs["one"] / f"{name}-grads0.safetensors")
+    for step in range(STEPS):
+        keys = {k for k in (*two_grads, *one_grads) if k.startswith(f"{step}/")}
+        assert f"{step}/latent_embeddings" in keys
+        for key in sorted(keys):
+            a, b = two_grads.get(key), one_grads.get(key)
+            a = torch.zeros_like(b) if a is None else a  # a parameter without gradient: zeros after all-reduce
+            b = torch.zeros_like(a) if b is None else b
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m: f"gradient {key}: {m}")
+    two, one = load_file(runs["two"] / f"{name}-rank0.safetensors"), load_file(runs["one"] / f"{name}-rank0.safetensors")
+    initial = load_file(runs["two"] / f"{name}-init.safetensors")
+    assert not torch.allclose(one["latent_embeddings"], initial["latent_embeddings"], atol=1e-4)
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=0, msg=lambda m: f"weight {key}: {m}")
