@@ -30,7 +30,7 @@ class BackboneAdapter:
     model_type: str
     model_class: type[PreTrainedModel]
     patch_size: int
-    tiny_config: Callable[[int, dict[str, int]], PretrainedConfig]
+    tiny_config: Callable[..., PretrainedConfig]  # (vocab_size, token ids, hidden_size=64, num_layers=2)
 
     def hidden_size(self, backbone: PreTrainedModel) -> int:
         return backbone.config.text_config.hidden_size
@@ -58,20 +58,28 @@ class BackboneAdapter:
         return out.last_hidden_state
 
 
-def _tiny_text(vocab_size: int, ids: dict[str, int]) -> dict:
+def _tiny_text(vocab_size: int, ids: dict[str, int], hidden: int, layers: int) -> dict:
     return dict(
         vocab_size=vocab_size,
         bos_token_id=None,
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        hidden_size=TINY_HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
     )
+
+
+def _mrope_section(hidden: int) -> list[int]:
+    """Temporal/height/width split of the rotary half-dimension (4 heads): [2, 3, 3] at hidden 64."""
+    half = hidden // 4 // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]
 
 
 def _token_ids(ids: dict[str, int]) -> dict:
@@ -86,27 +94,33 @@ def _token_ids(ids: dict[str, int]) -> dict:
     )
 
 
-def _tiny_qwen2_vl(vocab_size: int, ids: dict[str, int]) -> PretrainedConfig:
-    text = _tiny_text(vocab_size, ids) | dict(rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
-    vision = dict(depth=2, embed_dim=32, hidden_size=TINY_HIDDEN, num_heads=2, mlp_ratio=2, patch_size=14)
+def _tiny_qwen2_vl(vocab_size: int, ids: dict[str, int], hidden: int = TINY_HIDDEN,
+                   layers: int = 2) -> PretrainedConfig:
+    text = _tiny_text(vocab_size, ids, hidden, layers) | dict(
+        rope_scaling={"type": "mrope", "mrope_section": _mrope_section(hidden)})
+    vision = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14)
     return Qwen2VLConfig(text_config=text, vision_config=vision, **_token_ids(ids))
 
 
-def _tiny_qwen2_5_vl(vocab_size: int, ids: dict[str, int]) -> PretrainedConfig:
-    text = _tiny_text(vocab_size, ids) | dict(rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+def _tiny_qwen2_5_vl(vocab_size: int, ids: dict[str, int], hidden: int = TINY_HIDDEN,
+                     layers: int = 2) -> PretrainedConfig:
+    text = _tiny_text(vocab_size, ids, hidden, layers) | dict(
+        rope_scaling={"type": "mrope", "mrope_section": _mrope_section(hidden)})
     vision = dict(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TINY_HIDDEN,
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
         fullatt_block_indexes=[1], window_size=56, patch_size=14,
     )
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_token_ids(ids))
 
 
-def _tiny_qwen3_vl(vocab_size: int, ids: dict[str, int]) -> PretrainedConfig:
-    text = _tiny_text(vocab_size, ids) | dict(
-        head_dim=16, rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+def _tiny_qwen3_vl(vocab_size: int, ids: dict[str, int], hidden: int = TINY_HIDDEN,
+                   layers: int = 2) -> PretrainedConfig:
+    text = _tiny_text(vocab_size, ids, hidden, layers) | dict(
+        head_dim=hidden // 4, rope_scaling={"rope_type": "default", "mrope_section": _mrope_section(hidden),
+                                                "mrope_interleaved": True}
     )
     vision = dict(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TINY_HIDDEN, patch_size=16,
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden, patch_size=16,
         deepstack_visual_indexes=[0, 1], num_position_embeddings=64,
     )
     return Qwen3VLConfig(text_config=text, vision_config=vision, **_token_ids(ids))

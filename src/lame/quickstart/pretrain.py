@@ -28,6 +28,8 @@ from ..modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_deco
 @dataclass(frozen=True)
 class PretrainSettings:
     backbone_type: str = "qwen2_vl"
+    hidden_size: int = 64
+    num_layers: int = 2
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3
@@ -62,7 +64,7 @@ def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings 
     adapter = get_adapter(settings.backbone_type)
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    model = adapter.model_class(adapter.tiny_config(len(tokenizer), ids))
+    model = adapter.model_class(adapter.tiny_config(len(tokenizer), ids, settings.hidden_size, settings.num_layers))
     image_processor = tiny_image_processor(adapter.patch_size, settings.min_pixels, settings.max_pixels)
     featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
     pairs = _caption_prompts(images, labels, rng)

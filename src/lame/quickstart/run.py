@@ -143,6 +143,27 @@ def train_variant(name: str, settings: QuickstartSettings, backbone: Path, data_
     return {"model_dir": str(model_dir), "train_seconds": time.perf_counter() - started, "curve": curve}
 
 
+def run_variant(name: str, settings: QuickstartSettings, k: int, use_decoder: bool, output: Path,
+                show_progress: bool = True, timing: bool = True, decode_samples: int = 6) -> dict:
+    """Trains one variant on the digits data (benchmark and backbone cached) and scores it on the test split."""
+    data_dir = ensure_data()
+    backbone = ensure_backbone(data_dir, settings.pretrain, show_progress)
+    curve_task = digits_task(data_dir / "test", per_level=settings.eval_queries_per_level)
+    test_task = digits_task(data_dir / "test")
+    run = train_variant(name, settings, backbone, data_dir, output, k, use_decoder, curve_task, show_progress)
+    model = LaMEModel.from_pretrained(run["model_dir"])
+    run["test"] = hit_at_1_by_level(model, test_task)
+    if timing:
+        run["encode_ms_per_query"] = {f"batch{b}": encode_ms_per_query(model, test_task, b) for b in (1, 32)}
+    if model.decoder_head is not None and decode_samples:
+        sample = test_task.queries[::97][:decode_samples]
+        decoded = model.decode_latents([q.item for q in sample], max_new_tokens=8)
+        run["decoded_latents"] = [{"query": q.id, "instruction": q.item.get("instruction"),
+                                   "answer": q.meta.get("answer"), "decoded": text}
+                                  for q, text in zip(sample, decoded)]
+    return run
+
+
 def encode_ms_per_query(model, task: RetrievalTask, batch_size: int) -> float:
     items = [q.item for q in task.queries][:128]
     model.encode(items[:batch_size], batch_size=batch_size)  # warm-up
@@ -154,24 +175,10 @@ def encode_ms_per_query(model, task: RetrievalTask, batch_size: int) -> float:
 def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettings(),
                    show_progress: bool = True) -> dict:
     output.mkdir(parents=True, exist_ok=True)
-    data_dir = ensure_data()
-    backbone = ensure_backbone(data_dir, settings.pretrain, show_progress)
-    curve_task = digits_task(data_dir / "test", per_level=settings.eval_queries_per_level)
-    test_task = digits_task(data_dir / "test")
     variants = {"lame": (settings.num_reason_tokens, True), "baseline": (0, False)}
-    report = {"settings": asdict(settings), "data": str(data_dir), "backbone": str(backbone), "variants": {}}
+    report = {"settings": asdict(settings), "variants": {}}
     for name, (k, use_decoder) in variants.items():
-        run = train_variant(name, settings, backbone, data_dir, output, k, use_decoder, curve_task, show_progress)
-        model = LaMEModel.from_pretrained(run["model_dir"])
-        run["test"] = hit_at_1_by_level(model, test_task)
-        run["encode_ms_per_query"] = {f"batch{b}": encode_ms_per_query(model, test_task, b) for b in (1, 32)}
-        if model.decoder_head is not None:
-            sample = test_task.queries[::97][:6]
-            decoded = model.decode_latents([q.item for q in sample], max_new_tokens=8)
-            run["decoded_latents"] = [{"query": q.id, "instruction": q.item.get("instruction"),
-                                       "answer": q.meta.get("answer"), "decoded": text}
-                                      for q, text in zip(sample, decoded)]
-        report["variants"][name] = run
+        report["variants"][name] = run_variant(name, settings, k, use_decoder, output, show_progress)
     (output / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     from .plots import plot_quickstart
 
