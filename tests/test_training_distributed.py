@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -46,7 +45,8 @@ def tensors(named):
 
 for name, stage in variants.items():
     raw = {
-        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny", "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny",
+                  "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
         "data": {"sources": [{"path": "train.jsonl"}]},
         "train": {"output_dir": str(out_root / name), "save_every": 2, "log_every": 1, "tensorboard": False},
         "stages": [{"name": "only", "steps": steps, "batch_size": batch_size, **stage}],
@@ -55,7 +55,8 @@ for name, stage in variants.items():
     trainer = Trainer(recipe, show_progress=False)
     rank = trainer.rank
     if rank == 0:
-        save_file(tensors(build_model(recipe).state_dict().items()), str(out_root / f"{name}-init.safetensors"))
+        initial = build_model(recipe).state_dict().items()
+        save_file(tensors(initial), str(out_root / f"{name}-init.safetensors"))
     grads = []  # the gradients the optimizer applies (after the all-reduce), per step
     original_step = torch.optim.AdamW.step
 
@@ -102,9 +103,10 @@ def runs(tmp_path_factory):
         for i in range(24):
             a, b = i % 10, (i * 7 + 3) % 10
             answer = WORDS[(a + b) % 10]
-            rationale = f"{WORDS[a]} and {WORDS[b]} make {answer}" if i % 3 == 0 else None  # uneven target lengths
-            f.write(json.dumps({"id": str(i), "query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
-                                "positive": answer, "answer": f"{rationale} so {answer}" if rationale else answer,
+            # decoder targets of uneven lengths: the ranks hold different numbers of target tokens
+            target = f"{WORDS[a]} and {WORDS[b]} make {answer} so {answer}" if i % 3 == 0 else answer
+            query = {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"}
+            f.write(json.dumps({"id": str(i), "query": query, "positive": answer, "answer": target,
                                 "label": (a + b) % 10}) + "\n")
     script = folder / "train_script.py"
     script.write_text(SCRIPT)
@@ -115,7 +117,8 @@ def runs(tmp_path_factory):
     run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
          str(script), str(folder), str(PER_RANK_BATCH), str(two), variants, str(STEPS)], timeout=240)
-    run([sys.executable, str(script), str(folder), str(2 * PER_RANK_BATCH), str(one), variants, str(STEPS)], timeout=180)
+    run([sys.executable, str(script), str(folder), str(2 * PER_RANK_BATCH), str(one), variants, str(STEPS)],
+        timeout=180)
     return {"two": two, "one": one}
 
 
@@ -123,7 +126,8 @@ def test_two_ranks_end_with_identical_weights(runs):
     two = runs["two"]
     for name in VARIANTS:
         assert [(two / f"{name}-world{r}.txt").read_text() for r in (0, 1)] == ["2", "2"]
-        rank0, rank1 = load_file(two / f"{name}-rank0.safetensors"), load_file(two / f"{name}-rank1.safetensors")
+        rank0 = load_file(two / f"{name}-rank0.safetensors")
+        rank1 = load_file(two / f"{name}-rank1.safetensors")
         initial = load_file(two / f"{name}-init.safetensors")
         assert rank0.keys() == rank1.keys() == initial.keys()
         different = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
@@ -133,8 +137,8 @@ def test_two_ranks_end_with_identical_weights(runs):
         assert any(k.startswith("backbone.model.language_model.layers.1.mlp.") for k in changed)
         if name == "full":
             assert any(k.startswith("decoder_head.decoder.") for k in changed)
-        frozen_changed = [k for k in changed if not k.startswith(("latent_embeddings", "decoder_head.",
-                                                                  "backbone.model.language_model.layers.1.mlp."))]
+        trained = ("latent_embeddings", "decoder_head.", "backbone.model.language_model.layers.1.mlp.")
+        frozen_changed = [k for k in changed if not k.startswith(trained)]
         assert frozen_changed == []
 
 
@@ -155,17 +159,7 @@ def test_one_final_model_and_per_rank_checkpoint_state(runs):
     assert not list(out.rglob(".tmp-*"))
 
 
-RECONSTRUCTION_BUG = (
-    "steps._full_batch/_grad_cache divide the summed decoder cross-entropy by the LOCAL target-token count "
-    "(_target_tokens(model, batch) on this process's slice), then the trainer averages gradients over processes: "
-    "mean_r(S_r/T_r) != sum_r S_r / sum_r T_r when ranks hold different numbers of target tokens"
-)
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=RECONSTRUCTION_BUG)),
-    "no_reconstruction",
-])
+@pytest.mark.parametrize("name", ["full", "no_reconstruction"])
 def test_two_processes_match_one_process_with_the_global_batch(runs, name):
     two_grads = load_file(runs["two"] / f"{name}-grads0.safetensors")
     one_grads = load_file(runs["one"] / f"{name}-grads0.safetensors")
@@ -174,10 +168,11 @@ def test_two_processes_match_one_process_with_the_global_batch(runs, name):
         assert f"{step}/latent_embeddings" in keys
         for key in sorted(keys):
             a, b = two_grads.get(key), one_grads.get(key)
-            a = torch.zeros_like(b) if a is None else a  # a parameter without gradient: zeros after all-reduce
+            a = torch.zeros_like(b) if a is None else a  # no gradient: zeros after the all-reduce
             b = torch.zeros_like(a) if b is None else b
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m: f"gradient {key}: {m}")
-    two, one = load_file(runs["two"] / f"{name}-rank0.safetensors"), load_file(runs["one"] / f"{name}-rank0.safetensors")
+    two = load_file(runs["two"] / f"{name}-rank0.safetensors")
+    one = load_file(runs["one"] / f"{name}-rank0.safetensors")
     initial = load_file(runs["two"] / f"{name}-init.safetensors")
     assert not torch.allclose(one["latent_embeddings"], initial["latent_embeddings"], atol=1e-4)
     for key in two:

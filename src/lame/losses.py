@@ -41,6 +41,13 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def collective_device() -> torch.device:
+    """Where small tensors for collectives must live: NCCL only moves GPU tensors."""
+    if world_size() > 1 and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """All-gathers ``tensor`` along dim 0; the local slice keeps its gradient, the others are constants.
 

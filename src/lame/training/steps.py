@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.featurize import Features
-from ..losses import diversity_loss, info_nce, world_size
+from ..losses import collective_device, diversity_loss, info_nce, world_size
 
 
 @dataclass
@@ -67,26 +67,56 @@ def _reshape(embeddings: torch.Tensor, batch: int) -> torch.Tensor | None:
     return embeddings.reshape(batch, -1, embeddings.shape[-1]) if embeddings.shape[0] else None
 
 
-def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights, target_tokens: int):
-    """Decoder and diversity contributions of the queries in ``rows`` (sums, scaled to batch means)."""
+@dataclass
+class Normalizers:
+    """Global (all-process) counts that turn this process's sums into shares of the global means.
+
+    Each process's term is ``sum_local * world / count_global``; averaging gradients over the
+    processes then gives the gradient of ``sum_global / count_global``, the single-process loss.
+    """
+
+    decoder_tokens: int
+    lm_tokens: int
+    queries: int
+    world: int
+
+    @classmethod
+    def of(cls, model, batch: TrainBatch) -> "Normalizers":
+        decoder_tokens = 0
+        if model.decoder_head is not None:
+            decoder_tokens = model.decoder_head.count_target_tokens([t for t in batch.targets if t])
+        lm_tokens = sum(getattr(f, "lm_tokens", 0) for f in batch.queries)
+        counts = global_sum([decoder_tokens, lm_tokens, len(batch.queries)])
+        return cls(int(counts[0]), int(counts[1]), int(counts[2]), world_size())
+
+
+def global_sum(values: list[float]) -> list[float]:
+    """Sums numbers over all processes (identity on one process)."""
+    if world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights, norm: Normalizers):
+    """Decoder and diversity terms of the queries in ``rows``, as shares of the global batch means
+    (already multiplied by the number of processes, like the contrastive term)."""
     zero = out.embeddings.new_zeros(())
     reconstruction = diversity = zero
     offset = rows.start
     with_target = [i for i in range(out.embeddings.shape[0]) if batch.targets[offset + i]]
-    if weights.reconstruction and model.decoder_head is not None and with_target and target_tokens:
+    if weights.reconstruction and model.decoder_head is not None and with_target and norm.decoder_tokens:
         states = out.decoder_states(model.config.decoder_reads)
         total, _ = model.decoder_head.loss_terms(states[with_target],
                                                  [batch.targets[offset + i] for i in with_target])
-        reconstruction = total / target_tokens
+        reconstruction = total * norm.world / norm.decoder_tokens
+    if weights.reconstruction and out.lm_loss is not None and norm.lm_tokens:
+        # explicit-CoT baseline: summed LM loss on its rationales
+        reconstruction = reconstruction + out.lm_loss * norm.world / norm.lm_tokens
     if weights.diversity and out.reason_states.shape[1] > 1:
-        diversity = diversity_loss(out.reason_states) * out.embeddings.shape[0] / len(batch)
+        diversity = diversity_loss(out.reason_states) * out.embeddings.shape[0] * norm.world / norm.queries
     return reconstruction, diversity
-
-
-def _target_tokens(model, batch: TrainBatch) -> int:
-    if model.decoder_head is None:
-        return 0
-    return model.decoder_head.count_target_tokens([t for t in batch.targets if t])
 
 
 def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> StepLosses:
@@ -97,7 +127,7 @@ def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> Ste
         neg = model(model.collate(batch.negatives)).embeddings if batch.negatives else None
         contrastive = info_nce(q.embeddings, _reshape(pos, size), _reshape(neg, size) if neg is not None else None,
                                temperature=model.config.temperature, labels=batch.labels)
-        reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, _target_tokens(model, batch))
+        reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, Normalizers.of(model, batch))
         total = (weights.contrastive * contrastive * world_size() + weights.reconstruction * reconstruction
                  + weights.diversity * diversity)
     total.backward()
@@ -105,7 +135,10 @@ def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> Ste
 
 
 def _losses(contrastive, reconstruction, diversity, weights: LossWeights) -> StepLosses:
+    """Global values for logging: the side terms are this process's world-scaled shares."""
     c, r, d = (float(x.detach()) if torch.is_tensor(x) else float(x) for x in (contrastive, reconstruction, diversity))
+    world = world_size()
+    r, d = (v / world for v in global_sum([r, d]))
     return StepLosses(c, r, d, weights.contrastive * c + weights.reconstruction * r + weights.diversity * d)
 
 
@@ -149,7 +182,7 @@ def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int,
                            temperature=model.config.temperature, labels=batch.labels)
     (weights.contrastive * contrastive * world_size()).backward()
 
-    target_tokens = _target_tokens(model, batch)
+    norm = Normalizers.of(model, batch)
     reconstruction = diversity = 0.0
     for name, features in groups.items():
         for rows, state in zip(_chunks(features, chunk_size), states[name]):
@@ -157,7 +190,7 @@ def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int,
                 out = model(model.collate(features[rows]))
                 surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
                 if name == "queries":
-                    rec, div = _side_terms(model, out, batch, rows, weights, target_tokens)
+                    rec, div = _side_terms(model, out, batch, rows, weights, norm)
                     surrogate = surrogate + weights.reconstruction * rec + weights.diversity * div
                     reconstruction += float(rec.detach())
                     diversity += float(div.detach())

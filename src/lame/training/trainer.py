@@ -30,7 +30,7 @@ from . import checkpoint as ckpt
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
-from .steps import LossWeights, TrainBatch, compute_gradients
+from .steps import LossWeights, TrainBatch, compute_gradients, global_sum
 
 
 class TrainingDiverged(RuntimeError):
@@ -216,7 +216,7 @@ class Trainer:
             targets.append(example.decoder_target(self.model.config.decoder_target))
             labels.append(label_id(example.label, draw))
         self._note_extra_fields()
-        if not queries:
+        if global_sum([0 if queries else 1])[0]:  # every process stops together, none hangs in a collective
             raise RuntimeError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
                                f"see {self.skipped_file}")
         return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
@@ -238,7 +238,10 @@ class Trainer:
         out = []
         for role, item in zip(["query"] + ["positive"] * num_pos + ["negative"] * num_neg, items):
             try:
-                out.append(self.model.featurizer(item))
+                if role == "query":  # the model's hook: the explicit-CoT baseline adds the example's rationale
+                    out.append(self.model.training_query_features(example))
+                else:
+                    out.append(self.model.featurizer(item))
             except ItemError as exc:
                 raise ItemError(None, f"{example.where}: {role}: {exc.reason}") from exc
         return out
@@ -266,7 +269,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _check_finite(self, losses, stage: StageSpec) -> None:
-        if math.isfinite(losses.total):
+        if not global_sum([0 if math.isfinite(losses.total) else 1])[0]:
             return
         last = ckpt.latest_checkpoint(self.checkpoints)
         raise TrainingDiverged(
@@ -277,13 +280,22 @@ class Trainer:
         )
 
     def _all_reduce_gradients(self) -> None:
+        """Averages gradients over processes. A parameter without a gradient on any process keeps
+        ``grad=None``, so the optimizer skips it exactly as in a single-process run."""
         if self.world == 1:
             return
+        had_grad = torch.tensor([p.grad is not None for p in self.trainable], dtype=torch.int32,
+                                device=self.trainable[0].device)
+        dist.all_reduce(had_grad, op=dist.ReduceOp.MAX)
         grads = []
-        for p in self.trainable:
+        for p, anywhere in zip(self.trainable, had_grad.tolist()):
+            if not anywhere:
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
+        if not grads:
+            return
         flat = torch._utils._flatten_dense_tensors(grads)
         dist.all_reduce(flat)
         flat /= self.world
