@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -33,6 +34,9 @@ class LaMEOutput:
     reason_states: torch.Tensor  # (B, K, H): last hidden states of the K reason tokens
     embed_states: torch.Tensor  # (B, M, H): last hidden states of the positions after the first K
     hidden_states: torch.Tensor  # (B, L, H): every position, for inspection and tests
+    # Summed token cross-entropy of text the model reads itself (the explicit-CoT baseline's rationale),
+    # added by the training step under the reconstruction weight; None for LaME.
+    lm_loss: torch.Tensor | None = None
 
     def decoder_states(self, reads: str = "reason") -> torch.Tensor:
         """What the decoder head reads: the reason states, or (a control) the [EMBED] states."""
@@ -87,7 +91,10 @@ class LaMEModel(nn.Module):
         if len(tokenizer) > rows:
             # The new rows are never read: the latent positions take ``latent_embeddings`` instead.
             backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        return cls(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        if config.variant != "lame":
+            from . import baselines  # noqa: F401  (registers the baseline classes)
+        model_class = VARIANTS.get(config.variant, cls)
+        return model_class(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
 
     @classmethod
     def from_backbone(cls, path: str | Path, config: LaMEConfig | None = None, decoder: str | Path | None = None,
@@ -180,6 +187,10 @@ class LaMEModel(nn.Module):
     def featurize(self, items: Sequence[ItemLike]) -> list[Features]:
         return [self.featurizer(item, index=i) for i, item in enumerate(items)]
 
+    def training_query_features(self, example) -> Features:
+        """Features of a training example's query (the explicit-CoT baseline adds its rationale)."""
+        return self.featurizer(example.query)
+
     def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
         return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id)
 
@@ -236,18 +247,38 @@ class LaMEModel(nn.Module):
         skipped: list[SkippedItem] = []
         was_training = self.training
         self.eval()
-        chunk = max(batch_size * 8, 64)  # featurise a bounded window at a time, sorted by length inside it
+        # Featurise a bounded window at a time, sorted by length inside it; a background thread featurises
+        # the next window (tokenizer, image processor) while the model runs on this one.
+        chunk = max(batch_size * 8, 64)
+        windows = [range(start, min(start + chunk, len(items))) for start in range(0, len(items), chunk)]
+
+        def featurize_window(indices: range) -> tuple[list[tuple[int, Features]], list[SkippedItem]]:
+            ready, bad = [], []
+            for index in indices:
+                try:
+                    ready.append((index, self.featurizer(items[index], index=index)))
+                except ItemError as exc:
+                    if on_error == "raise":
+                        raise
+                    bad.append(SkippedItem(index, exc.reason))
+            return ready, bad
+
+        def featurized_windows():
+            if len(windows) <= 1:  # nothing to overlap with
+                yield from map(featurize_window, windows)
+                return
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lame-featurize") as pool:
+                pending = pool.submit(featurize_window, windows[0])
+                for w in range(1, len(windows) + 1):
+                    done = pending.result()
+                    if w < len(windows):
+                        pending = pool.submit(featurize_window, windows[w])
+                    yield done
+
         with torch.inference_mode(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
-            for start in range(0, len(items), chunk):
-                ready: list[tuple[int, Features]] = []
-                for index in range(start, min(start + chunk, len(items))):
-                    try:
-                        ready.append((index, self.featurizer(items[index], index=index)))
-                    except ItemError as exc:
-                        if on_error == "raise":
-                            raise
-                        skipped.append(SkippedItem(index, exc.reason))
-                        bar.update(1)
+            for ready, bad in featurized_windows():
+                skipped += bad
+                bar.update(len(bad))
                 ready.sort(key=lambda pair: -len(pair[1]))
                 for b in range(0, len(ready), batch_size):
                     part = ready[b: b + batch_size]
