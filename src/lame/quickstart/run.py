@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..training.report import read_metrics
 from ..training.trainer import Trainer
 from .pretrain import PretrainSettings, pretrain_digit_vlm
 
-CACHE = Path.home() / ".cache" / "lame"
+CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # benchmark data, pretrained VLM
 
 
 @dataclass

@@ -91,16 +91,18 @@ class JsonlSource:
         if not self.path.is_file():
             raise FileNotFoundError(f"data file {self.path} does not exist")
         self.name = name or self.path.stem
-        offsets = []
+        offsets, numbers = [], []
         with self.path.open("rb") as f:
             position = 0
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 if line.strip():
                     offsets.append(position)
+                    numbers.append(number)
                 position += len(line)
         if not offsets:
             raise DataError(f"data file {self.path} has no records")
         self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.line_numbers = np.asarray(numbers, dtype=np.int64)  # for messages
         self.extra_fields: set[str] = set()  # fields outside the schema seen so far
         self._file = None
 
@@ -112,7 +114,7 @@ class JsonlSource:
             self._file = self.path.open("rb")
         self._file.seek(int(self.offsets[index]))
         line = self._file.readline()
-        where = f"{self.path}:{self._line_number(index)}"
+        where = f"{self.path}:{int(self.line_numbers[index])}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -120,11 +122,6 @@ class JsonlSource:
         example = parse_record(record, where, self.path.parent, self.name)
         self.extra_fields.update(example.meta)
         return example
-
-    def _line_number(self, index: int) -> int:
-        # only for messages: count the newlines before the offset
-        with self.path.open("rb") as f:
-            return f.read(int(self.offsets[index])).count(b"\n") + 1
 
     def __getstate__(self):  # file handles do not cross process boundaries
         state = dict(self.__dict__)
