@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,39 +32,59 @@ GRID: dict[str, tuple[int, bool, dict]] = {
 }
 
 
-def _job(args) -> dict:
-    name, seed, base, output, threads = args
-    import torch
-
-    torch.set_num_threads(threads)
+def run_job(name: str, seed: int, output: Path, base: QuickstartSettings = QuickstartSettings()) -> dict:
+    """One (variant, seed) run; its result is written to ``output/runs/<variant>-seed<seed>.json``."""
     k, use_decoder, changes = GRID[name]
     settings = replace(base, seed=seed, **changes)
     run = run_variant(name, settings, k, use_decoder, output / f"seed{seed}", show_progress=False, timing=False,
                       decode_samples=0)
-    return {"variant": name, "seed": seed, "test": run["test"], "curve": run["curve"],
-            "train_seconds": run["train_seconds"]}
+    result = {"variant": name, "seed": seed, "test": run["test"], "curve": run["curve"],
+              "train_seconds": run["train_seconds"]}
+    path = output / "runs" / f"{name}-seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def run_quality(output: Path, variants: list[str], seeds: list[int], jobs: int = 1,
                 base: QuickstartSettings = QuickstartSettings()) -> dict:
+    """Runs every (variant, seed) not already in ``output/runs`` (so an interrupted grid resumes), each in
+    its own process, ``jobs`` at a time, and summarises them all."""
     unknown = sorted(set(variants) - set(GRID))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(GRID)}")
     output.mkdir(parents=True, exist_ok=True)
     ensure_backbone(ensure_data(), base.pretrain)  # once, before the workers start
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    work = [(name, seed, base, output, threads) for name in variants for seed in seeds]
-    if jobs > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(_job, work))
-    else:
-        runs = [_job(w) for w in work]
-    report = {"settings": json.loads(json.dumps(base, default=lambda o: o.__dict__)), "seeds": seeds,
-              "runs": runs, "summary": summarize(runs)}
+    (output / "base_settings.json").write_text(json.dumps(asdict(base)))
+    todo = [(n, s) for n in variants for s in seeds if not (output / "runs" / f"{n}-seed{s}.json").is_file()]
+    threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    running: list[tuple[subprocess.Popen, str]] = []
+    for name, seed in todo:
+        while len(running) >= jobs:
+            running = _reap(running)
+        command = [sys.executable, "-m", "lame.quickstart.quality", str(output), name, str(seed)]
+        log = open(output / f"{name}-seed{seed}.log", "w")
+        running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name}-{seed}"))
+    while running:
+        running = _reap(running)
+    runs = [json.loads(p.read_text()) for p in sorted((output / "runs").glob("*.json"))
+            if p.stem.rsplit("-seed", 1)[0] in variants and int(p.stem.rsplit("-seed", 1)[1]) in seeds]
+    report = {"settings": asdict(base), "seeds": seeds, "runs": runs, "summary": summarize(runs)}
     (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _reap(running):
+    time.sleep(0.5)
+    still = []
+    for process, label in running:
+        code = process.poll()
+        if code is None:
+            still.append((process, label))
+        elif code != 0:
+            print(f"quality job {label} failed with exit code {code}; see its .log", file=sys.stderr)
+    return still
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -102,3 +124,14 @@ def format_quality(report: dict) -> str:
         lines.append(f"{name:<30}{cells}  {row.get('steps_to_baseline_final', '')}")
     lines.append(f"(mean ± std over seeds {report['seeds']}; Hit@1 on the held-out split)")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # one job: python -m lame.quickstart.quality OUTPUT VARIANT SEED
+    folder, variant, job_seed = sys.argv[1:4]
+    settings_file = Path(folder) / "base_settings.json"
+    base_settings = QuickstartSettings()
+    if settings_file.is_file():
+        raw = json.loads(settings_file.read_text())
+        raw["pretrain"] = replace(base_settings.pretrain, **raw["pretrain"])
+        base_settings = replace(base_settings, **raw)
+    run_job(variant, int(job_seed), Path(folder), base_settings)
