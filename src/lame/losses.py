@@ -88,6 +88,8 @@ def info_nce(
         positives = positives.unsqueeze(1)
     if positives.shape[0] != queries.shape[0]:
         raise ValueError(f"{positives.shape[0]} positive rows for {queries.shape[0]} queries")
+    if labels is not None:
+        labels = labels.to(queries.device)
     if gather:
         queries, positives = gather_with_grad(queries), gather_with_grad(positives)
         negatives = gather_with_grad(negatives) if negatives is not None else None
