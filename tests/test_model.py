@@ -23,7 +23,7 @@ def digit_image(seed: int, size: int = 8) -> Image.Image:
 
 
 MIXED = [
-    "a text query",
+    "a text query about document 5 and its 12 pages",
     digit_image(0),
     ["two images", digit_image(1), "between", digit_image(2)],
     {"text": "find this digit", "image": digit_image(3), "instruction": "Retrieve the matching image."},
@@ -47,6 +47,17 @@ def test_single_item_gives_vector(model):
     vec = model.encode("a text query")
     np.testing.assert_allclose(vec, model.encode(["a text query"])[0], atol=1e-6)
     assert vec.shape == (64,)
+
+
+def test_tiny_tokenizer_splits_the_same_after_reload(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    for text in ["document 5", "What is 12+7?", "<|im_start|>user\nhi<|im_end|>", "seven plus three"]:
+        assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert tokenizer("<|im_start|>")["input_ids"] == [tokenizer.convert_tokens_to_ids("<|im_start|>")]
 
 
 def test_embedding_does_not_depend_on_batch_neighbours(model):

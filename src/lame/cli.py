@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +64,97 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .embed import encode_corpus
+
+    manifest = encode_corpus(args.model, args.input, args.output, batch_size=args.batch_size,
+                             shard_size=args.shard_size, max_shards=args.max_shards)
+    if PartialState().is_main_process:
+        if manifest is None:
+            print(f"stopped early (--max-shards): run the same command again to resume {args.output}")
+        else:
+            print(f"{manifest['count']} embeddings in {len(manifest['shards'])} shards under {args.output}; "
+                  f"{manifest['skipped']} skipped (listed in {Path(args.output) / manifest['report']})")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .index import VectorIndex
+
+    index = VectorIndex.build(args.embeddings, args.output, kind=args.kind, nlist=args.nlist, m=args.m,
+                              shard_size=args.shard_size)
+    print(f"{index.kind} index of {len(index)} vectors (dim {index.dim}) in {len(index.shards)} shard(s): {args.output}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    from .index import VectorIndex, format_hits, query_item, search
+    from .modeling import LaMEModel
+
+    item = query_item(args.query, args.image, args.json)
+    index = VectorIndex.load(args.index)
+    model = LaMEModel.from_pretrained(args.model, device=args.device)
+    hits = search(model, index, [item], k=args.k)[0]
+    print(json.dumps(hits) if args.json_output else format_hits(hits))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeSettings, load_app, serve
+
+    settings = ServeSettings(
+        model_name=args.served_model_name or Path(args.model).name, max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, api_key=args.api_key,
+        max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_images_per_item=args.max_images_per_item,
+        max_image_pixels=args.max_image_pixels, allow_image_url_hosts=tuple(args.allow_image_url_host or ()),
+    )
+    serve(load_app(args.model, settings, args.index, device=args.device), args.host, args.port, args.log_level,
+          threads=args.threads)
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from .serve.bench import bench_serve, format_report, save_report
+
+    report = bench_serve(args.model, tuple(args.concurrency), requests=args.requests, max_seconds=args.max_seconds,
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, threads=args.threads,
+                         in_process=args.in_process)
+    print(format_report(report))
+    if args.json_output:
+        save_report(report, args.json_output)
+    return 0
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    from .bench.speed import SpeedSettings, format_speed, run_speed
+
+    settings = SpeedSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
+                             query_tokens=args.query_tokens, image_size=args.image_size,
+                             batch_sizes=tuple(args.batch_sizes), warmup=args.warmup,
+                             repeats=args.repeats or SpeedSettings.repeats, threads=args.threads, clock=args.clock,
+                             quick=args.quick)
+    report = run_speed(settings, Path(args.output))
+    print(format_speed(report))
+    print(f"report: {args.output}/speed.json, {args.output}/speed.png")
+    return 0
+
+
+def _bench_encode(args: argparse.Namespace) -> int:
+    from .bench.encode import EncodeSettings, format_encode, run_encode_bench
+
+    settings = EncodeSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
+                              items=args.items, batch_size=args.batch_size,
+                              repeats=args.repeats or EncodeSettings.repeats, threads=args.threads, quick=args.quick)
+    report = run_encode_bench(settings, Path(args.output))
+    print(format_encode(report))
+    print(f"report: {args.output}/encode.json")
+    return 0 if report["allclose"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -96,6 +188,101 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="scores JSON (default: MODEL/scores-<benchmark>.json)")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     ev.set_defaults(func=_eval)
+
+    enc = verbs.add_parser("encode", help="embed a JSONL corpus into float32 shards (resumable; data-parallel "
+                                          "under accelerate launch / torchrun)")
+    enc.add_argument("--model", required=True, help="saved LaME model folder")
+    enc.add_argument("--input", required=True, help='JSONL, one {"id": ..., "item": ITEM} a line')
+    enc.add_argument("--output", required=True, help="folder for the shards, manifest and skipped-items report")
+    enc.add_argument("--batch-size", type=int, default=32)
+    enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
+    enc.add_argument("--max-shards", type=int, help="stop each process after this many new shards (resume later)")
+    enc.set_defaults(func=_encode)
+
+    index = verbs.add_parser("index", help="build a FAISS index over `lame encode` output")
+    index_build = index.add_subparsers(dest="index_verb", required=True).add_parser("build", help="build an index")
+    index_build.add_argument("--embeddings", required=True, help="folder written by `lame encode`")
+    index_build.add_argument("--output", required=True, help="index folder")
+    index_build.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
+                             help="flat: exact inner product (default); ivf: inverted lists; hnsw: graph")
+    index_build.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(n))")
+    index_build.add_argument("--m", type=int, default=32, help="HNSW links per node (default: 32)")
+    index_build.add_argument("--shard-size", type=int, help="vectors per index shard (default: one shard)")
+    index_build.set_defaults(func=_index)
+
+    se = verbs.add_parser("search", help="top-k ids and scores of one query against an index")
+    se.add_argument("--model", required=True, help="saved LaME model folder (the one that encoded the corpus)")
+    se.add_argument("--index", required=True, help="folder written by `lame index build`")
+    query = se.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query", help="a text query")
+    query.add_argument("--image", help="an image file as the query")
+    query.add_argument("--json", help='an item as JSON, e.g. \'{"text": "...", "image": "x.png"}\'')
+    se.add_argument("--k", type=int, default=10)
+    se.add_argument("--json-output", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    se.set_defaults(func=_search)
+
+    sv = verbs.add_parser("serve", help="OpenAI-compatible embeddings server (FastAPI + uvicorn), see docs/serving.md")
+    sv.add_argument("--model", required=True, help="saved LaME model folder")
+    sv.add_argument("--index", help="index folder: enables POST /v1/search")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--served-model-name", help="`model` in responses when a request names none (default: folder name)")
+    sv.add_argument("--max-batch-size", type=int, default=32, help="items per model forward; 1 turns batching off")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503 + Retry-After")
+    sv.add_argument("--api-key", default=os.environ.get("LAME_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' on /v1/* (default: $LAME_API_KEY)")
+    sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    sv.add_argument("--max-items", type=int, default=256, help="inputs per request")
+    sv.add_argument("--max-images-per-item", type=int, default=8)
+    sv.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
+    sv.add_argument("--allow-image-url-host", action="append", metavar="HOST",
+                    help="fetch http(s) image URLs from this host (repeatable); otherwise only data: URIs")
+    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    sv.add_argument("--threads", type=int, help="torch CPU threads (default: one per core but one)")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=_serve)
+
+    bench = verbs.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench_verb", required=True)
+    bs = benches.add_parser(
+        "serve", help="requests/s and p50/p99 latency of `lame serve` at several concurrencies, batching on and off")
+    bs.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
+    bs.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    bs.add_argument("--requests", type=int, default=512, help="requests per concurrency level")
+    bs.add_argument("--max-seconds", type=float, default=20.0, help="time limit per concurrency level")
+    bs.add_argument("--max-batch-size", type=int, default=32, help="of the batching server")
+    bs.add_argument("--max-wait-ms", type=float, default=5.0)
+    bs.add_argument("--threads", type=int, help="the servers' torch CPU threads (default: lame serve's)")
+    bs.add_argument("--in-process", action="store_true",
+                    help="run the server in a thread of this process (quick check; lower numbers)")
+    bs.add_argument("--json-output", help="also write the report as JSON here")
+    bs.set_defaults(func=_bench_serve)
+
+    common = argparse.ArgumentParser(add_help=False)  # what `bench speed` and `bench encode` share
+    common.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
+    common.add_argument("--backbone", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
+                        help="the tiny model's backbone family when --model is not given")
+    common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    common.add_argument("--repeats", type=int, help="timed rounds; medians are reported (default: speed 5, encode 3)")
+    common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 on a busy shared CPU)")
+    common.add_argument("--quick", action="store_true", help="small counts, for tests and smoke runs")
+    common.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
+    sp = benches.add_parser("speed", parents=[common], help="latency and throughput of LaME K=4..32 against "
+                            "discriminative, sequential latent and explicit CoT embedders on one backbone")
+    sp.add_argument("--query-tokens", type=int, default=128, help="prompt tokens per query (default: 128)")
+    sp.add_argument("--image-size", type=int, default=224, help="query image side in pixels (0: text only)")
+    sp.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    sp.add_argument("--warmup", type=int, default=1, help="warm-up calls per method and batch size")
+    sp.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="cpu: process CPU time, for a CPU shared with other jobs (needs --threads 1)")
+    sp.set_defaults(func=_bench_speed)
+    be = benches.add_parser("encode", parents=[common], help="LaMEModel.encode against a naive loop, same items")
+    be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
+    be.add_argument("--batch-size", type=int, default=32)
+    be.set_defaults(func=_bench_encode)
     return parser
 
 

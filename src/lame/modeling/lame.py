@@ -246,7 +246,9 @@ class LaMEModel(nn.Module):
         result = torch.full((len(items), out_dim), float("nan"), dtype=torch.float32)
         skipped: list[SkippedItem] = []
         was_training = self.training
-        self.eval()
+        switch = any(m.training for m in self.modules())  # train()/eval() walk every module: only when needed
+        if switch:
+            self.eval()
         # Featurise a bounded window at a time, sorted by length inside it; a background thread featurises
         # the next window (tokenizer, image processor) while the model runs on this one.
         chunk = max(batch_size * 8, 64)
@@ -285,7 +287,8 @@ class LaMEModel(nn.Module):
                     out = self(self.collate([f for _, f in part]), normalize=normalize)
                     result[[i for i, _ in part]] = out.embeddings.float().cpu()
                     bar.update(len(part))
-        self.train(was_training)
+        if switch:
+            self.train(was_training)
         if skipped:
             listed = "; ".join(f"item {s.index}: {s.reason}" for s in skipped[:20])
             more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""

@@ -7,9 +7,12 @@ Qwen-style chat template, so the tiny models go through exactly the code paths o
 
 from __future__ import annotations
 
+import json
+
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3Config, Qwen3ForCausalLM
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN_PRETOKENIZE_REGEX
 
 from ..config import LaMEConfig
 from .adapters import get_adapter
@@ -42,10 +45,18 @@ represent the given image for retrieval. represent the document. which picture m
 
 
 def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
-    """A deterministic byte-level BPE tokenizer with Qwen's special tokens and chat template."""
+    """A deterministic byte-level BPE tokenizer with Qwen's special tokens and chat template.
+
+    The BPE is trained with the same normaliser and pre-tokeniser that ``Qwen2Tokenizer`` installs
+    when it loads a folder, and the result is built through that class's own constructor, so a
+    saved and reloaded tokenizer splits every text exactly as the freshly built one.
+    """
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=QWEN_SPECIAL_TOKENS,
@@ -53,9 +64,13 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
         show_progress=False,
     )
     bpe.train_from_iterator([line for line in _CORPUS if line] * 8, trainer)
-    tokenizer = Qwen2Tokenizer(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None
-    )
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>", unk_token=None, bos_token=None)
+    # Registered as added special tokens (ids unchanged), so "<|im_start|>" in a text is one token.
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS],
+                         special_tokens=True)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 

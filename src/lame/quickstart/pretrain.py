@@ -27,6 +27,7 @@ from ..modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_deco
 
 @dataclass(frozen=True)
 class PretrainSettings:
+    version: int = 2  # bump when the tiny tokenizer or architecture changes, to refresh caches
     backbone_type: str = "qwen2_vl"
     hidden_size: int = 64
     num_layers: int = 2

@@ -1,0 +1,302 @@
+"""`lame bench speed`: LaME against its peers on ONE backbone, the same inputs, in one run.
+
+Every method is built on the same backbone weights (:func:`lame.modeling.baselines.variant_of`), reads
+the same queries (``query_tokens`` prompt tokens each, an image included, the latent block not counted)
+and is timed end to end through ``model.encode`` (featurisation, collation, the forward pass(es), copy to
+numpy) at each batch size. One warm-up call per cell, then ``repeats`` rounds that visit every cell once
+(interleaved, so a noisy neighbour on a shared machine hurts every method alike). Within a round a fast
+cell is called again until ``min_round_seconds`` are spent and the median call is its sample (see
+:func:`sample`); the reported latency is the median of the rounds' samples (``latency_ms_all``).
+
+Methods: discriminative (K=0), LaME with K reason tokens, sequential latent reasoning with K steps,
+explicit CoT with N generated tokens (forced length: exactly N per query, EOS suppressed).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..modeling.baselines import variant_of
+from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
+                     words)
+
+REFERENCE = "lame-K8"
+
+
+@dataclass
+class SpeedSettings:
+    model: str | None = None  # a saved LaME folder; None: the tiny random config of `backbone`
+    backbone: str = "qwen2_vl"
+    device: str | None = None
+    dtype: str = "float32"
+    query_tokens: int = 128  # prompt tokens per query (chat template, text and image tokens; no latent block)
+    image_size: int = 224  # each query's image is image_size x image_size pixels; 0: text-only queries
+    batch_sizes: tuple[int, ...] = (1, 32)
+    lame_k: tuple[int, ...] = (4, 8, 16, 32)
+    sequential_steps: tuple[int, ...] = (8,)
+    cot_tokens: tuple[int, ...] = (64, 256, 1024)
+    cot_goal_tokens: int = 256  # the CoT row the ~60x goal is checked on
+    warmup: int = 1
+    repeats: int = 5  # rounds; each visits every (method, batch size) cell once
+    min_round_seconds: float = 0.25  # a fast cell is called repeatedly within a round, for this long
+    clock: str = "wall"  # "cpu": process CPU time with one torch thread (a CPU shared with other tenants)
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    quick: bool = False
+    goals: dict = field(default_factory=lambda: {"lame_over_discriminative_max": 1.10,
+                                                 "cot_over_lame_min": 60.0, "sequential_over_lame_min": 2.0})
+
+    def quick_version(self) -> "SpeedSettings":
+        """Small counts for tests: every method is present, with short queries, batches and rationales."""
+        return replace(self, query_tokens=min(self.query_tokens, 40), image_size=min(self.image_size, 56),
+                       batch_sizes=(1, 4), cot_tokens=(4, 8, 16), cot_goal_tokens=8, warmup=1, repeats=1,
+                       min_round_seconds=0.0, quick=True)
+
+
+@dataclass
+class Method:
+    name: str
+    family: str  # discriminative | lame | sequential | cot
+    k: int  # reason tokens, latent steps or generated tokens
+    overrides: dict
+
+
+def methods(settings: SpeedSettings) -> list[Method]:
+    out = [Method("discriminative", "discriminative", 0, {})]
+    out += [Method(f"lame-K{k}", "lame", k, {"num_reason_tokens": k}) for k in settings.lame_k]
+    out += [Method(f"sequential-K{k}", "sequential", k, {"latent_steps": k}) for k in settings.sequential_steps]
+    out += [Method(f"cot-N{n}", "cot", n, {"cot_max_new_tokens": n}) for n in settings.cot_tokens]
+    return out
+
+
+def build_models(base, settings: SpeedSettings) -> dict:
+    """One model per method, all on ``base``'s backbone weights."""
+    models = {}
+    for m in methods(settings):
+        model = variant_of(base, m.family, **m.overrides).eval()
+        if m.family == "cot":
+            model.force_length = True
+        models[m.name] = model
+    return models
+
+
+def make_queries(model, count: int, tokens: int, image_size: int) -> tuple[list, list[int]]:
+    """``count`` distinct queries of exactly ``tokens`` prompt tokens (as close as the tokenizer allows)."""
+    n_latent = model.config.num_latent_tokens
+    queries, lengths = [], []
+    for i in range(count):
+        image = random_image(i, image_size) if image_size else None
+
+        def build(n: int, tail: str = ""):
+            text = words(i, n) + tail
+            return {"text": text, "image": image} if image is not None else text
+
+        def length(query) -> int:
+            return len(model.featurizer(query)) - n_latent
+
+        n = max(1, tokens // 2)  # the most words that stay within `tokens`, then single-token fillers
+        for _ in range(200):
+            if length(build(n)) > tokens and n > 1:
+                n -= 1
+            elif length(build(n + 1)) <= tokens:
+                n += max(1, (tokens - length(build(n + 1))) // 2)
+            else:
+                break
+        tail, current = "", length(build(n))
+        if current > tokens:
+            raise ValueError(f"a query cannot be as short as {tokens} tokens (the template and image take "
+                             f"{current}); raise --query-tokens or lower --image-size")
+        while current < tokens:
+            for filler in (" 1", " a", ".", " x"):
+                longer = length(build(n, tail + filler))
+                if current < longer <= tokens:
+                    tail, current = tail + filler, longer
+                    break
+            else:
+                break
+        queries.append(build(n, tail))
+        lengths.append(current)
+    return queries, lengths
+
+
+def run_speed(settings: SpeedSettings, output: Path | None = None, log=print, base=None) -> dict:
+    """Times every method at every batch size; writes ``speed.json`` and ``speed.png`` under ``output``.
+
+    ``base``: a LaME model already in memory (on its device) to take the backbone from, instead of
+    ``settings.model`` or the tiny config.
+    """
+    if settings.quick:
+        settings = settings.quick_version()
+    with torch_threads(settings.threads):
+        return _run_speed(settings, output, log, base)
+
+
+def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
+    torch.manual_seed(0)
+    if base is None:
+        device = resolve_device(settings.device)
+        base = load_base_model(settings.model, settings.backbone, device, settings.dtype,
+                               num_reason_tokens=max(settings.lame_k))
+    device = base.device
+    if settings.clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
+    if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
+    models = build_models(base, settings)
+    queries, lengths = make_queries(models["discriminative"], max(settings.batch_sizes), settings.query_tokens,
+                                    settings.image_size)
+    cells = [(name, bs) for bs in settings.batch_sizes for name in models]
+    latency = {cell: [] for cell in cells}
+    preprocess = {cell: [] for cell in cells}
+
+    def call(name: str, bs: int):
+        return models[name].encode(queries[:bs], batch_size=bs)
+
+    log(f"bench speed: {len(models)} methods x batch sizes {list(settings.batch_sizes)}, "
+        f"{settings.warmup} warm-up + {settings.repeats} rounds, device {device}")
+    for name, bs in cells:
+        for _ in range(settings.warmup):
+            call(name, bs)
+    order = random.Random(0)
+    for r in range(settings.repeats):
+        for name, bs in order.sample(cells, len(cells)):  # a new order each round: no cell always runs first
+            model = models[name]
+            latency[(name, bs)].append(sample(lambda: call(name, bs), device, settings.min_round_seconds,
+                                              settings.clock))
+            preprocess[(name, bs)].append(sample(lambda: model.collate(model.featurize(queries[:bs])), device,
+                                                 settings.min_round_seconds, settings.clock))
+        log(f"  round {r + 1}/{settings.repeats} done")
+
+    rows = []
+    by_method = {m.name: m for m in methods(settings)}
+    for name, bs in cells:
+        seconds = median(latency[(name, bs)])
+        m = by_method[name]
+        rows.append({
+            "name": name, "family": m.family, "k": m.k, "batch_size": bs,
+            "latency_ms": 1000 * seconds, "per_query_ms": 1000 * seconds / bs, "throughput_qps": bs / seconds,
+            "preprocess_ms": 1000 * median(preprocess[(name, bs)]),
+            "latency_ms_all": [1000 * t for t in latency[(name, bs)]],
+        })
+    reference = REFERENCE if REFERENCE in models else next(n for n in models if n.startswith("lame-"))
+    for row in rows:
+        # Paired: each round's time over the reference's time in the same round, then the median over rounds,
+        # so that a round slowed down by another tenant cancels out.
+        own, ref = latency[(row["name"], row["batch_size"])], latency[(reference, row["batch_size"])]
+        row["ratio_vs_reference"] = median([t / t_ref for t, t_ref in zip(own, ref)])
+    report = {
+        "benchmark": "speed",
+        "reference": reference,
+        "settings": asdict(settings) | {"query_tokens_actual": sorted(set(lengths))},
+        "backbone": base.config.backbone_type,
+        "model": settings.model or f"tiny:{settings.backbone} (random weights)",
+        "environment": environment(device),
+        "rows": rows,
+        "goals": goals(rows, settings, reference),
+    }
+    if output is not None:
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot_speed(report, output / "speed.png")
+    return report
+
+
+def sample(fn, device, min_seconds: float, clock: str = "wall") -> float:
+    """One round's time of a cell: a call that takes longer than ``min_seconds`` is timed once; a faster one
+    is called again (the first call re-warms caches another cell may have evicted) until ``min_seconds``
+    have been spent, and the median of those calls is taken."""
+    first = timed(fn, device, clock)
+    if first >= min_seconds:
+        return first
+    times = [timed(fn, device, clock)]
+    while sum(times) < min_seconds:
+        times.append(timed(fn, device, clock))
+    return median(times)
+
+
+def goals(rows: list[dict], settings: SpeedSettings, reference: str) -> list[dict]:
+    """The three speed goals at every batch size, from the paired ratios (see ``ratio_vs_reference``)."""
+    g = settings.goals
+    checks = [
+        (f"{reference}/discriminative", "discriminative", lambda ratio: 1 / ratio, "<=",
+         g["lame_over_discriminative_max"]),
+        (f"cot-N{settings.cot_goal_tokens}/{reference}", f"cot-N{settings.cot_goal_tokens}", lambda ratio: ratio,
+         ">=", g["cot_over_lame_min"]),
+        (f"sequential-K8/{reference}", "sequential-K8", lambda ratio: ratio, ">=", g["sequential_over_lame_min"]),
+    ]
+    out = []
+    for bs in settings.batch_sizes:
+        ratios = {r["name"]: r["ratio_vs_reference"] for r in rows if r["batch_size"] == bs}
+        for label, name, value_of, op, bound in checks:
+            if name not in ratios:
+                continue
+            value = value_of(ratios[name])
+            met = value <= bound if op == "<=" else value >= bound
+            out.append({"goal": f"{label} {op} {bound:g}", "batch_size": bs, "value": value, "met": met})
+    return out
+
+
+def format_speed(report: dict) -> str:
+    ref = report["reference"]
+    lines = [f"{'method':<16} {'batch':>5} {'latency ms':>11} {'ms/query':>9} {'queries/s':>10} "
+             f"{'prep ms':>8} {'x ' + ref:>12}"]
+    for r in report["rows"]:
+        lines.append(f"{r['name']:<16} {r['batch_size']:>5} {r['latency_ms']:>11.1f} {r['per_query_ms']:>9.2f} "
+                     f"{r['throughput_qps']:>10.1f} {r['preprocess_ms']:>8.1f} {r['ratio_vs_reference']:>12.2f}")
+    lines.append("")
+    for g in report["goals"]:
+        lines.append(f"goal {g['goal']:<40} batch {g['batch_size']:>3}: {g['value']:8.2f}  "
+                     f"{'met' if g['met'] else 'MISSED'}")
+    env = report["environment"]
+    lines.append(f"\n{report['model']} on {env.get('gpu') or env['cpu']} ({env['device']}, "
+                 f"{env['torch_threads']} torch threads, {report['settings']['clock']} clock), "
+                 f"torch {env['versions']['torch']}, transformers {env['versions']['transformers']}")
+    return "\n".join(lines)
+
+
+def plot_speed(report: dict, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    sizes = sorted({r["batch_size"] for r in rows})
+    fig, (curve, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for bs in sizes:
+        at = [r for r in rows if r["batch_size"] == bs]
+        lame = sorted([r for r in at if r["family"] in ("lame", "discriminative")], key=lambda r: r["k"])
+        line, = curve.plot([r["k"] for r in lame], [r["per_query_ms"] for r in lame], marker="o",
+                           label=f"LaME (K=0: discriminative), batch {bs}")
+        seq = [r for r in at if r["family"] == "sequential"]
+        curve.plot([r["k"] for r in seq], [r["per_query_ms"] for r in seq], marker="s", linestyle="--",
+                   color=line.get_color(), label=f"sequential latent, batch {bs}")
+        for r in (r for r in at if r["family"] == "cot"):
+            curve.axhline(r["per_query_ms"], color=line.get_color(), linestyle=":", linewidth=0.8)
+            curve.annotate(f"CoT N={r['k']} (b{bs})", (0, r["per_query_ms"]), fontsize=7, va="bottom")
+    curve.set_xlabel("K (reason tokens / latent steps)")
+    curve.set_ylabel("ms per query (median)")
+    curve.set_yscale("log")
+    curve.set_title("Time against K (dotted: explicit CoT)")
+    curve.legend(fontsize=7)
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    width = 0.8 / len(sizes)
+    for i, bs in enumerate(sizes):
+        ratio = {r["name"]: r["ratio_vs_reference"] for r in rows if r["batch_size"] == bs}
+        bars.bar([j + i * width for j in range(len(names))], [ratio[n] for n in names], width, label=f"batch {bs}")
+    bars.set_xticks([j + width * (len(sizes) - 1) / 2 for j in range(len(names))])
+    bars.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    bars.axhline(1.0, color="black", linewidth=0.8)
+    bars.set_yscale("log")
+    bars.set_ylabel(f"latency / {report['reference']}")
+    bars.set_title("Latency relative to LaME K=8")
+    bars.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

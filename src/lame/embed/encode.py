@@ -1,0 +1,120 @@
+"""``lame encode``: a JSONL corpus -> float32 embedding shards, resumable and data-parallel.
+
+Under ``accelerate launch`` or torchrun each process encodes its own share of the unfinished shards;
+after a barrier the main process checks that every shard is there, writes the skipped-items report
+and the manifest. A killed run keeps its finished shards: run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .corpus import ShardSpan, plan_shards, read_span
+from .shards import MANIFEST, REPORT, SETTINGS, ShardFiles, atomic_write, atomic_write_json
+
+FORMAT_VERSION = 1
+
+
+def encode_corpus(
+    model,
+    input_path: str | Path,
+    output: str | Path,
+    batch_size: int = 32,
+    shard_size: int = 10_000,
+    show_progress: bool = True,
+    max_shards: int | None = None,
+) -> dict | None:
+    """Embeds every record of ``input_path`` into shards under ``output``; returns the manifest.
+
+    ``model`` is a :class:`~lame.LaMEModel` or a saved model folder (loaded on this process's
+    device). ``max_shards`` stops each process after that many new shards (for time-boxed jobs);
+    the result is then ``None`` and a later call resumes.
+    """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    input_path, output = Path(input_path).resolve(), Path(output)
+    model_path = None
+    if isinstance(model, (str, Path)):
+        from ..modeling import LaMEModel
+
+        model_path = str(Path(model).resolve())
+        model = LaMEModel.from_pretrained(model, device=state.device)
+
+    spans = plan_shards(input_path, shard_size)
+    settings = {"input": str(input_path), "input_bytes": input_path.stat().st_size,
+                "records": sum(s.count for s in spans), "shard_size": shard_size}
+    output.mkdir(parents=True, exist_ok=True)
+    _check_settings(output, settings)
+    pending = [s for s in spans if not ShardFiles(output, s.number).is_complete()]
+    state.wait_for_everyone()  # every process has listed the same unfinished shards before any writes
+    if state.is_main_process and not (output / SETTINGS).is_file():
+        atomic_write_json(output / SETTINGS, settings)
+    mine = pending[state.process_index::state.num_processes][:max_shards]
+
+    with tqdm(total=sum(s.count for s in mine), unit="item", desc=f"encode {input_path.name}",
+              disable=not (show_progress and state.is_main_process)) as bar:
+        for span in mine:
+            _encode_shard(model, input_path, output, span, shard_size, batch_size)
+            bar.update(span.count)
+    state.wait_for_everyone()
+    if state.is_main_process and all(ShardFiles(output, s.number).is_complete() for s in spans):
+        _finish(output, spans, settings, model_path, _output_dim(model), bool(model.config.normalize))
+    state.wait_for_everyone()
+    manifest = output / MANIFEST
+    return json.loads(manifest.read_text()) if manifest.is_file() else None
+
+
+def _check_settings(output: Path, settings: dict) -> None:
+    path = output / SETTINGS
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    changed = [f"{k}: {previous.get(k)!r} then, {v!r} now" for k, v in settings.items()
+               if k != "input" and previous.get(k) != v]  # the same file may have moved
+    if changed:
+        raise ValueError(f"{output} holds shards of another run ({'; '.join(changed)}); use a new output folder")
+
+
+def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_size: int, batch_size: int) -> None:
+    records = list(read_span(input_path, span, span.number * shard_size))
+    good = [r for r in records if r.error is None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped items go to the report instead
+        embeddings, skipped = model.encode([r.item for r in good], batch_size=batch_size, on_error="skip",
+                                           return_skipped=True, show_progress_bar=False)
+    reasons = {s.index: s.reason for s in skipped}
+    keep = [i for i in range(len(good)) if i not in reasons]
+    report = [{"id": r.id, "line": r.line, "reason": r.error} for r in records if r.error is not None]
+    report += [{"id": good[i].id, "line": good[i].line, "reason": reason} for i, reason in reasons.items()]
+    report.sort(key=lambda row: row["line"])
+    ShardFiles(output, span.number).write(embeddings[keep], [good[i].id for i in keep], report)
+
+
+def _output_dim(model) -> int:
+    return int(model.encode([]).shape[1])
+
+
+def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: str | None, dim: int,
+            normalized: bool) -> None:
+    shards, skipped = [], []
+    for span in spans:
+        files = ShardFiles(output, span.number)
+        ids = json.loads(files.ids.read_text())
+        shape = np.load(files.embeddings, mmap_mode="r").shape
+        if shape != (len(ids), dim):
+            raise ValueError(f"{files.embeddings}: shape {shape} does not match {len(ids)} ids of dimension {dim}")
+        skipped += json.loads(files.skipped.read_text())
+        shards.append({"number": span.number, "embeddings": files.embeddings.name, "ids": files.ids.name,
+                       "count": len(ids)})
+    atomic_write(output / REPORT, lambda f: f.writelines(json.dumps(row) + "\n" for row in skipped), mode="w")
+    manifest = {"format": FORMAT_VERSION, "dtype": "float32", "normalized": normalized, "dim": dim,
+                "count": sum(s["count"] for s in shards), "skipped": len(skipped), "model": model_path,
+                **settings, "report": REPORT, "shards": shards}
+    atomic_write_json(output / MANIFEST, manifest)

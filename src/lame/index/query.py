@@ -1,0 +1,41 @@
+"""``lame search``: one query (text, image file or JSON item) -> top-k ids and scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..data.items import resolve_paths
+from .vector_index import VectorIndex
+
+
+def query_item(text: str | None = None, image: str | Path | None = None, json_item: str | None = None,
+               base_dir: Path | None = None) -> Any:
+    """The item for exactly one of ``text``, ``image`` (a file) or ``json_item`` (an item as JSON,
+    image paths relative to ``base_dir``, default the working folder)."""
+    given = [x is not None for x in (text, image, json_item)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of a text query, an image file or a JSON item")
+    if text is not None:
+        return text
+    if image is not None:
+        return Path(image)
+    try:
+        item = json.loads(json_item)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the JSON query is not valid JSON ({exc})") from exc
+    return resolve_paths(item, base_dir or Path.cwd())
+
+
+def search(model, index: VectorIndex, items: list, k: int = 10) -> list[list[dict]]:
+    """Embeds ``items`` and returns, per item, its hits ``{"id", "score"}`` best first."""
+    scores, ids = index.search(model.encode(items), k)
+    return [[{"id": i, "score": float(s)} for i, s in zip(row_ids, row_scores) if i is not None]
+            for row_ids, row_scores in zip(ids, scores)]
+
+
+def format_hits(hits: list[dict]) -> str:
+    lines = [f"{'rank':>4}  {'score':>8}  id"]
+    lines += [f"{rank:>4}  {hit['score']:>8.4f}  {hit['id']}" for rank, hit in enumerate(hits, start=1)]
+    return "\n".join(lines)

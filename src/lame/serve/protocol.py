@@ -1,0 +1,185 @@
+"""Request bodies -> items, and embeddings -> OpenAI response bodies.
+
+Inputs are OpenAI's ``input`` (a string or a list of strings) or vLLM's multimodal ``messages``
+(one conversation = one item; system text becomes the item's instruction). Items are built only
+from ``str`` and decoded ``PIL.Image`` parts: request data never becomes a ``pathlib.Path``, which
+the item schema would read as a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import APIError
+from .images import ImageLoader
+from .settings import ServeSettings
+
+ENCODING_FORMATS = ("float", "base64")
+
+
+@dataclass
+class ParsedRequest:
+    items: list  # str, or {"parts": [str | PIL.Image], "instruction": str | None}
+    model: str | None
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    k: int = 10
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc})", None, "invalid_json") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", None, "invalid_type")
+    return data
+
+
+def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLoader, dim: int) -> ParsedRequest:
+    request = ParsedRequest(_items(data, settings, images), _model(data))
+    fmt = data.get("encoding_format", "float")
+    if fmt is None:
+        fmt = "float"
+    if fmt not in ENCODING_FORMATS:
+        raise APIError(400, f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, got {fmt!r}",
+                       "encoding_format", "invalid_value")
+    request.encoding_format = fmt
+    dims = data.get("dimensions")
+    if dims is not None:
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= dim:
+            raise APIError(400, f"'dimensions' must be an integer from 1 to {dim}, got {dims!r}", "dimensions",
+                           "invalid_value")
+        request.dimensions = dims
+    return request
+
+
+def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoader) -> ParsedRequest:
+    request = ParsedRequest(_items(data, settings, images), _model(data))
+    k = data.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
+        raise APIError(400, f"'k' must be an integer from 1 to {settings.max_k}, got {k!r}", "k", "invalid_value")
+    request.k = k
+    return request
+
+
+def _model(data: dict) -> str | None:
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise APIError(400, f"'model' must be a string, got {type(model).__name__}", "model", "invalid_type")
+    return model
+
+
+def _items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
+    has_input, has_messages = data.get("input") is not None, data.get("messages") is not None
+    if has_input == has_messages:
+        raise APIError(400, "give exactly one of 'input' (text) or 'messages' (multimodal)", "input",
+                       "missing_input" if not has_input else "invalid_value")
+    if has_messages:
+        return [_conversation(data["messages"], settings, images)]
+    value = data["input"]
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list):
+        raise APIError(400, f"'input' must be a string or a list of strings, got {type(value).__name__}", "input",
+                       "invalid_type")
+    if not texts:
+        raise APIError(400, "'input' must not be empty", "input", "invalid_value")
+    if any(isinstance(t, (int, list)) and not isinstance(t, bool) for t in texts):
+        raise APIError(400, "token-id inputs are not supported: send text (a string or a list of strings)", "input",
+                       "unsupported_input")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise APIError(400, f"'input[{bad}]' must be a string, got {type(texts[bad]).__name__}", "input",
+                       "invalid_type")
+    if len(texts) > settings.max_items:
+        raise APIError(400, f"the request has {len(texts)} inputs; the limit is {settings.max_items} (--max-items)",
+                       "input", "too_many_items")
+    return list(texts)
+
+
+def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader) -> dict:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty list of messages", "messages", "invalid_type")
+    parts: list = []
+    instruction: list[str] = []
+    pending_images: list[tuple[str, str]] = []  # (url, param), decoded once the count is known to be allowed
+    for m, message in enumerate(messages):
+        where = f"messages[{m}]"
+        if not isinstance(message, dict):
+            raise APIError(400, f"'{where}' must be an object", where, "invalid_type")
+        role = message.get("role")
+        if role not in ("user", "system"):
+            raise APIError(400, f"'{where}.role' must be 'user' or 'system', got {role!r}", f"{where}.role",
+                           "invalid_value")
+        for p, part in enumerate(_content_parts(message.get("content"), f"{where}.content")):
+            param = f"{where}.content[{p}]"
+            if part[0] == "text":
+                (instruction if role == "system" else parts).append(part[1])
+            elif role == "system":
+                raise APIError(400, f"'{param}': a system message may hold text only", param, "invalid_value")
+            else:
+                parts.append(len(pending_images))  # a placeholder for the image, in reading order
+                pending_images.append((part[1], param))
+    if len(pending_images) > settings.max_images_per_item:
+        raise APIError(400, f"the item has {len(pending_images)} images; the limit is {settings.max_images_per_item} "
+                       "(--max-images-per-item)", "messages", "too_many_images")
+    decoded = [images.load(url, param) for url, param in pending_images]
+    parts = [decoded[p] if isinstance(p, int) else p for p in parts]
+    return {"parts": parts, "instruction": "\n".join(instruction) or None}
+
+
+def _content_parts(content: Any, where: str) -> list[tuple[str, str]]:
+    """``[("text", str) | ("image", url)]`` from a message's content (a string or a list of parts)."""
+    if isinstance(content, str):
+        return [("text", content)]
+    if not isinstance(content, list):
+        raise APIError(400, f"'{where}' must be a string or a list of content parts", where, "invalid_type")
+    out = []
+    for p, part in enumerate(content):
+        param = f"{where}[{p}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            out.append(("text", part["text"]))
+        elif kind == "image_url":
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, dict) else image_url
+            if not isinstance(url, str):
+                raise APIError(400, f"'{param}.image_url.url' must be a string", param, "invalid_type")
+            out.append(("image", url))
+        else:
+            raise APIError(400, f"'{param}' must be {{\"type\": \"text\", \"text\": ...}} or "
+                           "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}}", param, "invalid_type")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ responses
+def embedding_response(embeddings: np.ndarray, request: ParsedRequest, model_name: str, tokens: int) -> dict:
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    if request.dimensions is not None:
+        vectors = vectors[:, : request.dimensions]
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    data = []
+    for i, vector in enumerate(vectors):
+        if request.encoding_format == "base64":
+            value: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        else:
+            value = vector.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {"object": "list", "data": data, "model": request.model or model_name, "usage": _usage(tokens)}
+
+
+def search_response(scores: np.ndarray, ids: list[list], request: ParsedRequest, model_name: str,
+                    tokens: int) -> dict:
+    data = [{"object": "search_result", "index": i,
+             "hits": [{"id": hit, "score": float(s)} for hit, s in zip(row_ids, row_scores) if hit is not None]}
+            for i, (row_ids, row_scores) in enumerate(zip(ids, scores))]
+    return {"object": "list", "data": data, "model": request.model or model_name, "usage": _usage(tokens)}
+
+
+def _usage(tokens: int) -> dict:
+    return {"prompt_tokens": tokens, "total_tokens": tokens}

@@ -1,0 +1,297 @@
+"""The in-framework baselines (discriminative, sequential latent, explicit CoT) on tiny random models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lame import LaMEModel
+from lame.modeling.baselines import (
+    CoTOutput,
+    ExplicitCoTModel,
+    SequentialLatentModel,
+    _embed_with_latents,
+    _rope_positions,
+    build_tiny_baseline,
+    variant_of,
+)
+from lame.training.recipe import recipe_from_dict
+from lame.training.steps import LossWeights, TrainBatch, compute_gradients
+from lame.training.trainer import Trainer
+
+STEPS, NEW_TOKENS = 3, 6
+
+
+def image(seed: int, size: int = 40) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+MIXED = [
+    "a text query",
+    image(0),
+    ["two images", image(1), "between", image(2)],
+    {"text": "find this digit", "image": image(3), "instruction": "Retrieve the matching image."},
+]
+
+BUILD = {
+    "discriminative": lambda: build_tiny_baseline("discriminative"),
+    "sequential": lambda: build_tiny_baseline("sequential", latent_steps=STEPS),
+    "cot": lambda: build_tiny_baseline("cot", cot_max_new_tokens=NEW_TOKENS),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILD))
+def baseline(request):
+    return BUILD[request.param]().eval()
+
+
+class CallCounter:
+    """Counts calls of a module (forward pre-hook)."""
+
+    def __init__(self, module):
+        self.calls = 0
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.handle.remove()
+
+
+# ------------------------------------------------------------------------------------- every baseline
+def test_variant_classes():
+    assert type(BUILD["discriminative"]()) is LaMEModel
+    assert isinstance(BUILD["sequential"](), SequentialLatentModel)
+    assert isinstance(BUILD["cot"](), ExplicitCoTModel)
+
+
+def test_embeddings_deterministic_unit_norm_and_batch_independent(baseline):
+    first = baseline.encode(MIXED, batch_size=len(MIXED))
+    again = baseline.encode(MIXED, batch_size=len(MIXED))
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    alone = np.stack([baseline.encode([item])[0] for item in MIXED])
+    np.testing.assert_allclose(first, alone, atol=1e-5)
+    assert np.abs(baseline.similarity(first, first) - np.eye(len(MIXED))).max() > 1e-3
+
+
+def test_save_and_reload_identical(baseline, tmp_path):
+    baseline.save_pretrained(tmp_path / "m")
+    loaded = LaMEModel.from_pretrained(tmp_path / "m")
+    assert type(loaded) is type(baseline)
+    assert loaded.config == baseline.config
+    # allclose, not equal: the reloaded vision tower differs from the built one by ~1e-8 (upstream, any variant)
+    np.testing.assert_allclose(loaded.encode(MIXED, batch_size=2), baseline.encode(MIXED, batch_size=2), atol=1e-6)
+
+
+def test_variant_of_shares_the_backbone():
+    lame = build_tiny_baseline("discriminative", num_reason_tokens=8)
+    seq = variant_of(lame, "sequential", latent_steps=2)
+    cot = variant_of(lame, "cot", cot_max_new_tokens=2)
+    assert seq.backbone is lame.backbone and cot.backbone is lame.backbone
+    assert (seq.config.num_reason_tokens, cot.config.num_reason_tokens) == (0, 0)
+    assert seq.encode(MIXED[:2]).shape == cot.encode(MIXED[:2]).shape == lame.encode(MIXED[:2]).shape
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_other_backbone_families(family):
+    """Multimodal RoPE positions (and Qwen3-VL's deepstack) with a cache: batch-independent embeddings."""
+    items = [MIXED[0], MIXED[2]]
+    for model in (build_tiny_baseline("sequential", family, latent_steps=2),
+                  build_tiny_baseline("cot", family, cot_max_new_tokens=3)):
+        together = model.encode(items, batch_size=2)
+        alone = np.stack([model.encode([item])[0] for item in items])
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_cot_without_rationale_embeds_after_the_prompt():
+    model = BUILD["cot"]().eval()
+    model.generate_rationale = False
+    direct = model.encode(MIXED, batch_size=2)
+    with torch.inference_mode():
+        forced = model(model.collate(model.featurize(MIXED)), generate=False).embeddings.numpy()
+    np.testing.assert_allclose(direct, forced, atol=1e-5)
+    model.generate_rationale = True
+    assert np.abs(model.encode(MIXED, batch_size=2) - direct).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------ sequential latent
+def test_sequential_runs_k_steps_and_positions_continue_the_prompt():
+    model = BUILD["sequential"]().eval()
+    batch = model.collate(model.featurize(MIXED))
+    with CallCounter(model.backbone.model.language_model) as counter, torch.inference_mode():
+        out = model(batch)
+    assert counter.calls == 1 + STEPS  # the prompt once, then one call per latent step
+    assert out.steps == STEPS and out.reason_states.shape[:2] == (len(MIXED), STEPS)
+    torch.testing.assert_close(out.embeddings, model.embedding_head(out.reason_states[:, -1:]))
+
+    # The positions given to the new steps are what get_rope_index gives text tokens appended to the prompt.
+    extended = {k: v for k, v in batch.items()}
+    extra = torch.full((len(MIXED), STEPS), model.tokenizer.pad_token_id)
+    extended["input_ids"] = torch.cat([batch["input_ids"], extra], dim=1)
+    extended["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(extra)], dim=1)
+    extended["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(extra).int()], dim=1)
+    full = _rope_positions(model, extended)
+    prompt = _rope_positions(model, batch)
+    expected = prompt[:, :, -1:] + torch.arange(1, STEPS + 1)
+    torch.testing.assert_close(full[:, :, -STEPS:], expected)
+
+
+def test_sequential_without_cache_matches_cached_and_gradients_flow_through_steps():
+    model = BUILD["sequential"]().eval()
+    batch = model.collate(model.featurize(MIXED))
+    cached = model(batch)
+    model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    recomputed = model(batch)
+    torch.testing.assert_close(recomputed.embeddings, cached.embeddings, atol=1e-5, rtol=1e-5)
+    # The embedding is the last step's output; the learned [EMBED] vector reaches it only through the steps.
+    recomputed.embeddings.sum().backward()
+    assert model.latent_embeddings.grad is not None and model.latent_embeddings.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------- explicit CoT
+def test_cot_generates_exactly_n_tokens_with_forced_length():
+    model = BUILD["cot"]().eval()
+    batch = model.collate(model.featurize(MIXED))
+    with torch.inference_mode():
+        model.rationale_end_id = int(model(batch).generated_ids[0, 0])  # unforced, row 0 would now stop at once
+        assert model(batch).generated_lengths[0] == 1
+    model.force_length = True
+    calls = []
+    original = model.backbone.generate
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((kwargs["input_ids"].shape[1], result.sequences.shape[1]))
+        return result
+
+    model.backbone.generate = spy
+    with CallCounter(model.backbone.model.language_model) as counter, torch.inference_mode():
+        out = model(batch)
+    assert isinstance(out, CoTOutput)
+    (prompt_length, total_length), = calls
+    assert total_length - prompt_length == NEW_TOKENS
+    assert out.generated_ids.shape == (len(MIXED), NEW_TOKENS)
+    assert out.generated_lengths.tolist() == [NEW_TOKENS] * len(MIXED)
+    assert not (out.generated_ids == model.rationale_end_id).any()  # EOS suppressed while forcing the length
+    # N generated tokens take N cached calls (prefill + N-1 steps); one more call embeds after the rationale.
+    assert counter.calls == NEW_TOKENS + 1
+
+
+def test_cot_stops_at_end_token_and_equals_teacher_forcing():
+    """A row that stops early is padded and masked; the cached [EMBED] step equals one full teacher-forced
+    pass over prompt + rationale + [EMBED], and the rationale is the full pass's greedy continuation."""
+    model = BUILD["cot"]().eval()
+    # A random tied LM head just copies its input token ("\n" forever); an untied random head varies.
+    torch.manual_seed(0)
+    head = model.backbone.get_output_embeddings()
+    head.weight = torch.nn.Parameter(torch.randn_like(head.weight))
+    with torch.inference_mode():
+        first = model(model.collate(model.featurize(MIXED))).generated_ids
+    # Pretend a token the rows generate at different times is the end token: rows then stop at different steps.
+    def stop_lengths(token):
+        hits = (first == token).int()
+        return torch.where(hits.any(1), hits.argmax(1) + 1, NEW_TOKENS).tolist()
+
+    token = max(set(first.flatten().tolist()), key=lambda t: len(set(stop_lengths(t))))
+    expected = stop_lengths(token)
+    assert len(set(expected)) > 1
+    model.rationale_end_id = token
+    features = model.featurize(MIXED)
+    with torch.inference_mode():
+        out = model(model.collate(features))
+    lengths = out.generated_lengths.tolist()
+    assert lengths == expected
+    alone = np.stack([model.encode([item])[0] for item in MIXED])
+    np.testing.assert_allclose(out.embeddings.numpy(), alone, atol=1e-5)
+
+    n_latent = model.config.num_latent_tokens
+    for row, f in enumerate(features):
+        rationale = out.generated_ids[row, : lengths[row]]
+        ids = torch.cat([f.input_ids[:-n_latent], rationale, f.input_ids[-n_latent:]])
+        forced = type(f)(ids, f.pixel_values, f.image_grid_thw)
+        with torch.inference_mode():
+            full = model(model.collate([forced]), generate=False)
+            logits = model.backbone.get_output_embeddings()(full.hidden_states[0])
+        torch.testing.assert_close(full.embeddings[0], out.embeddings[row], atol=1e-5, rtol=1e-4)
+        start = len(f) - n_latent - 1
+        greedy = logits[start: start + lengths[row]].argmax(-1)
+        assert greedy.tolist() == rationale.tolist()
+
+
+def test_cot_teacher_forcing_loss_and_gradients():
+    model = BUILD["cot"]().train()
+    queries = [model.rationale_features(MIXED[i], r) for i, r in enumerate(["because three plus four", None,
+                                                                            "the first image", "seven"])]
+    assert queries[1].lm_tokens == 0 and all(q.lm_tokens > 1 for q in queries[::2])
+    positives = [model.featurizer(x) for x in ["seven", "zero", "two", "nine"]]
+    batch = TrainBatch(queries, positives, [], [None] * 4, torch.arange(4))
+    losses = compute_gradients(model, batch, LossWeights(1.0, 1.0, 0.0))
+    assert math.isfinite(losses.total) and losses.reconstruction > 0
+    assert model.latent_embeddings.grad.abs().sum() > 0
+    assert model.backbone.model.language_model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    # The LM term is a token mean: with GradCache chunks it is the same number.
+    model.zero_grad()
+    chunked = compute_gradients(model, batch, LossWeights(1.0, 1.0, 0.0), chunk_size=2)
+    assert chunked.reconstruction == pytest.approx(losses.reconstruction, rel=1e-5)
+    assert chunked.contrastive == pytest.approx(losses.contrastive, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------- through Trainer
+WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def _records(n: int = 12) -> list[dict]:
+    out = []
+    for i in range(n):
+        a, b = i % 10, (i * 7 + 3) % 10
+        answer = WORDS[(a + b) % 10]
+        out.append({"query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
+                    "positive": answer, "answer": answer, "rationale": f"{WORDS[a]} plus {WORDS[b]} is {answer}",
+                    "label": (a + b) % 10})
+    return out
+
+
+@pytest.mark.parametrize("lame", [{"variant": "sequential", "latent_steps": 2},
+                                  {"variant": "cot", "cot_max_new_tokens": 2}], ids=["sequential", "cot"])
+def test_training_run_through_trainer(tmp_path, lame):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    raw = {
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": None,
+                  "lame": {"num_reason_tokens": 0, "temperature": 0.05, **lame}},
+        "data": {"sources": [{"path": "train.jsonl"}]},
+        "train": {"output_dir": str(tmp_path / "out"), "save_every": 100, "log_every": 1, "tensorboard": False,
+                  "grad_cache_chunk": 2},
+        "stages": [{"name": "only", "steps": 2, "batch_size": 4,
+                    "trainable": [{"pattern": "latent_embeddings", "lr": 1e-2},
+                                  {"pattern": "backbone.model.language_model.layers.1.*", "lr": 1e-2}]}],
+    }
+    trainer = Trainer(recipe_from_dict(raw, tmp_path), show_progress=False)
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    final = trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    if lame["variant"] == "cot":
+        assert all(r["reconstruction"] > 0 for r in rows)  # the rationale's LM loss
+    after = dict(trainer.model.named_parameters())
+    changed = [k for k in before if not torch.equal(before[k], after[k].detach())]
+    assert "latent_embeddings" in changed
+    assert any(k.startswith("backbone.model.language_model.layers.1.") for k in changed)
+    assert not any(k.startswith("backbone.model.language_model.layers.0.") for k in changed)
+    reloaded = LaMEModel.from_pretrained(Path(final))
+    assert reloaded.config.variant == lame["variant"]
+    np.testing.assert_allclose(reloaded.encode(MIXED[:2]), trainer.model.encode(MIXED[:2]), atol=1e-6)

@@ -1,0 +1,186 @@
+"""`lame encode`: JSONL corpus -> float32 shards; bad records reported; resumable; data-parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lame import LaMEModel, build_tiny_model
+from lame.embed import EmbeddingShards, encode_corpus
+from lame.embed import encode as encode_module
+
+SHARD = 4
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A saved tiny model and a corpus of 15 records (4 shards): text, images, and 3 bad records."""
+    root = tmp_path_factory.mktemp("corpus")
+    build_tiny_model("qwen2_vl", seed=0).save_pretrained(root / "model")
+    (root / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i}.png")
+    lines = [json.dumps({"id": f"t{i}", "item": f"document number {i} about digits"}) for i in range(8)]
+    lines.insert(2, "{not json")  # line 3
+    lines.insert(5, "")  # a blank line is not a record
+    lines += [json.dumps({"id": f"img{i}", "item": {"image": f"images/{i}.png", "text": f"picture {i}"}})
+              for i in range(3)]
+    lines.append(json.dumps({"id": "missing", "item": {"image": "images/nope.png"}}))
+    lines.append(json.dumps({"id": 7, "item": ["interleaved", {"image": "images/0.png"}, "parts"]}))
+    lines.append(json.dumps({"item": "no id"}))
+    (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(corpus):
+    """One uninterrupted single-process run."""
+    out = corpus / "reference"
+    manifest = encode_corpus(corpus / "model", corpus / "corpus.jsonl", out, batch_size=3, shard_size=SHARD,
+                             show_progress=False)
+    return out, manifest
+
+
+def read_output(folder: Path) -> tuple[np.ndarray, list]:
+    return EmbeddingShards(folder).load_all()
+
+
+def test_shards_manifest_and_report(corpus, reference):
+    out, manifest = reference
+    assert manifest["count"] == 12 and manifest["skipped"] == 3 and manifest["records"] == 15
+    assert manifest["dim"] == 64 and manifest["model"] == str((corpus / "model").resolve())
+    assert [s["count"] for s in manifest["shards"]] == [3, 4, 4, 1]
+    assert all((out / f"embeddings-{n:05d}.npy").is_file() and (out / f"ids-{n:05d}.json").is_file() for n in range(4))
+    embeddings, ids = read_output(out)
+    assert ids == [f"t{i}" for i in range(8)] + ["img0", "img1", "img2", 7]
+    assert embeddings.dtype == np.float32 and embeddings.shape == (12, 64)
+    report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["line"]) for r in report] == [(None, 3), ("missing", 14), (None, 16)]
+    assert "invalid JSON" in report[0]["reason"] and "does not exist" in report[1]["reason"]
+    assert "'id' and 'item'" in report[2]["reason"]
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_embeddings_equal_model_encode(corpus, reference):
+    model = LaMEModel.from_pretrained(corpus / "model")
+    images = corpus / "images"
+    expected = model.encode([f"document number {i} about digits" for i in range(8)]
+                            + [{"image": images / f"{i}.png", "text": f"picture {i}"} for i in range(3)]
+                            + [["interleaved", {"image": images / "0.png"}, "parts"]])
+    np.testing.assert_allclose(read_output(reference[0])[0], expected, atol=1e-5)
+
+
+def test_resume_after_a_stop_gives_the_same_output(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    stopped = encode_corpus(corpus / "model", corpus / "corpus.jsonl", out, batch_size=3, shard_size=SHARD,
+                            show_progress=False, max_shards=2)  # the test hook: stop after 2 shards
+    assert stopped is None and not (out / "manifest.json").exists()
+    assert sorted(p.name for p in out.glob("ids-*.json")) == ["ids-00000.json", "ids-00001.json"]
+    # What a kill in the middle of shard 2 leaves: its embeddings written, its ids not, a temporary file.
+    (out / "embeddings-00002.npy").write_bytes(b"half a file")
+    (out / ".tmp-ids-00002.json-999").write_text("[")
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*-0000[01].*")}
+    manifest = encode_corpus(corpus / "model", corpus / "corpus.jsonl", out, batch_size=3, shard_size=SHARD,
+                             show_progress=False)
+    assert manifest["count"] == reference[1]["count"] and manifest["shards"] == reference[1]["shards"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*-0000[01].*")} == kept  # finished shards not redone
+    embeddings, ids = read_output(out)
+    ref_embeddings, ref_ids = read_output(reference[0])
+    assert ids == ref_ids
+    np.testing.assert_array_equal(embeddings, ref_embeddings)
+    assert (out / "skipped.jsonl").read_text() == (reference[0] / "skipped.jsonl").read_text()
+
+
+def test_resume_refuses_other_settings(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    with pytest.raises(ValueError, match="shard_size"):
+        encode_corpus(corpus / "model", corpus / "corpus.jsonl", out, shard_size=SHARD + 1, show_progress=False)
+
+
+def test_unfinished_folder_is_named_as_such(corpus, tmp_path):
+    encode_corpus(corpus / "model", corpus / "corpus.jsonl", tmp_path, shard_size=SHARD, show_progress=False,
+                  max_shards=1)
+    with pytest.raises(FileNotFoundError, match="resume"):
+        EmbeddingShards(tmp_path)
+
+
+SCRIPT = r'''
+import json, sys
+from pathlib import Path
+from lame.embed import encode as encode_module
+
+model, corpus, out, log = sys.argv[1:5]
+done = []
+original = encode_module._encode_shard
+
+
+def record(model_, input_path, output, span, shard_size, batch_size):
+    done.append(span.number)
+    return original(model_, input_path, output, span, shard_size, batch_size)
+
+
+encode_module._encode_shard = record
+from accelerate import PartialState
+manifest = encode_module.encode_corpus(model, corpus, out, batch_size=3, shard_size=int(sys.argv[5]), show_progress=False)
+Path(log + f"-{PartialState().process_index}.json").write_text(json.dumps({"shards": done, "manifest": manifest is not None}))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(corpus, reference, tmp_path):
+    """torchrun, 2 CPU processes (gloo), resuming a folder that already holds shards 0 and 2."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for number in (0, 2):  # finished earlier: must be kept, not redone
+        for kind in ("embeddings", "ids", "skipped"):
+            name = f"{kind}-{number:05d}." + ("npy" if kind == "embeddings" else "json")
+            shutil.copy2(reference[0] / name, out / name)
+    shutil.copy2(reference[0] / "encode.json", out / "encode.json")
+    (tmp_path / "script.py").write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "script.py"),
+               str(corpus / "model"), str(corpus / "corpus.jsonl"), str(out), str(tmp_path / "log"), str(SHARD)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-4000:]
+    logs = [json.loads((tmp_path / f"log-{rank}.json").read_text()) for rank in (0, 1)]
+    assert sorted(logs[0]["shards"] + logs[1]["shards"]) == [1, 3]  # the unfinished ones, each once
+    assert logs[0]["shards"] and logs[1]["shards"]  # both processes worked
+    assert logs[0]["manifest"] and logs[1]["manifest"]
+    embeddings, ids = read_output(out)
+    ref_embeddings, ref_ids = read_output(reference[0])
+    assert ids == ref_ids and len(set(map(str, ids))) == len(ids)  # none lost, none duplicated
+    np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
+    assert (out / "skipped.jsonl").read_text() == (reference[0] / "skipped.jsonl").read_text()
+
+
+def test_cli_encode(corpus, reference, tmp_path, capsys):
+    from lame.cli import main
+
+    out = tmp_path / "cli"
+    args = ["encode", "--model", str(corpus / "model"), "--input", str(corpus / "corpus.jsonl"), "--output", str(out),
+            "--batch-size", "3", "--shard-size", str(SHARD)]
+    assert main(args + ["--max-shards", "1"]) == 0 and "resume" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "12 embeddings in 4 shards" in capsys.readouterr().out
+    assert read_output(out)[1] == read_output(reference[0])[1]
+    assert main(args[:-1] + ["5"]) == 2  # other settings on the same folder: a clear error, not a crash
+    assert "another run" in capsys.readouterr().err

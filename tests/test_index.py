@@ -1,0 +1,124 @@
+"""Encode -> index build -> search: flat, IVF, HNSW and sharded FAISS indexes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lame import LaMEModel, build_tiny_model
+from lame.embed import EmbeddingShards, encode_corpus
+from lame.index import VectorIndex, search
+
+N = 40
+TEXTS = [f"document {i}: the digit {i % 10} written {['small', 'large', 'bold', 'thin'][i % 4]} number {i}"
+         for i in range(N)]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """A saved tiny model, and a corpus encoded with it into 6 embedding shards of 7 vectors."""
+    root = tmp_path_factory.mktemp("index")
+    build_tiny_model("qwen2_vl", seed=0).save_pretrained(root / "model")
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"id": f"doc{i}", "item": t}) + "\n"
+                                               for i, t in enumerate(TEXTS)))
+    encode_corpus(root / "model", root / "corpus.jsonl", root / "emb", batch_size=8, shard_size=7,
+                  show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(embedded):
+    return LaMEModel.from_pretrained(embedded / "model")
+
+
+CASES = {
+    "flat": {"kind": "flat"},
+    "ivf": {"kind": "ivf", "nlist": 4},
+    "hnsw": {"kind": "hnsw", "m": 8},
+    "flat-3-shards": {"kind": "flat", "shard_size": 15},
+    "ivf-3-shards": {"kind": "ivf", "nlist": 4, "shard_size": 15},
+    "hnsw-3-shards": {"kind": "hnsw", "m": 8, "shard_size": 15},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_item_finds_itself_first(embedded, tmp_path, case):
+    built = VectorIndex.build(embedded / "emb", tmp_path / "idx", **CASES[case])
+    index = VectorIndex.load(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert manifest["kind"] == CASES[case]["kind"] and manifest["dim"] == 64 and manifest["count"] == N
+    shards = 3 if "shards" in case else 1
+    assert len(manifest["shards"]) == shards == len(list((tmp_path / "idx").glob("index-*.faiss")))
+    vectors, ids = EmbeddingShards(embedded / "emb").load_all()
+    assert ids == [f"doc{i}" for i in range(N)]
+    for idx in (built, index):
+        scores, hits = idx.search(vectors, k=5)
+        assert [row[0] for row in hits] == ids
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+
+
+def test_sharded_search_merges_to_the_exact_top_k():
+    rng = np.random.default_rng(0)
+    vectors, queries = rng.normal(size=(100, 16)).astype(np.float32), rng.normal(size=(12, 16)).astype(np.float32)
+    ids = [f"v{i}" for i in range(100)]
+    sharded = VectorIndex.build((vectors, ids), kind="flat", shard_size=30)
+    assert [len(s.ids) for s in sharded.shards] == [30, 30, 30, 10]
+    scores, hits = sharded.search(queries, k=8)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    brute = unit(queries) @ unit(vectors).T
+    best = np.argsort(-brute, axis=1)[:, :8]
+    assert hits == [[ids[j] for j in row] for row in best]
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, best, 1), atol=1e-5)
+
+
+def test_k_beyond_the_corpus_pads(embedded):
+    index = VectorIndex.build(embedded / "emb", kind="flat", shard_size=15)
+    scores, hits = index.search(np.ones(64, np.float32), k=N + 5)
+    assert scores.shape == (1, N + 5)
+    assert sorted(hits[0][:N]) == sorted(f"doc{i}" for i in range(N)) and hits[0][N:] == [None] * 5
+    assert np.all(np.isneginf(scores[0, N:]))
+
+
+def test_text_query_through_the_model_finds_its_document(embedded, model, tmp_path):
+    index = VectorIndex.build(embedded / "emb", tmp_path / "idx", kind="hnsw")
+    results = search(model, index, TEXTS[:10], k=3)
+    assert [r[0]["id"] for r in results] == [f"doc{i}" for i in range(10)]
+    assert all(set(hit) == {"id", "score"} for r in results for hit in r)
+
+
+def test_index_errors(embedded, tmp_path):
+    with pytest.raises(ValueError, match="unknown index kind"):
+        VectorIndex.build(embedded / "emb", kind="annoy")
+    with pytest.raises(ValueError, match="nlist=100"):
+        VectorIndex.build(embedded / "emb", kind="ivf", nlist=100)
+    with pytest.raises(FileNotFoundError, match="index"):
+        VectorIndex.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        VectorIndex.build(tmp_path, kind="flat")
+
+
+def test_rebuild_into_the_same_folder_drops_old_shards(embedded, tmp_path):
+    VectorIndex.build(embedded / "emb", tmp_path, kind="flat", shard_size=10)
+    VectorIndex.build(embedded / "emb", tmp_path, kind="flat")
+    assert len(list(tmp_path.glob("index-*.faiss"))) == 1
+    assert len(VectorIndex.load(tmp_path, mmap=True)) == N
+
+
+def test_cli_index_build_and_search(embedded, tmp_path, capsys):
+    from lame.cli import main
+
+    assert main(["index", "build", "--embeddings", str(embedded / "emb"), "--output", str(tmp_path / "idx"),
+                 "--kind", "ivf", "--nlist", "2", "--shard-size", "15"]) == 0
+    assert "ivf index of 40 vectors (dim 64) in 3 shard(s)" in capsys.readouterr().out
+    common = ["search", "--model", str(embedded / "model"), "--index", str(tmp_path / "idx"), "--k", "4"]
+    assert main(common + ["--query", TEXTS[5], "--json-output"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 4 and hits[0]["id"] == "doc5"
+    assert main(common + ["--json", json.dumps({"text": TEXTS[7]})]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["rank", "score", "id"] and table[1].split()[-1] == "doc7" and len(table) == 5
+    assert main(common + ["--json", '{"image": "missing.png"}']) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,326 @@
+"""The embeddings server: OpenAI client compatibility, batching, overload, limits and security, search,
+metrics, and `lame bench serve` in a quick mode."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from lame import build_tiny_model
+from lame.index import VectorIndex
+from lame.serve import ServerThread, ServeSettings, create_app
+
+DOCS = [f"document {i} about the digit {i % 10}" for i in range(12)]
+
+
+def png(size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:
+    array = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def image_message(url: str, text: str | None = "a picture") -> list[dict]:
+    content = ([{"type": "text", "text": text}] if text else []) + [{"type": "image_url", "image_url": {"url": url}}]
+    return [{"role": "user", "content": content}]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_model("qwen2_vl", seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    index = VectorIndex.build((model.encode(DOCS), [f"doc{i}" for i in range(len(DOCS))]), kind="flat")
+    app = create_app(model, ServeSettings(model_name="tiny-lame", max_batch_size=32, max_wait_ms=5), index)
+    with ServerThread(app) as running:
+        running.app = app
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_text_matches_model_encode(client, model):
+    texts = ["a handwritten seven", "zero", "the digit four, drawn twice"]
+    for fmt in (openai.omit, "float", "base64"):  # the client asks for base64 when no format is given
+        response = client.embeddings.create(model="anything", input=texts, encoding_format=fmt)
+        if fmt == "base64":  # asked for explicitly, the client hands the string over undecoded
+            got = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in response.data])
+        else:
+            got = np.array([d.embedding for d in response.data], dtype=np.float32)
+        np.testing.assert_allclose(got, model.encode(texts), atol=1e-5)
+        assert [d.index for d in response.data] == [0, 1, 2] and response.model == "anything"
+    tokens = sum(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert response.usage.prompt_tokens == response.usage.total_tokens == tokens > 0
+    single = client.embeddings.create(model="x", input="zero", encoding_format="float")
+    np.testing.assert_allclose(single.data[0].embedding, model.encode("zero"), atol=1e-5)
+
+
+def test_openai_client_image_data_uri_matches_model_encode(client, model):
+    data = png((20, 14), seed=3)
+    response = client.embeddings.create(model="tiny-lame", input=openai.omit,
+                                        extra_body={"messages": image_message(data_uri(data), "find this digit")})
+    expected = model.encode({"parts": ["find this digit", Image.open(io.BytesIO(data))]})
+    np.testing.assert_allclose(response.data[0].embedding, expected, atol=1e-5)
+    assert response.usage.prompt_tokens > len(model.tokenizer("find this digit")["input_ids"])  # image tokens count
+    # The system message is the item's instruction.
+    messages = [{"role": "system", "content": "Retrieve the digit."}, *image_message(data_uri(data), None)]
+    response = client.embeddings.create(model="m", input=openai.omit, extra_body={"messages": messages})
+    expected = model.encode({"image": Image.open(io.BytesIO(data)), "instruction": "Retrieve the digit."})
+    np.testing.assert_allclose(response.data[0].embedding, expected, atol=1e-5)
+
+
+def test_dimensions_truncate_then_renormalise(client, model, server):
+    response = client.embeddings.create(model="m", input=["seven"], dimensions=16, encoding_format="float")
+    full = model.encode(["seven"])[0][:16]
+    np.testing.assert_allclose(response.data[0].embedding, full / np.linalg.norm(full), atol=1e-5)
+    raw = httpx.post(server.url + "/v1/embeddings", json={"input": "seven", "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, model.encode("seven"), atol=1e-6)
+    assert raw["model"] == "tiny-lame"  # the served name when the request names none
+
+
+def test_200_concurrent_requests_are_batched(server, model):
+    batcher = server.app.state.batcher
+    batches, items = batcher.batches, batcher.items
+    texts = [f"concurrent query {i}" for i in range(200)]
+
+    async def fire():
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as http:
+            return await asyncio.gather(*(http.post("/v1/embeddings", json={"input": t, "encoding_format": "float"})
+                                          for t in texts))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * 200
+    got = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
+    np.testing.assert_allclose(got, model.encode(texts, batch_size=64), atol=1e-5)
+    assert batcher.items - items == 200
+    assert batcher.batches - batches < 200  # merged: fewer model calls than requests
+
+
+def test_search_endpoint(server):
+    response = httpx.post(server.url + "/v1/search", json={"input": DOCS[:4], "k": 3})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert [row["hits"][0]["id"] for row in data] == ["doc0", "doc1", "doc2", "doc3"]
+    assert all(len(row["hits"]) == 3 for row in data)
+    assert data[0]["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    bad = httpx.post(server.url + "/v1/search", json={"input": "x", "k": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "k"
+
+
+def test_health_and_metrics(server):
+    httpx.post(server.url + "/v1/embeddings", json={"input": "for the metrics"})
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["dim"] == 64 and health["index"] == {"kind": "flat", "count": 12}
+    text = httpx.get(server.url + "/metrics").text
+    assert 'lame_requests_total{endpoint="/v1/embeddings",status="200"}' in text
+    for name in ("lame_batch_size_items_bucket", "lame_queue_depth", "lame_request_latency_seconds_bucket",
+                 "lame_batches_total", "lame_items_total"):
+        assert name in text
+
+
+# ------------------------------------------------------------------------------------------ overload
+def test_full_queue_answers_503_then_recovers(model, monkeypatch):
+    slow = build_tiny_model("qwen2_vl", seed=0)
+    encode = slow.encode
+
+    def slow_encode(items, *args, **kwargs):
+        if items:  # the test hook: a slow model
+            time.sleep(0.2)
+        return encode(items, *args, **kwargs)
+
+    monkeypatch.setattr(slow, "encode", slow_encode)
+    app = create_app(slow, ServeSettings(max_queue=2, max_batch_size=1, max_wait_ms=0))
+    with ServerThread(app) as running:
+        async def fire():
+            async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+                return await asyncio.gather(*(http.post("/v1/embeddings", json={"input": f"q{i}"}) for i in range(20)))
+
+        responses = asyncio.run(fire())
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) == {200, 503} and statuses.count(503) >= 10
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.headers["retry-after"] == "1" and busy.json()["error"]["code"] == "queue_full"
+        assert "--max-queue" in busy.json()["error"]["message"]
+        after = httpx.post(running.url + "/v1/embeddings", json={"input": "q0", "encoding_format": "float"})
+        assert after.status_code == 200
+        assert 'status="503"' in httpx.get(running.url + "/metrics").text
+
+
+# ------------------------------------------------------------------------------- limits and security
+KEY = "s3cret"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def strict(model):
+    settings = ServeSettings(api_key=KEY, max_body_bytes=20_000, max_items=3, max_images_per_item=1,
+                             max_image_pixels=32 * 32)
+    with ServerThread(create_app(model, settings)) as running:
+        yield running
+
+
+BAD_REQUESTS = {
+    "malformed JSON": (b'{"input": ', 400, "invalid_json", None),
+    "not an object": (b'["x"]', 400, "invalid_type", None),
+    "wrong input type": ({"input": 5}, 400, "invalid_type", "input"),
+    "wrong element type": ({"input": ["a", None]}, 400, "invalid_type", "input"),
+    "token ids": ({"input": [[1, 2, 3]]}, 400, "unsupported_input", "input"),
+    "no input": ({"model": "m"}, 400, "missing_input", "input"),
+    "input and messages": ({"input": "a", "messages": image_message(data_uri(png()))}, 400, "invalid_value", "input"),
+    "empty input": ({"input": []}, 400, "invalid_value", "input"),
+    "empty string": ({"input": ""}, 400, "invalid_item", "input"),
+    "control token": ({"input": "hi <|embed|>"}, 400, "invalid_item", "input"),
+    "bad encoding_format": ({"input": "a", "encoding_format": "int8"}, 400, "invalid_value", "encoding_format"),
+    "bad dimensions": ({"input": "a", "dimensions": 65}, 400, "invalid_value", "dimensions"),
+    "too many items": ({"input": ["a", "b", "c", "d"]}, 400, "too_many_items", "--max-items"),
+    "too many images": ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_uri(png())}}] * 2}]}, 400, "too_many_images",
+        "--max-images-per-item"),
+    "oversized image": ({"messages": image_message(data_uri(png((40, 40))))}, 400, "image_too_large",
+                        "--max-image-pixels"),
+    "corrupt base64": ({"messages": image_message("data:image/png;base64,iVBOR%%%")}, 400, "invalid_base64", None),
+    "not an image": ({"messages": image_message(data_uri(b"GIF89a not really"))}, 400, "invalid_image", None),
+    "file URL": ({"messages": image_message("file:///etc/hostname")}, 400, "image_url_refused", None),
+    "bare path": ({"messages": image_message("/etc/hostname")}, 400, "image_url_refused", None),
+    "host not allowed": ({"messages": image_message("http://127.0.0.1:9/x.png")}, 400, "image_url_refused",
+                         "--allow-image-url-host"),
+    "assistant role": ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_value", None),
+    "bad content part": ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400, "invalid_type", None),
+    "body too large": ({"input": "x" * 30_000}, 413, "request_too_large", "--max-body-bytes"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(strict, case):
+    body, status, code, mention = BAD_REQUESTS[case]
+    content = body if isinstance(body, bytes) else None
+    response = httpx.post(strict.url + "/v1/embeddings", headers=AUTH, content=content,
+                          json=None if content else body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code
+    assert error["type"] == "invalid_request_error" and error["message"]
+    if mention and mention.startswith("--"):
+        assert mention in error["message"]
+    elif mention:
+        assert error["param"] == mention
+    ok = httpx.post(strict.url + "/v1/embeddings", headers=AUTH, json={"input": "still serving"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+def test_api_key_is_required(strict, headers):
+    response = httpx.post(strict.url + "/v1/embeddings", headers=headers, json={"input": "x"})
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    client = openai.OpenAI(base_url=strict.url + "/v1", api_key=KEY, max_retries=0)
+    assert len(client.embeddings.create(model="m", input="x").data) == 1
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=strict.url + "/v1", api_key="nope", max_retries=0).embeddings.create(model="m", input="x")
+
+
+def test_unknown_route_and_method_use_the_error_shape(strict):
+    assert httpx.get(strict.url + "/v1/nothing").json()["error"]["message"] == "Not Found"
+    assert httpx.get(strict.url + "/v1/embeddings", headers=AUTH).status_code == 405
+    assert httpx.post(strict.url + "/v1/search", headers=AUTH, json={"input": "x"}).json()["error"]["code"] == "no_index"
+
+
+def test_request_data_never_opens_a_local_file(strict, model, tmp_path, monkeypatch):
+    path = tmp_path / "secret.png"
+    path.write_bytes(png())
+    opened = []
+    original = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: (opened.append(fp), original(fp, *a, **k))[1])
+    for url in (str(path), f"file://{path}", f"file:{path}", path.name):
+        response = httpx.post(strict.url + "/v1/embeddings", headers=AUTH, json={"messages": image_message(url)})
+        assert response.status_code == 400
+    # Paths sent as text are text: embedded as the string, not read.
+    for body in ({"input": str(path)}, {"messages": [{"role": "user", "content": str(path)}]}):
+        response = httpx.post(strict.url + "/v1/embeddings", headers=AUTH, json={**body, "encoding_format": "float"})
+        np.testing.assert_allclose(response.json()["data"][0]["embedding"], model.encode(str(path)), atol=1e-5)
+    assert not [fp for fp in opened if not isinstance(fp, io.BytesIO)]
+
+
+def test_allow_listed_image_host_is_fetched(model):
+    image = png((12, 12), seed=5)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args):
+            pass
+
+    images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=images.serve_forever, daemon=True).start()
+    port = images.server_address[1]
+    try:
+        settings = ServeSettings(allow_image_url_hosts=("127.0.0.1",))
+        with ServerThread(create_app(model, settings)) as running:
+            url = running.url + "/v1/embeddings"
+            ok = httpx.post(url, json={"messages": image_message(f"http://127.0.0.1:{port}/d.png"),
+                                       "encoding_format": "float"})
+            assert ok.status_code == 200, ok.text
+            expected = model.encode({"parts": ["a picture", Image.open(io.BytesIO(image))]})
+            np.testing.assert_allclose(ok.json()["data"][0]["embedding"], expected, atol=1e-5)
+            other = httpx.post(url, json={"messages": image_message(f"http://localhost:{port}/d.png")})
+            assert other.status_code == 400 and "'localhost' is not allowed" in other.json()["error"]["message"]
+    finally:
+        images.shutdown()
+
+
+# ---------------------------------------------------------------------------------------- benchmark
+def run_bench(tmp_path, capsys, *extra: str) -> tuple[dict, str]:
+    from lame.cli import main
+
+    model_dir = tmp_path / "model"
+    build_tiny_model("qwen2_vl", seed=0).save_pretrained(model_dir)
+    report_path = tmp_path / "bench.json"
+    assert main(["bench", "serve", "--model", str(model_dir), "--requests", "6", "--max-seconds", "10",
+                 "--json-output", str(report_path), *extra]) == 0
+    return json.loads(report_path.read_text()), capsys.readouterr().out
+
+
+def check_bench_report(report: dict, table: str) -> None:
+    rows = {(r["mode"], r["concurrency"]) for r in report["rows"]}
+    assert rows == {(m, c) for m in ("batching", "no batching") for c in (1, 8, 32, 128)}
+    assert len(report["rows"]) == 8
+    assert all(r["requests"] == 6 and r["errors"] == 0 and r["rps"] > 0 for r in report["rows"])
+    assert set(report["ratio"]) == {"batching", "no batching"}
+    lines = table.splitlines()
+    assert len(lines) == 11 and lines[0].split()[:3] == ["mode", "batch", "conc"]
+    assert sum("throughput(c=32)/throughput(c=1)" in line for line in lines) == 2
+
+
+def test_bench_serve_quick_reports_every_row(tmp_path, capsys):
+    check_bench_report(*run_bench(tmp_path, capsys, "--in-process"))
+
+
+@pytest.mark.slow
+def test_bench_serve_with_server_processes(tmp_path, capsys):
+    check_bench_report(*run_bench(tmp_path, capsys))
