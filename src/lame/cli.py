@@ -143,6 +143,15 @@ def _bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_quality(args: argparse.Namespace) -> int:
+    from .quickstart.quality import format_quality, run_quality
+
+    report = run_quality(Path(args.output), args.variants, args.seeds, jobs=args.jobs)
+    print(format_quality(report))
+    print(f"written: {args.output}/quality.json")
+    return 0
+
+
 def _bench_encode(args: argparse.Namespace) -> int:
     from .bench.encode import EncodeSettings, format_encode, run_encode_bench
 
@@ -283,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
     be.add_argument("--batch-size", type=int, default=32)
     be.set_defaults(func=_bench_encode)
+    bq = benches.add_parser("quality", help="the quickstart's ablation grid (K, decoder target, diversity, warm-up, "
+                            "decoder-reads-[EMBED] control) over seeds: mean and spread of Hit@1 per level")
+    bq.add_argument("--variants", nargs="+", default=["baseline", "lame", "lame-no-decoder", "lame-K4", "lame-K16",
+                                                     "lame-rationale-target", "lame-no-diversity",
+                                                     "lame-short-warmup", "control-decoder-reads-embed"])
+    bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
+    bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
+    bq.set_defaults(func=_bench_quality)
     return parser
 
 

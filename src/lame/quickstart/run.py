@@ -44,7 +44,7 @@ class QuickstartSettings:
     decoder_reads: str = "reason"  # "reason" (LaME) or "embed" (control: the decoder reads [EMBED])
     lr_heads: float = 2e-3
     lr_backbone: float = 3e-4
-    eval_every: int = 30
+    eval_every: int = 60
     eval_queries_per_level: int = 60
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
