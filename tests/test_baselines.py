@@ -16,7 +16,6 @@ from lame.modeling.baselines import (
     CoTOutput,
     ExplicitCoTModel,
     SequentialLatentModel,
-    _embed_with_latents,
     _rope_positions,
     build_tiny_baseline,
     variant_of,

@@ -9,11 +9,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
+from lame.bench.common import random_image
 from lame.bench.encode import mixed_items, naive_encode
 from lame.bench.speed import SpeedSettings, methods
 from lame.cli import main
 from lame.data.items import ItemError
+from lame.modeling.lame import featurize_many
 from lame.modeling.tiny import build_tiny_model
 
 
@@ -55,6 +58,29 @@ def model():
 def test_encode_equals_naive_loop(model):
     items = mixed_items(20, seed=1)
     np.testing.assert_allclose(model.encode(items, batch_size=4), naive_encode(model, items, 4), atol=1e-5)
+
+
+def test_batched_featurization_equals_the_featurizer(model):
+    """One processor and one tokenizer call per window; the same Features, and the featurizer's own errors."""
+    items = mixed_items(30, seed=2)
+    items[3] = "text with <|embed|> inside"  # reserved control token
+    items[5] = "   "  # empty
+    items[7] = "seven " * 600  # longer than max_length
+    items[9] = random_image(9, (600, 2))  # an aspect ratio the image processor refuses
+    results = featurize_many(model.featurizer, items, range(len(items)))
+    for index, (item, result) in enumerate(zip(items, results)):
+        try:
+            expected = model.featurizer(item, index=index)
+        except ItemError as exc:
+            assert isinstance(result, ItemError) and str(result) == str(exc)
+            continue
+        assert torch.equal(result.input_ids, expected.input_ids)
+        if expected.pixel_values is None:
+            assert result.pixel_values is None and result.image_grid_thw is None
+        else:
+            assert torch.equal(result.pixel_values, expected.pixel_values)
+            assert torch.equal(result.image_grid_thw, expected.image_grid_thw)
+    assert [i for i, r in enumerate(results) if isinstance(r, ItemError)] == [3, 5, 7, 9]
 
 
 def test_overlapped_windows_keep_order_and_skip_semantics(model):
