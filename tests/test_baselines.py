@@ -16,7 +16,6 @@ from lame.modeling.baselines import (
     CoTOutput,
     ExplicitCoTModel,
     SequentialLatentModel,
-    _rope_positions,
     build_tiny_baseline,
     variant_of,
 )
@@ -142,8 +141,8 @@ def test_sequential_runs_k_steps_and_positions_continue_the_prompt():
     extended["input_ids"] = torch.cat([batch["input_ids"], extra], dim=1)
     extended["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(extra)], dim=1)
     extended["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(extra).int()], dim=1)
-    full = _rope_positions(model, extended)
-    prompt = _rope_positions(model, batch)
+    full = model.adapter.positions(model.backbone, extended)
+    prompt = model.adapter.positions(model.backbone, batch)
     expected = prompt[:, :, -1:] + torch.arange(1, STEPS + 1)
     torch.testing.assert_close(full[:, :, -STEPS:], expected)
 

@@ -35,27 +35,32 @@ class BackboneAdapter:
     def hidden_size(self, backbone: PreTrainedModel) -> int:
         return backbone.config.text_config.hidden_size
 
-    def last_hidden_state(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """Runs the backbone without its LM head and returns the last hidden states (B, L, H)."""
-        inner = backbone.model
-        # Positions are computed here for every batch (text-only too), so left padding never shifts
-        # them and an item's embedding does not depend on what else is in its batch.
-        position_ids, _ = inner.get_rope_index(
+    def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
+        """(3, B, L) multimodal RoPE positions, computed for every batch (text-only too), so left padding
+        never shifts them and an item's embedding does not depend on what else is in its batch."""
+        position_ids, _ = backbone.model.get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
             image_grid_thw=batch.get("image_grid_thw"),
             attention_mask=batch["attention_mask"],
         )
-        out = inner(
+        return position_ids
+
+    def run(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor, use_cache: bool = False):
+        """The backbone without its LM head over a collated batch; returns the upstream model output."""
+        return backbone.model(
             inputs_embeds=inputs_embeds,
             attention_mask=batch["attention_mask"],
-            position_ids=position_ids,
+            position_ids=self.positions(backbone, batch),
             pixel_values=batch.get("pixel_values"),
             image_grid_thw=batch.get("image_grid_thw"),
             mm_token_type_ids=batch["mm_token_type_ids"],
-            use_cache=False,
+            use_cache=use_cache,
         )
-        return out.last_hidden_state
+
+    def last_hidden_state(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Runs the backbone without its LM head and returns the last hidden states (B, L, H)."""
+        return self.run(backbone, batch, inputs_embeds).last_hidden_state
 
 
 def _tiny_text(vocab_size: int, ids: dict[str, int], hidden: int, layers: int) -> dict:

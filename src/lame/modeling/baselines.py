@@ -44,27 +44,6 @@ from .lame import VARIANTS, LaMEModel, LaMEOutput
 RATIONALE_END = "<|im_end|>"
 
 
-def _embed_with_latents(model: LaMEModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """Token embeddings of a batch ending with the latent block, the block replaced by the learned vectors."""
-    n_latent = model.config.num_latent_tokens
-    if not torch.equal(input_ids[:, -n_latent:], model.latent_token_ids.expand(input_ids.shape[0], -1)):
-        raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
-    token_embeds = model.backbone.get_input_embeddings()(input_ids)
-    latent = model.latent_embeddings.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
-    return torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
-
-
-def _rope_positions(model: LaMEModel, batch: dict) -> torch.Tensor:
-    """(3, B, L) padding-aware multimodal RoPE positions of a left-padded batch."""
-    position_ids, _ = model.backbone.model.get_rope_index(
-        batch["input_ids"],
-        mm_token_type_ids=batch["mm_token_type_ids"],
-        image_grid_thw=batch.get("image_grid_thw"),
-        attention_mask=batch["attention_mask"],
-    )
-    return position_ids
-
-
 def _last_positions(position_ids: torch.Tensor) -> torch.Tensor:
     """(3, B, 1): each row's last position (left padding: the last column; a text token, so its maximum)."""
     return position_ids[:, :, -1:]
@@ -92,19 +71,11 @@ class SequentialLatentModel(LaMEModel):
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> SequentialOutput:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         steps = self.config.latent_steps
-        inputs_embeds = _embed_with_latents(self, batch["input_ids"])
-        position_ids = _rope_positions(self, batch)
+        inputs_embeds = self.input_embeddings(batch["input_ids"])
+        position_ids = self.adapter.positions(self.backbone, batch)
         # Gradient checkpointing drops KV caches in training: re-run the growing sequence instead.
         use_cache = not (self.training and getattr(self.backbone, "is_gradient_checkpointing", False))
-        out = self.backbone.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids,
-            pixel_values=batch.get("pixel_values"),
-            image_grid_thw=batch.get("image_grid_thw"),
-            mm_token_type_ids=batch["mm_token_type_ids"],
-            use_cache=use_cache and steps > 0,
-        )
+        out = self.adapter.run(self.backbone, batch, inputs_embeds, use_cache=use_cache and steps > 0)
         prompt_hidden = out.last_hidden_state
         if use_cache:
             states = self._steps_cached(prompt_hidden[:, -1:], out.past_key_values, batch["attention_mask"],
@@ -269,7 +240,7 @@ class ExplicitCoTModel(LaMEModel):
 
         # The cache holds the prompt and every generated token but the last: one step feeds the last
         # token and the latent block together.
-        last = _last_positions(_rope_positions(self, prompt))  # (3, B, 1)
+        last = _last_positions(self.adapter.positions(self.backbone, prompt))  # (3, B, 1)
         latent = self.latent_embeddings.to(self.backbone.dtype).expand(size, -1, -1)
         embeds = torch.cat([self.backbone.get_input_embeddings()(new[:, -1:]), latent], dim=1)
         positions = torch.cat([last + n, last + lengths.view(1, -1, 1) + 1

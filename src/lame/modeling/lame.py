@@ -197,14 +197,8 @@ class LaMEModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> LaMEOutput:
         """One pass over query + latent block. ``batch`` comes from :meth:`collate`."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        input_ids = batch["input_ids"]
         n_latent, k = self.config.num_latent_tokens, self.config.num_reason_tokens
-        if not torch.equal(input_ids[:, -n_latent:], self.latent_token_ids.expand(input_ids.shape[0], -1)):
-            raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
-        token_embeds = self.backbone.get_input_embeddings()(input_ids)
-        latent = self.latent_embeddings.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
-        inputs_embeds = torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
-        hidden = self.adapter.last_hidden_state(self.backbone, batch, inputs_embeds)
+        hidden = self.adapter.last_hidden_state(self.backbone, batch, self.input_embeddings(batch["input_ids"]))
         latent_states = hidden[:, -n_latent:]
         embed_states = latent_states[:, k:]
         normalize = self.config.normalize if normalize is None else normalize
@@ -214,6 +208,15 @@ class LaMEModel(nn.Module):
             embed_states=embed_states,
             hidden_states=hidden,
         )
+
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of a batch ending with the latent block, the block replaced by the learned vectors."""
+        n_latent = self.config.num_latent_tokens
+        if not torch.equal(input_ids[:, -n_latent:], self.latent_token_ids.expand(input_ids.shape[0], -1)):
+            raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
+        token_embeds = self.backbone.get_input_embeddings()(input_ids)
+        latent = self.latent_embeddings.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
+        return torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
 
     def reconstruction_loss(self, reason_states: torch.Tensor, target_texts: list[str]) -> torch.Tensor:
         """Teacher-forced decoder cross-entropy on ``target_texts`` from the K reason states only."""
