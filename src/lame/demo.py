@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .benchmarks.digits import NUMBER_WORDS as WORDS
 from .modeling import LaMEModel, build_tiny_model
 
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def digit_images(count: int, seed: int = 0) -> tuple[list[Image.Image], np.ndarray]:

@@ -247,15 +247,22 @@ def _train_records(
                 "level": level,
                 "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), ""),
                 "positive": positive,
-                "answer": NUMBER_WORDS[answer],
-                "rationale": _rationale(ops, digits),
-                "label": answer,
-                "target_modality": target,
-                "ops": ops,
-                "query_digits": digits,
+                **_answer_fields(ops, digits, answer, target),
             }
         )
     return records
+
+
+def _answer_fields(ops: list[list], digits: list[int], answer: int, target: str) -> dict:
+    """The fields train records and test queries share: answer, rationale, label and provenance."""
+    return {
+        "answer": NUMBER_WORDS[answer],
+        "rationale": _rationale(ops, digits),
+        "label": answer,
+        "target_modality": target,
+        "ops": ops,
+        "query_digits": digits,
+    }
 
 
 def _test_queries(
@@ -284,12 +291,7 @@ def _test_queries(
                 "level": level,
                 "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), "../"),
                 "relevant": relevant,
-                "answer": NUMBER_WORDS[answer],
-                "rationale": _rationale(ops, digits),
-                "label": answer,
-                "target_modality": target,
-                "ops": ops,
-                "query_digits": digits,
+                **_answer_fields(ops, digits, answer, target),
                 "query_ids": [_image_id(i) for i in indices],
             }
         )

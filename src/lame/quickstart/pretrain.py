@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.featurize import Featurizer, collate
-from ..demo import WORDS
+from ..benchmarks.digits import NUMBER_WORDS as WORDS
 from ..modeling.adapters import get_adapter
 from ..modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder, tiny_image_processor
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 import zlib
 from dataclasses import dataclass
@@ -308,8 +309,6 @@ class Trainer:
         tmp = self.checkpoints / f".tmp-{name}"
         if self.accelerator.is_main_process:
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp / "model")
