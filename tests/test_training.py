@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from lame import LaMEConfig, LaMEModel, build_tiny_model
 from lame.modeling.lora import merge_lora
 from lame.training import trainer as trainer_module
+from lame.training.parallel import resolve_strategy
 from lame.training.recipe import RecipeError, load_recipe, recipe_from_dict
 from lame.training.steps import LossWeights, StepLosses, TrainBatch, compute_gradients
 from lame.training.trainer import Trainer, TrainingDiverged, build_model, dry_run, train
@@ -367,11 +368,11 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
     real = trainer_module.compute_gradients
     calls = []
 
-    def flaky(model, batch, weights, chunk_size=None, autocast=None):
+    def flaky(model, batch, weights, chunk_size=None, autocast=None, backward=None):
         calls.append(1)
         if len(calls) == 5:
             return StepLosses(float("nan"), 1.0, 0.1, float("nan"))
-        return real(model, batch, weights, chunk_size, autocast=autocast)
+        return real(model, batch, weights, chunk_size, autocast=autocast, backward=backward)
 
     monkeypatch.setattr(trainer_module, "compute_gradients", flaky)
     trainer = Trainer(recipe, show_progress=False)
@@ -392,6 +393,56 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
         assert torch.equal(value, trainer.model.state_dict()[name]), name
     resumed = Trainer(recipe, resume=True, show_progress=False)
     assert resumed.progress.global_step == 4
+
+
+# --------------------------------------------------------------------------- 7. parallel strategies
+class _Launched:
+    """What the trainer reads from accelerate: the distributed type it detected."""
+
+    def __init__(self, kind: str):
+        self.distributed_type = f"DistributedType.{kind}"
+
+
+@pytest.mark.parametrize("kind, env, expected", [
+    ("NO", {}, "ddp"), ("MULTI_GPU", {}, "ddp"), ("FSDP", {}, "fsdp"), ("DEEPSPEED", {}, "deepspeed"),
+    # on CPU accelerate reports MULTI_CPU; its launcher's flags still say what the config asked for
+    ("MULTI_CPU", {"ACCELERATE_USE_FSDP": "true"}, "fsdp"),
+    ("MULTI_CPU", {"ACCELERATE_USE_DEEPSPEED": "true"}, "deepspeed"),
+])
+def test_auto_strategy_follows_accelerate_launch(monkeypatch, kind, env, expected):
+    for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_strategy("auto", _Launched(kind)) == expected
+    assert resolve_strategy("ddp", _Launched(kind)) == "ddp"  # an explicit recipe value wins
+
+
+def test_shipped_launch_configs_are_consistent():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    seen = {}
+    for path in sorted((root / "accelerate").glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        seen[path.stem] = config["distributed_type"]
+        if config["distributed_type"] == "DEEPSPEED":
+            ds_file = root.parent / config["deepspeed_config"]["deepspeed_config_file"]
+            stage = json.loads(ds_file.read_text())["zero_optimization"]["stage"]
+            assert path.stem.endswith(f"zero{stage}"), (path, stage)
+    assert {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed-zero2": "DEEPSPEED",
+            "deepspeed-zero3": "DEEPSPEED"}.items() <= seen.items()
+
+
+def test_bad_strategy_and_zero3_with_grad_cache_are_rejected_before_training(tmp_path):
+    make_data(tmp_path)
+    with pytest.raises(RecipeError, match="train.strategy"):
+        recipe_from_dict(one_stage(tmp_path / "out", steps=1, strategy="zero"), tmp_path)
+    pytest.importorskip("deepspeed")
+    zero3 = Path(__file__).resolve().parents[1] / "configs" / "deepspeed" / "zero3.json"
+    recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=1, strategy="deepspeed", deepspeed_config=str(zero3),
+                                        grad_cache_chunk=2), tmp_path)
+    with pytest.raises(RecipeError, match="grad_cache_chunk.*ZeRO-3"):
+        Trainer(recipe, show_progress=False)
+    assert not (tmp_path / "out" / "checkpoints").exists()
 
 
 # ------------------------------------------------------------------------------------- 8. artefacts

@@ -1,7 +1,10 @@
-"""Data-parallel training: 2 CPU processes (gloo, through torchrun) against 1 process.
+"""Distributed training: 2 CPU processes (gloo, through torchrun) against 1 process.
 
-Both ranks must end with bit-identical weights, and 2 processes x batch B must follow the same
-trajectory as 1 process x batch 2B (same global draws in the same order, global-batch loss).
+Replicated data parallel: both ranks end with bit-identical weights, and 2 processes x batch B
+follow the same trajectory as 1 process x batch 2B (same global draws in the same order,
+global-batch loss), gradient by gradient. FSDP and DeepSpeed ZeRO-2/3: the saved model matches
+the 1-process one, and a run killed after its first checkpoint and resumed ends where the
+uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import socket
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from lame.modeling import LaMEModel
 
 PER_RANK_BATCH = 2
 STEPS = 3
@@ -37,10 +44,16 @@ from lame.training.trainer import Trainer, build_model
 data_dir, batch_size, out_root = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 variants = json.loads(sys.argv[4])
 steps = int(sys.argv[5])
+strategy = sys.argv[6]
+deepspeed_config = sys.argv[7] if len(sys.argv) > 7 else None
+
+
+def full(tensor):  # FSDP holds shards (DTensor): gather the whole tensor (every rank calls this)
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def tensors(named):
-    return {k: v.detach().clone().contiguous() for k, v in named}
+    return {k: full(v).detach().clone().contiguous() for k, v in named}
 
 
 for name, stage in variants.items():
@@ -48,7 +61,8 @@ for name, stage in variants.items():
         "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny",
                   "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
         "data": {"sources": [{"path": "train.jsonl"}]},
-        "train": {"output_dir": str(out_root / name), "save_every": 2, "log_every": 1, "tensorboard": False},
+        "train": {"output_dir": str(out_root / name), "save_every": 2, "log_every": 1, "tensorboard": False,
+                  "strategy": strategy, "deepspeed_config": deepspeed_config},
         "stages": [{"name": "only", "steps": steps, "batch_size": batch_size, **stage}],
     }
     recipe = recipe_from_dict(raw, data_dir)
@@ -73,6 +87,11 @@ for name, stage in variants.items():
     save_file({f"{i}/{n}": g for i, gs in enumerate(grads) for n, g in gs.items()},
               str(out_root / f"{name}-grads{rank}.safetensors"))
     (out_root / f"{name}-world{rank}.txt").write_text(str(trainer.world))
+    if strategy != "ddp":  # killed after the checkpoint of step 2, then resumed
+        raw["train"]["output_dir"] = str(out_root / f"{name}-resumed")
+        recipe = recipe_from_dict(raw, data_dir)
+        assert Trainer(recipe, show_progress=False).run(stop_after=2) is None
+        Trainer(recipe, resume=True, show_progress=False).run()
 '''
 
 
@@ -96,9 +115,7 @@ def run(command: list[str], timeout: int) -> None:
                              f"{done.stderr[-6000:]}")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dist")
+def write_data(folder):
     with (folder / "train.jsonl").open("w") as f:
         for i in range(24):
             a, b = i % 10, (i * 7 + 3) % 10
@@ -108,18 +125,27 @@ def runs(tmp_path_factory):
             query = {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"}
             f.write(json.dumps({"id": str(i), "query": query, "positive": answer, "answer": target,
                                 "label": (a + b) % 10}) + "\n")
-    script = folder / "train_script.py"
-    script.write_text(SCRIPT)
-    two, one = folder / "two", folder / "one"
-    two.mkdir()
-    one.mkdir()
-    variants = json.dumps(VARIANTS)
+    (folder / "train_script.py").write_text(SCRIPT)
+
+
+def train_two_processes(folder, output, variants: dict, strategy: str, *extra: str) -> None:
+    output.mkdir()
     run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-         str(script), str(folder), str(PER_RANK_BATCH), str(two), variants, str(STEPS)], timeout=240)
-    run([sys.executable, str(script), str(folder), str(2 * PER_RANK_BATCH), str(one), variants, str(STEPS)],
-        timeout=180)
-    return {"two": two, "one": one}
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(folder / "train_script.py"),
+         str(folder), str(PER_RANK_BATCH), str(output), json.dumps(variants), str(STEPS), strategy, *extra],
+        timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist")
+    write_data(folder)
+    two, one = folder / "two", folder / "one"
+    train_two_processes(folder, two, VARIANTS, "ddp")
+    one.mkdir()
+    run([sys.executable, str(folder / "train_script.py"), str(folder), str(2 * PER_RANK_BATCH), str(one),
+         json.dumps(VARIANTS), str(STEPS), "ddp"], timeout=180)
+    return {"two": two, "one": one, "folder": folder}
 
 
 def test_two_ranks_end_with_identical_weights(runs):
@@ -177,3 +203,29 @@ def test_two_processes_match_one_process_with_the_global_batch(runs, name):
     assert not torch.allclose(one["latent_embeddings"], initial["latent_embeddings"], atol=1e-4)
     for key in two:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=0, msg=lambda m: f"weight {key}: {m}")
+
+
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "zero2", "zero3"])
+def test_sharded_training_matches_one_process_and_resumes(runs, strategy):
+    """FSDP2 / DeepSpeed ZeRO-2 / ZeRO-3 on 2 processes: the saved model is the 1-process model
+    (global-batch loss, sharded optimizer), and kill + resume reaches the same weights."""
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
+        extra = ["deepspeed", str(DEEPSPEED_CONFIGS / f"{strategy}.json")]
+    else:
+        extra = [strategy]
+    output = runs["folder"] / strategy
+    train_two_processes(runs["folder"], output, {"full": VARIANTS["full"]}, *extra)
+    one = load_file(runs["one"] / "full-rank0.safetensors")
+    initial = load_file(runs["two"] / "full-init.safetensors")
+    saved = LaMEModel.from_pretrained(output / "full" / "model").state_dict()
+    resumed = LaMEModel.from_pretrained(output / "full-resumed" / "model").state_dict()
+    assert saved.keys() == one.keys()
+    assert not torch.allclose(saved["latent_embeddings"], initial["latent_embeddings"], atol=1e-4)
+    for key in one:
+        torch.testing.assert_close(saved[key], one[key], atol=1e-5, rtol=0, msg=lambda m: f"weight {key}: {m}")
+        torch.testing.assert_close(resumed[key], saved[key], atol=1e-6, rtol=0,
+                                   msg=lambda m: f"resumed weight {key}: {m}")

@@ -21,7 +21,9 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.set or [], check_paths=not args.dry_run)
     if not args.dry_run:
-        print(f"trained model: {train(recipe, resume=args.resume)}")
+        model_dir = train(recipe, resume=args.resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"trained model: {model_dir}")
         return 0
     missing = missing_paths(recipe)
     print(f"recipe {args.recipe}: valid ({len(recipe.stages)} stages)")

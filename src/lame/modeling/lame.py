@@ -150,20 +150,27 @@ class LaMEModel(nn.Module):
             model.to(device)
         return model.eval()
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Writes config, safetensors weights, tokenizer, image processor, decoder and a model card."""
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Writes config, safetensors weights, tokenizer, image processor, decoder and a model card.
+
+        ``state_dict`` replaces the module's own (sharded training passes the gathered full weights).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
-        backbone_state = {plain_backbone_name(k): v for k, v in self.backbone.state_dict().items()
-                          if not is_lora_name(k)}
-        self.backbone.save_pretrained(directory / "backbone", state_dict=backbone_state)
+        state = self.state_dict() if state_dict is None else state_dict
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {plain_backbone_name(k[len(prefix):]): v for k, v in state.items()
+                    if k.startswith(prefix) and not is_lora_name(k)}
+
+        self.backbone.save_pretrained(directory / "backbone", state_dict=part("backbone."))
         self.tokenizer.save_pretrained(directory / "processor")
         self.image_processor.save_pretrained(directory / "processor")
         if self.decoder_head is not None:
-            self.decoder_head.decoder.save_pretrained(directory / "decoder")
+            self.decoder_head.decoder.save_pretrained(directory / "decoder", state_dict=part("decoder_head.decoder."))
             self.decoder_head.tokenizer.save_pretrained(directory / "decoder")
-        heads = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not _is_base_weight(k)}
+        heads = {k: v.detach().contiguous().cpu() for k, v in state.items() if not _is_base_weight(k)}
         save_file(heads, directory / HEADS_FILE)
         if not (directory / "README.md").exists():
             (directory / "README.md").write_text(self.model_card())

@@ -31,8 +31,8 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
-    state = optimizer.state_dict()
+def save_optimizer_state(state: dict, directory: Path) -> None:
+    """An optimizer ``state_dict`` (keyed by index, or by parameter name under FSDP) as safetensors + JSON."""
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
@@ -45,16 +45,15 @@ def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     (directory / "optimizer.json").write_text(json.dumps({"param_groups": groups, "scalars": scalars}))
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+def load_optimizer_state(directory: Path) -> dict:
+    """The state dict written by :func:`save_optimizer_state`."""
     meta = json.loads((directory / "optimizer.json").read_text())
-    state: dict[int, dict] = {}
-    for name, tensor in load_file(directory / "optimizer.safetensors").items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = tensor
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    state: dict = {}
+    entries = [*load_file(directory / "optimizer.safetensors").items(), *meta["scalars"].items()]
+    for name, value in entries:
+        owner, key = name.rsplit(".", 1)  # "3.exp_avg" or "backbone.model....weight.exp_avg"
+        state.setdefault(int(owner) if owner.isdigit() else owner, {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_rng(directory: Path, rank: int) -> None:

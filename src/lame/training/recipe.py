@@ -85,6 +85,8 @@ class TrainSpec:
     log_every: int = 10
     eval_every: int | None = None  # steps between evaluator calls (Trainer(evaluator=...)); also run at the end
     tensorboard: bool = True
+    strategy: str = "auto"  # auto (follow accelerate launch) | ddp | fsdp | deepspeed
+    deepspeed_config: str | None = None  # DeepSpeed JSON (ZeRO stage, offload); else accelerate's DeepSpeed config
 
 
 @dataclass
@@ -177,6 +179,8 @@ def validate(recipe: Recipe, check_paths: bool = True) -> None:
         raise RecipeError("model.decoder: 'tiny' goes with a tiny backbone; give a causal LM folder or null")
     if recipe.model.dtype not in ("float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype: expected float32, bfloat16 or float16, got {recipe.model.dtype!r}")
+    if recipe.train.strategy not in ("auto", "ddp", "fsdp", "deepspeed"):
+        raise RecipeError(f"train.strategy: expected auto, ddp, fsdp or deepspeed, got {recipe.train.strategy!r}")
     if recipe.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise RecipeError(f"train.mixed_precision: expected no, bf16 or fp16, got {recipe.train.mixed_precision!r}")
     names = set()

@@ -46,16 +46,23 @@ class StepLosses:
 
 
 def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size: int | None = None,
-                      autocast=None) -> StepLosses:
+                      autocast=None, backward=None) -> StepLosses:
     """Accumulates into ``.grad`` the gradients of this process's share of the LaME loss.
 
     The contrastive term is the loss of the GLOBAL batch (gathered) times the number of processes,
     so that averaging gradients over processes gives the global gradient (see :mod:`lame.losses`).
+    ``backward(loss, last)`` runs each backward pass through the model (default ``loss.backward()``;
+    DeepSpeed's engine needs its own); ``last`` marks the step's final one.
     """
     autocast = autocast or _no_autocast
+    backward = backward or _plain_backward
     if chunk_size is None or chunk_size >= max(len(batch.queries), len(batch.positives), len(batch.negatives) or 1):
-        return _full_batch(model, batch, weights, autocast)
-    return _grad_cache(model, batch, weights, chunk_size, autocast)
+        return _full_batch(model, batch, weights, autocast, backward)
+    return _grad_cache(model, batch, weights, chunk_size, autocast, backward)
+
+
+def _plain_backward(loss: torch.Tensor, last: bool) -> None:
+    loss.backward()
 
 
 @contextmanager
@@ -119,7 +126,7 @@ def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights
     return reconstruction, diversity
 
 
-def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> StepLosses:
+def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast, backward) -> StepLosses:
     size = len(batch)
     with autocast():
         q = model(model.collate(batch.queries))
@@ -130,7 +137,7 @@ def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast) -> Ste
         reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, Normalizers.of(model, batch))
         total = (weights.contrastive * contrastive * world_size() + weights.reconstruction * reconstruction
                  + weights.diversity * diversity)
-    total.backward()
+    backward(total, True)
     return _losses(contrastive, reconstruction, diversity, weights)
 
 
@@ -162,7 +169,7 @@ def _chunks(features: list[Features], size: int) -> list[slice]:
     return [slice(i, min(i + size, len(features))) for i in range(0, len(features), size)]
 
 
-def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast) -> StepLosses:
+def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast, backward) -> StepLosses:
     size = len(batch)
     groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
     cached: dict[str, torch.Tensor] = {}
@@ -180,19 +187,20 @@ def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int,
     contrastive = info_nce(leaves["queries"], _reshape(leaves["positives"], size),
                            _reshape(leaves["negatives"], size) if "negatives" in leaves else None,
                            temperature=model.config.temperature, labels=batch.labels)
-    (weights.contrastive * contrastive * world_size()).backward()
+    (weights.contrastive * contrastive * world_size()).backward()  # to the cached embeddings only
 
     norm = Normalizers.of(model, batch)
     reconstruction = diversity = 0.0
-    for name, features in groups.items():
-        for rows, state in zip(_chunks(features, chunk_size), states[name]):
-            with state.replay(), autocast():
-                out = model(model.collate(features[rows]))
-                surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
-                if name == "queries":
-                    rec, div = _side_terms(model, out, batch, rows, weights, norm)
-                    surrogate = surrogate + weights.reconstruction * rec + weights.diversity * div
-                    reconstruction += float(rec.detach())
-                    diversity += float(div.detach())
-            surrogate.backward()
+    passes = [(name, features, rows, state) for name, features in groups.items()
+              for rows, state in zip(_chunks(features, chunk_size), states[name])]
+    for number, (name, features, rows, state) in enumerate(passes, start=1):
+        with state.replay(), autocast():
+            out = model(model.collate(features[rows]))
+            surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
+            if name == "queries":
+                rec, div = _side_terms(model, out, batch, rows, weights, norm)
+                surrogate = surrogate + weights.reconstruction * rec + weights.diversity * div
+                reconstruction += float(rec.detach())
+                diversity += float(div.detach())
+        backward(surrogate, number == len(passes))
     return _losses(contrastive, reconstruction, diversity, weights)

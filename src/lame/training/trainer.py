@@ -1,10 +1,8 @@
 """The two-stage recipe runner: one plain process, or several under ``accelerate launch``/torchrun.
 
-Data parallelism: every process draws its slice of one global batch, negatives are gathered across
-processes (:mod:`lame.losses`), and gradients are averaged with one bucketed all-reduce per step.
-The all-reduce is explicit instead of a ``DistributedDataParallel`` wrapper because a GradCache step
-runs several forward passes per backward, which DDP's reducer does not support without
-``no_sync`` bookkeeping that silently skips parameters unused in the last chunk.
+Every process draws its slice of one global batch and negatives are gathered across processes
+(:mod:`lame.losses`); how gradients and parameters are shared (replicated with one all-reduce,
+FSDP, DeepSpeed ZeRO) is the strategy's job (:mod:`lame.training.parallel`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import yaml
 from accelerate import Accelerator
 from transformers import get_scheduler
@@ -29,6 +26,7 @@ from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import LORA_HOST, add_lora, has_lora
 from . import checkpoint as ckpt
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
+from .parallel import make_strategy
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .steps import LossWeights, TrainBatch, compute_gradients, global_sum
@@ -131,6 +129,18 @@ class Trainer:
         self.model.to(self.accelerator.device)
         if recipe.train.gradient_checkpointing:
             self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.strategy = make_strategy(recipe.train.strategy, self.accelerator, recipe.train.deepspeed_config)
+        if getattr(self.strategy, "zero_stage", 0) == 3 and recipe.train.grad_cache_chunk:
+            # DeepSpeed's stage 3 leaves an empty placeholder in .grad of the root module's own parameters
+            # after a backward, so the next backward of the same step fails; FSDP has no such limit.
+            raise RecipeError("train.grad_cache_chunk is not supported with DeepSpeed ZeRO-3; "
+                              "use train.strategy: fsdp (or ZeRO-2) for GradCache")
+        if self.strategy.name != "ddp":  # sharded modules cannot take new LoRA layers later: add them now
+            lora = next((stage.lora for stage in recipe.stages if stage.lora), None)
+            if lora and not has_lora(self.model):
+                add_lora(self.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+                self.model.to(self.accelerator.device)
+        self.model = self.strategy.prepare_model(self.model)
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.output / "metrics.jsonl"
         self.skipped_file = self.output / f"skipped-{self.rank}.jsonl"
@@ -154,12 +164,11 @@ class Trainer:
             add_lora(self.model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
             self.model.to(self.accelerator.device)
         groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable")
-        self.trainable = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.AdamW(groups)
+        optimizer = self.strategy.make_optimizer(self.model, groups, stage, self.recipe.train.mixed_precision)
         scheduler = get_scheduler(stage.schedule, optimizer, num_warmup_steps=stage.warmup_steps,
                                   num_training_steps=stage.steps)
         if self.resume_from is not None and self.progress.step_in_stage > 0:
-            ckpt.load_optimizer(optimizer, self.resume_from)
+            self.strategy.load_optimizer(self.model, optimizer, self.resume_from)
             scheduler.load_state_dict(self._scheduler_state)
             ckpt.load_rng(self.resume_from, self.rank)
         self.resume_from = None
@@ -178,14 +187,9 @@ class Trainer:
             started = time.perf_counter()
             batch = self._next_batch(stage)
             losses = compute_gradients(self.model, batch, weights, self.recipe.train.grad_cache_chunk,
-                                       autocast=self.accelerator.autocast)
+                                       autocast=self.accelerator.autocast, backward=self.strategy.backward)
             self._check_finite(losses, stage)
-            self._all_reduce_gradients()
-            if stage.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.trainable, stage.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            self.strategy.step(optimizer, scheduler, stage.max_grad_norm)
             self.progress.step_in_stage += 1
             self.progress.global_step += 1
             seconds = time.perf_counter() - started
@@ -195,6 +199,7 @@ class Trainer:
             if self.progress.global_step % self.recipe.train.save_every == 0 or at_end:
                 self._save_checkpoint(optimizer, scheduler)
         bar.close()
+        self.strategy.end_stage()
         return True
 
     def _next_batch(self, stage: StageSpec) -> TrainBatch:
@@ -258,9 +263,13 @@ class Trainer:
         step = self.progress.global_step
         if self.evaluator is None or not (final or (every and step % every == 0)):
             return
-        if self.accelerator.is_main_process:
+        if self.strategy.forward_needs_every_rank:  # sharded weights: every process runs the evaluation
             scores = self.evaluator(self.model)
             self.model.train()
+        if self.accelerator.is_main_process:
+            if not self.strategy.forward_needs_every_rank:
+                scores = self.evaluator(self.model)
+                self.model.train()
             row = {"step": step, "stage": stage.name, **{f"eval/{k}": float(v) for k, v in scores.items()}}
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -280,29 +289,6 @@ class Trainer:
             f"{last if last else 'none yet'}. Lower the learning rate or use bf16 instead of fp16."
         )
 
-    def _all_reduce_gradients(self) -> None:
-        """Averages gradients over processes. A parameter without a gradient on any process keeps
-        ``grad=None``, so the optimizer skips it exactly as in a single-process run."""
-        if self.world == 1:
-            return
-        had_grad = torch.tensor([p.grad is not None for p in self.trainable], dtype=torch.int32,
-                                device=self.trainable[0].device)
-        dist.all_reduce(had_grad, op=dist.ReduceOp.MAX)
-        grads = []
-        for p, anywhere in zip(self.trainable, had_grad.tolist()):
-            if not anywhere:
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-        if not grads:
-            return
-        flat = torch._utils._flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat /= self.world
-        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            grad.copy_(synced)
-
     # ----------------------------------------------------------------------------- saving
     def _save_checkpoint(self, optimizer, scheduler) -> None:
         name = f"{ckpt.PREFIX}{self.progress.global_step:06d}"
@@ -311,12 +297,13 @@ class Trainer:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp / "model")
-            ckpt.save_optimizer(optimizer, tmp)
+        self.accelerator.wait_for_everyone()
+        self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
+        self.strategy.save_optimizer(self.model, optimizer, tmp)
+        if self.accelerator.is_main_process:
             state = {"progress": self.progress.__dict__, "sampler": self.sampler.state_dict(),
                      "scheduler": scheduler.state_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        self.accelerator.wait_for_everyone()
         ckpt.save_rng(tmp, self.rank)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -325,8 +312,8 @@ class Trainer:
 
     def _finish(self) -> Path:
         final = self.output / "model"
+        self.strategy.save_model(self.model, final)
         if self.accelerator.is_main_process:
-            self.model.save_pretrained(final)
             from .report import plot_losses, write_model_card
 
             plot_losses(self.metrics_file, self.output / "loss_curves.png")
@@ -370,7 +357,8 @@ class Trainer:
 
     def _describe_stage(self, stage: StageSpec, groups) -> str:
         rows = describe_groups(groups, self.model)
-        lines = [f"stage {stage.name!r}: {stage.steps} steps, batch {stage.batch_size} x {self.world} processes"]
+        lines = [f"stage {stage.name!r}: {stage.steps} steps, batch {stage.batch_size} x {self.world} processes "
+                 f"({self.strategy.describe()})"]
         lines += [f"  {r['pattern']:<50} {r['parameters']:>14,d} params" + (f"  lr {r['lr']:.1e}" if r["lr"] else "")
                   for r in rows]
         return "\n".join(lines)

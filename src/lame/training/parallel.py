@@ -1,0 +1,304 @@
+"""How the processes of a training run share the work: data parallel, FSDP, or DeepSpeed ZeRO.
+
+Every strategy sees the same step: ``compute_gradients`` runs one or several forward/backward
+passes (several with GradCache), then the strategy makes the gradients global and steps the
+optimizer. The losses are already scaled so that the MEAN of the per-process gradients is the
+global gradient (:mod:`lame.training.steps`); every strategy averages.
+
+* ``ddp`` — parameters replicated, one bucketed all-reduce per step done here. Not PyTorch's
+  ``DistributedDataParallel``: a GradCache step runs several forwards per backward, which DDP's
+  reducer only supports through ``no_sync`` bookkeeping that silently skips parameters unused in
+  the last chunk.
+* ``fsdp`` — PyTorch FSDP2 (``fully_shard``): every transformer block (the backbone's and the
+  decoder's ``_no_split_modules``), the decoder head and the root are sharded; gradients are
+  reduce-scattered by FSDP at every backward and accumulate in the sharded ``.grad``, which is what
+  GradCache's several backwards need.
+* ``deepspeed`` — a DeepSpeed engine per stage with the recipe's optimizer groups (ZeRO stage and
+  offload from the DeepSpeed config). Every backward of a step is a DeepSpeed micro-step and only
+  the last is a gradient-accumulation boundary, so GradCache's several backwards make one update.
+
+``auto`` follows ``accelerate launch``: an FSDP or DeepSpeed accelerate config selects that strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import checkpoint as ckpt
+
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
+
+
+def resolve_strategy(name: str, accelerator) -> str:
+    """The strategy to use: ``auto`` follows the distributed type ``accelerate launch`` set up."""
+    if name != "auto":
+        return name
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    # On CPU accelerate reports MULTI_CPU whatever the launch config said; its launcher's flags still tell.
+    if kind == "FSDP" or _env_flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    if kind == "DEEPSPEED" or _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    return "ddp"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def make_strategy(name: str, accelerator, deepspeed_config: str | None = None) -> "DataParallel":
+    name = resolve_strategy(name, accelerator)
+    if name == "fsdp":
+        return FullySharded(accelerator)
+    if name == "deepspeed":
+        return DeepSpeedZero(accelerator, deepspeed_config)
+    return DataParallel(accelerator)
+
+
+class DataParallel:
+    """Replicated parameters, gradients averaged with one all-reduce (identity on one process)."""
+
+    name = "ddp"
+    forward_needs_every_rank = False  # may the main process run the model alone (evaluation)?
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.world = accelerator.num_processes
+
+    def describe(self) -> str:
+        return "replicated, gradients all-reduced" if self.world > 1 else "one process"
+
+    # --- setting up
+    def prepare_model(self, model):
+        return model
+
+    def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
+        """The stage's optimizer over ``groups`` (torch param-group dicts)."""
+        self.trainable = [p for g in groups for p in g["params"]]
+        return torch.optim.AdamW(groups)
+
+    # --- one step
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """One of a step's backward passes; ``last`` marks the final one of the step."""
+        loss.backward()
+
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
+        self._all_reduce_gradients()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _all_reduce_gradients(self) -> None:
+        """A parameter without a gradient on any process keeps ``grad=None``, so the optimizer
+        skips it exactly as in a single-process run."""
+        if self.world == 1:
+            return
+        had_grad = torch.tensor([p.grad is not None for p in self.trainable], dtype=torch.int32,
+                                device=self.trainable[0].device)
+        dist.all_reduce(had_grad, op=dist.ReduceOp.MAX)
+        grads = []
+        for p, anywhere in zip(self.trainable, had_grad.tolist()):
+            if not anywhere:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        if not grads:
+            return
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= self.world
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    # --- saving (every process calls these; only the main process writes model files)
+    def save_model(self, model, directory: Path) -> None:
+        if self.accelerator.is_main_process:
+            model.save_pretrained(directory)
+
+    def save_optimizer(self, model, optimizer, directory: Path) -> None:
+        if self.accelerator.is_main_process:
+            ckpt.save_optimizer_state(optimizer.state_dict(), directory)
+
+    def load_optimizer(self, model, optimizer, directory: Path) -> None:
+        optimizer.load_state_dict(ckpt.load_optimizer_state(directory))
+
+    def unwrap(self, model):
+        return model
+
+    def end_stage(self) -> None:
+        pass
+
+
+class FullySharded(DataParallel):
+    """PyTorch FSDP2. Checkpoints hold full (unsharded) weights and optimizer state keyed by
+    parameter name, so a run can resume on a different number of processes."""
+
+    name = "fsdp"
+    forward_needs_every_rank = True  # the parameters are sharded: every process joins every forward
+
+    def describe(self) -> str:
+        return f"FSDP2 over {self.world} processes"
+
+    def prepare_model(self, model):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = init_device_mesh(self.accelerator.device.type, (self.world,))
+        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower()  # from an accelerate FSDP config
+        reshard = reshard not in ("false", "0", "no", "shard_grad_op", "2")  # SHARD_GRAD_OP: ZeRO-2-like
+        blocks = set(getattr(model.backbone, "_no_split_modules", None) or [])
+        if model.decoder_head is not None:
+            blocks |= set(getattr(model.decoder_head.decoder, "_no_split_modules", None) or [])
+        for module in model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
+        if model.decoder_head is not None:
+            fully_shard(model.decoder_head, mesh=mesh, reshard_after_forward=reshard)
+            # the decoder head is called through these methods, not forward(): FSDP must gather for them
+            for method in ("loss_terms", "generate"):
+                register_fsdp_forward_method(model.decoder_head, method)
+        fully_shard(model, mesh=mesh)
+        for method in ("encode", "decode_latents"):
+            register_fsdp_forward_method(model, method)
+        return model
+
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
+        if max_grad_norm:  # on sharded (DTensor) gradients the norm is the global one
+            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def save_model(self, model, directory: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.accelerator.is_main_process:
+            model.save_pretrained(directory, state_dict=full)
+
+    def save_optimizer(self, model, optimizer, directory: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.accelerator.is_main_process:
+            ckpt.save_optimizer_state(full, directory)
+
+    def load_optimizer(self, model, optimizer, directory: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        state = ckpt.load_optimizer_state(directory)
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                                 options=StateDictOptions(full_state_dict=True))
+
+
+class DeepSpeedZero(DataParallel):
+    """DeepSpeed ZeRO (stage and offload from its JSON config); one engine per training stage."""
+
+    name = "deepspeed"
+
+    def __init__(self, accelerator, config_path: str | None):
+        super().__init__(accelerator)
+        self.config = self._read_config(accelerator, config_path)
+        self.engine = None
+        self.forward_needs_every_rank = self.zero_stage == 3
+
+    @staticmethod
+    def _read_config(accelerator, config_path: str | None) -> dict:
+        if config_path:
+            return json.loads(Path(config_path).read_text())
+        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        if plugin is None and os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+            return json.loads(Path(os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).read_text())
+        if plugin is None:
+            raise ValueError("train.strategy 'deepspeed' needs train.deepspeed_config (a DeepSpeed JSON file) "
+                             "or an accelerate DeepSpeed config (accelerate launch --config_file ...)")
+        return dict(plugin.deepspeed_config)
+
+    def describe(self) -> str:
+        return f"DeepSpeed ZeRO-{self.zero_stage} over {self.world} processes"
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.config.get("zero_optimization", {}).get("stage", 0))
+
+    def _engine_config(self, micro_batch: int, max_grad_norm: float | None, mixed_precision: str) -> dict:
+        """The user's config with what the recipe owns filled in (where accelerate would put "auto")."""
+        config = json.loads(json.dumps(self.config))
+        for section in [config, *(v for v in config.values() if isinstance(v, dict))]:
+            for key, value in list(section.items()):
+                if value == "auto":
+                    del section[key]
+        config.pop("train_batch_size", None)
+        config.pop("optimizer", None)  # the recipe's per-group AdamW
+        config.pop("scheduler", None)  # the recipe's schedule
+        config["train_micro_batch_size_per_gpu"] = micro_batch
+        config["gradient_accumulation_steps"] = 1
+        config["gradient_clipping"] = float(max_grad_norm or 0.0)
+        config["zero_allow_untested_optimizer"] = True  # the recipe's AdamW with per-group learning rates
+        for key in ("bf16", "fp16"):
+            config.setdefault(key, {})["enabled"] = mixed_precision == key
+        config.setdefault("zero_optimization", {}).setdefault("stage", 2)
+        return config
+
+    def prepare_model(self, model):
+        self.model = model
+        return model
+
+    def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
+        """Starts this stage's engine; returns the wrapped torch optimizer (the scheduler drives its lr)."""
+        import deepspeed
+
+        self.end_stage()
+        config = self._engine_config(stage.batch_size, stage.max_grad_norm, mixed_precision)
+        optimizer = torch.optim.AdamW(groups)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        self.trainable = [p for g in groups for p in g["params"]]
+        return optimizer
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        # Each backward of a step is a micro-step; only the last is the accumulation boundary. (DeepSpeed's
+        # unmanaged accumulation mode would fit better but breaks ZeRO-3 on a second backward of the
+        # root module's own parameters: their .grad is left as an empty partition placeholder.)
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+        if not last:
+            self.engine.step()  # not a boundary: micro-step bookkeeping only, no update
+
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
+        self.engine.step()  # clips (gradient_clipping), steps the optimizer, zeroes the gradients
+        scheduler.step()
+
+    def save_model(self, model, directory: Path) -> None:
+        if self.zero_stage == 3:
+            import deepspeed
+
+            params = list(model.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                if self.accelerator.is_main_process:
+                    full = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    model.save_pretrained(directory, state_dict=full)
+            return
+        super().save_model(model, directory)
+
+    def save_optimizer(self, model, optimizer, directory: Path) -> None:
+        # ZeRO partitions the optimizer state: DeepSpeed's own checkpoint of this engine, per rank
+        self.engine.save_checkpoint(str(directory / "deepspeed"), tag="state", save_latest=False)
+
+    def load_optimizer(self, model, optimizer, directory: Path) -> None:
+        self.engine.load_checkpoint(str(directory / "deepspeed"), tag="state", load_module_strict=False,
+                                    load_optimizer_states=True, load_lr_scheduler_states=False,
+                                    load_module_only=False)
+
+    def end_stage(self) -> None:
+        if self.engine is not None:
+            self.engine.destroy()
+            self.engine = None
