@@ -169,6 +169,25 @@ def test_lora_pattern_is_accepted_before_lora_exists(tmp_path):
     assert joint["*lora_*"]["parameters"] > 0
 
 
+# Sizes published on the checkpoints' model cards (safetensors parameter counts).
+PUBLISHED = {"Qwen2-VL-2B-Instruct": 2.21e9, "Qwen2.5-VL-3B-Instruct": 3.75e9, "Qwen3-VL-8B-Instruct": 8.77e9}
+QWEN3_06B = 0.596e9
+
+
+@pytest.mark.parametrize("name", ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"])
+def test_dry_run_of_a_shipped_recipe_without_its_checkpoints(name):
+    """The checkpoint folders are not on this machine: the real architectures are built without weights."""
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", check_paths=False)
+    assert not Path(recipe.model.backbone).exists()
+    report = dry_run(recipe)
+    warmup, joint = ({g["pattern"]: g["parameters"] for g in stage["groups"]} for stage in report)
+    backbone = PUBLISHED[Path(recipe.model.backbone).name]
+    assert warmup["(frozen)"] == pytest.approx(backbone, rel=0.01)
+    assert warmup["decoder_head.decoder.*"] == pytest.approx(QWEN3_06B, rel=0.01)
+    assert sum(warmup.values()) == sum(joint.values()) - joint["*lora_*"]  # LoRA adds its adapters only
+    assert 1e6 < joint["*lora_*"] < 0.02 * backbone
+
+
 def test_overrides_and_bad_overrides(tmp_path):
     make_data(tmp_path)
     path = tmp_path / "recipe.yaml"

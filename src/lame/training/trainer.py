@@ -374,13 +374,26 @@ def train(recipe: Recipe, resume: bool = False, show_progress: bool = True, eval
 
 
 def dry_run(recipe: Recipe) -> list[dict]:
-    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained)."""
-    model = build_model(recipe)
+    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained).
+
+    A backbone or decoder folder that is not on this machine is built without weights on the meta
+    device from its shipped architecture (:mod:`lame.modeling.meta`), so real recipes check here too.
+    """
+    spec = recipe.model
+    folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith("tiny")]
+    if any(not Path(f).is_dir() for f in folders):
+        from ..modeling.meta import build_on_meta
+
+        config = LaMEConfig.from_dict(spec.lame).replace(use_decoder=spec.decoder is not None)
+        model = build_on_meta(spec.backbone, spec.decoder, config)
+    else:
+        model = build_model(recipe)
     check_stage_patterns(model, recipe)
     report = []
     for stage in recipe.stages:
         if stage.lora and not has_lora(model):
-            add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
+            with torch.device(model.device):
+                add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
         groups = select_trainable(model, stage.trainable)
         report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model)})
     return report
