@@ -414,6 +414,21 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
     assert resumed.progress.global_step == 4
 
 
+def test_background_featurisation_trains_exactly_like_inline(tmp_path):
+    """Threads featurise the next batch during a step; the run is the one without them."""
+    make_data(tmp_path)
+    finals = {}
+    for workers in (0, 2):
+        recipe = recipe_from_dict(one_stage(tmp_path / f"w{workers}", steps=3, featurize_workers=workers), tmp_path)
+        finals[workers] = state(Trainer(recipe, show_progress=False).run() and
+                                LaMEModel.from_pretrained(tmp_path / f"w{workers}" / "model"))
+    assert finals[0].keys() == finals[2].keys()
+    for key in finals[0]:
+        assert torch.equal(finals[0][key], finals[2][key]), key
+    with pytest.raises(RecipeError, match="featurize_workers"):
+        recipe_from_dict(one_stage(tmp_path / "bad", steps=1, featurize_workers=-1), tmp_path)
+
+
 # --------------------------------------------------------------------------- 7. parallel strategies
 class _Launched:
     """What the trainer reads from accelerate: the distributed type it detected."""

@@ -85,6 +85,7 @@ class TrainSpec:
     log_every: int = 10
     eval_every: int | None = None  # steps between evaluator calls (Trainer(evaluator=...)); also run at the end
     tensorboard: bool = True
+    featurize_workers: int = 2  # threads featurising the next batch during a step; 0 = in the step
     strategy: str = "auto"  # auto (follow accelerate launch) | ddp | fsdp | deepspeed
     deepspeed_config: str | None = None  # DeepSpeed JSON (ZeRO stage, offload); else accelerate's DeepSpeed config
 
@@ -160,6 +161,8 @@ def validate(recipe: Recipe, check_paths: bool = True) -> None:
         raise RecipeError("stages: a recipe needs at least one stage")
     if not recipe.data.sources:
         raise RecipeError("data.sources: at least one data source is needed")
+    if recipe.train.featurize_workers < 0:
+        raise RecipeError(f"train.featurize_workers: must be >= 0, got {recipe.train.featurize_workers}")
     for i, source in enumerate(recipe.data.sources):
         if source.weight <= 0:
             raise RecipeError(f"data.sources[{i}].weight: must be > 0, got {source.weight}")

@@ -12,6 +12,7 @@ import math
 import shutil
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,24 @@ from .parallel import make_strategy
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .steps import LossWeights, TrainBatch, compute_gradients, global_sum
+
+
+@dataclass
+class _PendingBatch:
+    sampler_state: dict  # the sampler before this batch was drawn
+    samples: list  # (source, line, example, draw index, Future of the features | the read error)
+
+
+class _Inline:
+    """The executor of ``featurize_workers: 0``: featurises when asked, in the calling thread."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001  (re-raised by result(), like a pool's future)
+            future.set_exception(exc)
+        return future
 
 
 class TrainingDiverged(RuntimeError):
@@ -109,6 +128,11 @@ class Trainer:
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.progress = Progress()
         self._noted_fields: dict[str, set[str]] = {}
+        # Featurising (image decoding and resizing, tokenising) releases the GIL: threads overlap it with
+        # the training step. Processes would need the model's featurizer pickled to every worker.
+        workers = recipe.train.featurize_workers
+        self.featurize_pool = ThreadPoolExecutor(workers, thread_name_prefix="featurize") if workers else _Inline()
+        self._sampler_checkpoint_state = None
         torch.manual_seed(recipe.train.seed)
 
         sources = [JsonlSource(s.path, s.name) for s in recipe.data.sources]
@@ -180,12 +204,18 @@ class Trainer:
         self._log_line(self._describe_stage(stage, groups))
         self.model.train()
         bar = self._bar(stage)
+        pending = None  # the next batch, featurised while the current step computes
         while self.progress.step_in_stage < stage.steps:
             if stop_after is not None and self.progress.global_step >= stop_after:
                 bar.close()
                 return False
             started = time.perf_counter()
-            batch = self._next_batch(stage)
+            batch = self._collect_batch(pending or self._draw_batch(stage))
+            self._sampler_checkpoint_state = None
+            pending = None
+            if self.progress.step_in_stage + 1 < stage.steps and self.recipe.train.featurize_workers:
+                pending = self._draw_batch(stage)
+                self._sampler_checkpoint_state = pending.sampler_state
             losses = compute_gradients(self.model, batch, weights, self.recipe.train.grad_cache_chunk,
                                        autocast=self.accelerator.autocast, backward=self.strategy.backward)
             self._check_finite(losses, stage)
@@ -202,17 +232,35 @@ class Trainer:
         self.strategy.end_stage()
         return True
 
-    def _next_batch(self, stage: StageSpec) -> TrainBatch:
+    def _draw_batch(self, stage: StageSpec) -> "_PendingBatch":
+        """Draws this process's slice of the next global batch and starts featurising it (in the
+        background with ``train.featurize_workers`` threads). Records are read here, in order."""
         data = self.recipe.data
+        sampler_state = self.sampler.state_dict()  # what a checkpoint taken before this batch must hold
         draws_before = self.sampler.draws
         positions = self.sampler.next_positions(stage.batch_size * self.world)
         mine = positions[self.rank * stage.batch_size: (self.rank + 1) * stage.batch_size]
-        queries, positives, negatives, targets, labels = [], [], [], [], []
+        samples = []
         for offset, (source, line) in enumerate(mine):
-            draw = draws_before + self.rank * stage.batch_size + offset
+            label = draws_before + self.rank * stage.batch_size + offset
             try:
                 example = self.sampler.read(source, line)
-                features = self._featurize(example, data.positives_per_query, data.negatives_per_query)
+            except DataError as exc:
+                samples.append((source, line, None, label, exc))
+                continue
+            work = (self._featurize, example, data.positives_per_query, data.negatives_per_query)
+            samples.append((source, line, example, label, self.featurize_pool.submit(*work)))
+        return _PendingBatch(sampler_state, samples)
+
+    def _collect_batch(self, pending: "_PendingBatch") -> TrainBatch:
+        """Waits for a drawn batch's features; unusable samples are skipped and counted, in draw order."""
+        data = self.recipe.data
+        queries, positives, negatives, targets, labels = [], [], [], [], []
+        for source, line, example, draw, work in pending.samples:
+            try:
+                if isinstance(work, Exception):
+                    raise work
+                features = work.result()
             except (ItemError, DataError) as exc:
                 self._skip(source, line, exc)
                 continue
@@ -301,7 +349,8 @@ class Trainer:
         self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
         self.strategy.save_optimizer(self.model, optimizer, tmp)
         if self.accelerator.is_main_process:
-            state = {"progress": self.progress.__dict__, "sampler": self.sampler.state_dict(),
+            sampler = self._sampler_checkpoint_state or self.sampler.state_dict()  # not counting a prefetched batch
+            state = {"progress": self.progress.__dict__, "sampler": sampler,
                      "scheduler": scheduler.state_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         ckpt.save_rng(tmp, self.rank)
