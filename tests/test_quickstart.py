@@ -1,12 +1,19 @@
 """The quickstart's pieces: the digits task, the summary of the quality grid, a tiny end-to-end run."""
 
+import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
+import torch
+from PIL import Image
 
 from lame.benchmarks.digits import generate_digits_benchmark
+from lame.data.featurize import Featurizer
+from lame.modeling.tiny import build_tiny_tokenizer, tiny_image_processor
+from lame.quickstart.pretrain import answer_accuracy
 from lame.quickstart.quality import GRID, _first_step_reaching, summarize
-from lame.quickstart.run import QuickstartSettings, digits_task, format_report
+from lame.quickstart.run import QuickstartSettings, answer_pairs, digits_task, format_report
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +78,35 @@ def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "quickstart.png").is_file() and (tmp_path / "out" / "scores.json").is_file()
     assert len(report["variants"]["lame"]["decoded_latents"]) > 0
     assert "baseline" in format_report(report)
+
+
+class _FavoursOneWord(torch.nn.Module):
+    """A stand-in VLM that predicts every next token of a row ending in ``word`` + <|im_end|> with
+    certainty, and is unsure everywhere else: ``word`` is always its most likely answer."""
+
+    def __init__(self, tokenizer, word: str):
+        super().__init__()
+        self.vocab = len(tokenizer)
+        self.ending = tokenizer(word, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+    def forward(self, input_ids, **_):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for row in range(input_ids.shape[0]):
+            if input_ids[row, -len(self.ending):].tolist() == self.ending:
+                logits[row, torch.arange(input_ids.shape[1] - 1), input_ids[row, 1:]] = 50.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_generative_reference_scores_the_most_likely_number_word(digits):
+    pairs = answer_pairs(digits / "test" / "queries.jsonl", digits / "test", per_level=3)
+    assert sorted(level for _, _, level in pairs) == sorted([0, 1, 2, 3] * 3)
+    records = [json.loads(line) for line in (digits / "test" / "queries.jsonl").read_text().splitlines()]
+    assert [answer for _, answer, _ in pairs][:3] == [r["answer"] for r in records[:3]]
+    assert all(isinstance(image, Image.Image) for item, _, _ in pairs
+               for image in ([item["image"]] if "image" in item else item["images"]))
+    tokenizer = build_tiny_tokenizer()
+    featurizer = Featurizer(tokenizer, tiny_image_processor(14), [], max_length=512)
+    items, answers = [item for item, _, _ in pairs], [answer for _, answer, _ in pairs]
+    for word in ("seven", "six", answers[0]):
+        expected = sum(answer == word for answer in answers) / len(answers)
+        assert answer_accuracy(_FavoursOneWord(tokenizer, word), featurizer, tokenizer, items, answers) == expected

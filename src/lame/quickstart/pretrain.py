@@ -37,6 +37,7 @@ class PretrainSettings:
     seed: int = 0
     min_pixels: int = 56 * 56
     max_pixels: int = 56 * 56
+    with_queries: bool = False  # also learn the benchmark's training queries -> answer word (a generative reference)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -55,8 +56,11 @@ def _caption_prompts(images, labels, rng: random.Random):
 
 
 def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings = PretrainSettings(),
-                       show_progress: bool = True) -> Path:
-    """Trains (or reuses, if ``output`` already holds it) the captioning tiny VLM; returns its folder."""
+                       show_progress: bool = True, queries: list[tuple] = ()) -> Path:
+    """Trains (or reuses, if ``output`` already holds it) the captioning tiny VLM; returns its folder.
+
+    ``queries`` are extra (item, answer word) pairs, used when ``settings.with_queries`` is set.
+    """
     done = output / "pretrain.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == settings.key():
         return output
@@ -68,7 +72,7 @@ def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings 
     model = adapter.model_class(adapter.tiny_config(len(tokenizer), ids, settings.hidden_size, settings.num_layers))
     image_processor = tiny_image_processor(adapter.patch_size, settings.min_pixels, settings.max_pixels)
     featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
-    pairs = _caption_prompts(images, labels, rng)
+    pairs = _caption_prompts(images, labels, rng) + [(item, answer) for item, answer, *_ in queries]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps, pct_start=0.1)
     model.train()
@@ -83,7 +87,9 @@ def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings 
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
-    accuracy = caption_accuracy(model, featurizer, tokenizer, images[:200], labels[:200])
+    accuracy = answer_accuracy(model, featurizer, tokenizer,
+                               [{"image": image, "text": "Which digit is this?"} for image in images[:200]],
+                               [WORDS[label] for label in labels[:200]])
     output.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(output)
     tokenizer.save_pretrained(output)
@@ -114,18 +120,17 @@ def _lm_batch(featurizer: Featurizer, tokenizer, pairs):
 
 
 @torch.inference_mode()
-def caption_accuracy(model, featurizer: Featurizer, tokenizer, images, labels) -> float:
-    """How often the number word with the highest log-probability is the digit shown."""
+def answer_accuracy(model, featurizer: Featurizer, tokenizer, items, answers: list[str]) -> float:
+    """How often the number word the VLM finds most likely after ``item``'s prompt is ``answer``."""
     was_training = model.training
     model.eval()
     correct = 0
-    for image, label in zip(images, labels):
-        pairs = [({"image": image, "text": "Which digit is this?"}, word) for word in WORDS]
-        batch, target = _lm_batch(featurizer, tokenizer, pairs)
+    for item, answer in zip(items, answers):
+        batch, target = _lm_batch(featurizer, tokenizer, [(item, word) for word in WORDS])
         logprobs = model(**batch).logits[:, :-1].log_softmax(-1)
         target = target[:, 1:]
         picked = logprobs.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         scores = (picked * (target != -100)).sum(1)
-        correct += int(scores.argmax()) == int(label)
+        correct += WORDS[int(scores.argmax())] == answer
     model.train(was_training)
-    return correct / max(len(images), 1)
+    return correct / max(len(items), 1)

@@ -92,8 +92,36 @@ def ensure_backbone(data_dir: Path, settings: PretrainSettings, show_progress: b
     labels = _labels()
     train_ids = split["train"]
     images = [load_image(data_dir / "images" / f"{i:04d}.png") for i in train_ids]
+    queries = answer_pairs(data_dir / "train.jsonl", data_dir) if settings.with_queries else []
     return pretrain_digit_vlm(images, labels[train_ids], CACHE / f"digit-vlm-{settings.key()}", settings,
-                              show_progress=show_progress)
+                              show_progress=show_progress, queries=queries)
+
+
+def answer_pairs(records: Path, base_dir: Path, per_level: int | None = None) -> list[tuple[dict, str, int]]:
+    """(query item with its images loaded, answer word, level) for the records of a digits JSONL file."""
+    from ..data.items import load_image, resolve_paths
+
+    images: dict[Path, object] = {}
+
+    def loaded(path):
+        if path not in images:
+            images[path] = load_image(path)
+        return images[path]
+
+    pairs, seen = [], {}
+    for line in records.read_text().splitlines():
+        record = json.loads(line)
+        level = record["level"]
+        if per_level is not None and seen.get(level, 0) >= per_level:
+            continue
+        seen[level] = seen.get(level, 0) + 1
+        item = resolve_paths(record["query"], base_dir)
+        if "image" in item:
+            item["image"] = loaded(item["image"])
+        if "images" in item:
+            item["images"] = [loaded(path) for path in item["images"]]
+        pairs.append((item, record["answer"], level))
+    return pairs
 
 
 def _labels() -> np.ndarray:
