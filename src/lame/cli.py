@@ -147,7 +147,15 @@ def _bench_speed(args: argparse.Namespace) -> int:
 def _bench_quality(args: argparse.Namespace) -> int:
     from .quickstart.quality import format_quality, run_quality
 
-    report = run_quality(Path(args.output), args.variants, args.seeds, jobs=args.jobs)
+    from dataclasses import replace
+
+    from .quickstart.run import QuickstartSettings
+
+    base = QuickstartSettings()
+    pretrain = replace(base.pretrain, hidden_size=args.backbone_hidden_size, num_layers=args.backbone_layers,
+                       steps=args.pretrain_steps, with_queries=args.pretrain_with_queries)
+    base = replace(base, pretrain=pretrain, warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
+    report = run_quality(Path(args.output), args.variants, args.seeds, jobs=args.jobs, base=base)
     print(format_quality(report))
     print(f"written: {args.output}/quality.json")
     return 0
@@ -301,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
     bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
+    from .quickstart.pretrain import PretrainSettings
+    from .quickstart.run import QuickstartSettings
+
+    regime = bq.add_argument_group("regime (defaults: the quickstart's)")
+    regime.add_argument("--backbone-hidden-size", type=int, default=PretrainSettings.hidden_size)
+    regime.add_argument("--backbone-layers", type=int, default=PretrainSettings.num_layers)
+    regime.add_argument("--pretrain-steps", type=int, default=PretrainSettings.steps)
+    regime.add_argument("--pretrain-with-queries", action="store_true",
+                        help="the tiny VLM also learns to answer the training queries (see lame.quickstart.probe)")
+    regime.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,
+                        help="stage 1 steps (every variant gets the same total)")
+    regime.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)
     bq.set_defaults(func=_bench_quality)
     return parser
 

@@ -31,7 +31,6 @@ import torch.distributed as dist
 
 from . import checkpoint as ckpt
 
-STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 
 
 def resolve_strategy(name: str, accelerator) -> str:
