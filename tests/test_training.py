@@ -15,10 +15,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from lame import LaMEConfig, LaMEModel, build_tiny_model
-from lame.modeling.lora import merge_lora
+from lame.modeling.lora import add_lora, merge_lora
 from lame.training import trainer as trainer_module
 from lame.training.parallel import resolve_strategy
-from lame.training.recipe import RecipeError, load_recipe, recipe_from_dict
+from lame.training.params import select_trainable
+from lame.training.recipe import ParamGroupSpec, RecipeError, load_recipe, recipe_from_dict
 from lame.training.steps import LossWeights, StepLosses, TrainBatch, compute_gradients
 from lame.training.trainer import Trainer, TrainingDiverged, build_model, dry_run, train
 
@@ -387,11 +388,11 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
     real = trainer_module.compute_gradients
     calls = []
 
-    def flaky(model, batch, weights, chunk_size=None, autocast=None, backward=None):
+    def flaky(model, batch, weights, chunk_size=None, **options):
         calls.append(1)
         if len(calls) == 5:
             return StepLosses(float("nan"), 1.0, 0.1, float("nan"))
-        return real(model, batch, weights, chunk_size, autocast=autocast, backward=backward)
+        return real(model, batch, weights, chunk_size, **options)
 
     monkeypatch.setattr(trainer_module, "compute_gradients", flaky)
     trainer = Trainer(recipe, show_progress=False)
@@ -427,6 +428,42 @@ def test_background_featurisation_trains_exactly_like_inline(tmp_path):
         assert torch.equal(finals[0][key], finals[2][key]), key
     with pytest.raises(RecipeError, match="featurize_workers"):
         recipe_from_dict(one_stage(tmp_path / "bad", steps=1, featurize_workers=-1), tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_fp16_scales_the_loss(tmp_path, precision):
+    """Both precisions in one process (accelerate's own autocast state would refuse the second);
+    fp16 steps go through a gradient scaler whose state is checkpointed."""
+    make_data(tmp_path)
+    # fp16: the scaler starts at 2**16 and halves on each step whose gradients overflow (that step is skipped)
+    recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=8, mixed_precision=precision, save_every=8),
+                              tmp_path)
+    initial = state(build_model(recipe))
+    trainer = Trainer(recipe, show_progress=False)
+    trainer.run()
+    seen = []
+    with trainer.autocast():
+        seen.append((torch.ones(2, 2) @ torch.ones(2, 2)).dtype)
+    assert seen == [torch.bfloat16 if precision == "bf16" else torch.float16]
+    trained = state(LaMEModel.from_pretrained(tmp_path / "out" / "model"))
+    assert not torch.equal(trained["latent_embeddings"], initial["latent_embeddings"])
+    assert all(torch.isfinite(v).all() for v in trained.values())
+    scaler_file = tmp_path / "out" / "checkpoints" / "step-000008" / "grad_scaler.json"
+    assert scaler_file.exists() == (precision == "fp16")
+    if precision == "fp16":
+        assert 1.0 < json.loads(scaler_file.read_text())["scale"] <= 2.0 ** 16
+
+
+def test_lora_added_early_for_sharding_stays_frozen_until_its_stage():
+    model = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=2, use_decoder=False))
+    add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"])
+    broad = [ParamGroupSpec(pattern="backbone.model.language_model.*", lr=1e-3)]
+    before = select_trainable(model, broad, without_lora=True)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert not any(".lora_" in names[id(p)] for g in before for p in g["params"])
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n)
+    during = select_trainable(model, broad)
+    assert any(".lora_" in names[id(p)] for g in during for p in g["params"])
 
 
 # --------------------------------------------------------------------------- 7. parallel strategies

@@ -66,7 +66,11 @@ for name, stage in variants.items():
         "stages": [{"name": "only", "steps": steps, "batch_size": batch_size, **stage}],
     }
     recipe = recipe_from_dict(raw, data_dir)
-    trainer = Trainer(recipe, show_progress=False)
+    # Sharded weights: evaluating between steps runs on every process and must not disturb training.
+    evaluator = None if strategy == "ddp" else (lambda m: {"x": float(m.encode(["one plus two"])[0, 0])})
+    raw["train"]["eval_every"] = 1
+    recipe = recipe_from_dict(raw, data_dir)
+    trainer = Trainer(recipe, show_progress=False, evaluator=evaluator)
     rank = trainer.rank
     if rank == 0:
         initial = build_model(recipe).state_dict().items()
@@ -123,8 +127,12 @@ def write_data(folder):
             # decoder targets of uneven lengths: the ranks hold different numbers of target tokens
             target = f"{WORDS[a]} and {WORDS[b]} make {answer} so {answer}" if i % 3 == 0 else answer
             query = {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"}
-            f.write(json.dumps({"id": str(i), "query": query, "positive": answer, "answer": target,
-                                "label": (a + b) % 10}) + "\n")
+            if i % 5 == 2:  # an unusable sample: skipped on whichever process draws it
+                query["image"] = "missing.png"
+            record = {"id": str(i), "query": query, "positive": answer, "label": (a + b) % 10}
+            if i % 4 != 3:  # some queries have no decoder target, so processes differ in decoder work
+                record["answer"] = target
+            f.write(json.dumps(record) + "\n")
     (folder / "train_script.py").write_text(SCRIPT)
 
 
@@ -225,6 +233,11 @@ def test_sharded_training_matches_one_process_and_resumes(runs, strategy, grad_c
     initial = load_file(runs["two"] / "full-init.safetensors")
     saved = LaMEModel.from_pretrained(output / "full" / "model").state_dict()
     resumed = LaMEModel.from_pretrained(output / "full-resumed" / "model").state_dict()
+    skipped = [line for path in (output / "full").glob("skipped-*.jsonl") for line in path.read_text().splitlines()]
+    assert skipped, "the data has unusable samples: some must have been drawn and skipped"
+    evaluations = [json.loads(line) for line in (output / "full" / "metrics.jsonl").read_text().splitlines()
+                   if "eval/x" in line]
+    assert [e["step"] for e in evaluations] == list(range(1, STEPS + 1))
     assert saved.keys() == one.keys()
     assert not torch.allclose(saved["latent_embeddings"], initial["latent_embeddings"], atol=1e-4)
     # GradCache re-runs the forward in chunks: the same gradients up to float summation order

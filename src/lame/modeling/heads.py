@@ -97,7 +97,7 @@ class LatentDecoderHead(nn.Module):
         return sum(min(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]), self.max_length - 1) + 1
                    for t in texts)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate(self, reason_states: torch.Tensor, max_new_tokens: int = 32) -> list[str]:
         prefix = self.prefix(reason_states)
         attention = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)

@@ -53,6 +53,10 @@ class LaMEModel(nn.Module):
     """The LaME embedder. Build it with :meth:`from_backbone` (a local Hugging Face VLM folder),
     :meth:`from_pretrained` (a saved LaME folder) or :func:`lame.build_tiny_model`."""
 
+    # encode/decode_latents run under this; sharded training swaps in torch.no_grad, because weights
+    # gathered under inference_mode would become inference tensors that the next backward cannot use.
+    inference_context = staticmethod(torch.inference_mode)
+
     def __init__(self, config: LaMEConfig, backbone, tokenizer, image_processor, decoder=None, decoder_tokenizer=None):
         super().__init__()
         self.config = config
@@ -287,7 +291,7 @@ class LaMEModel(nn.Module):
                         pending = pool.submit(featurize_window, windows[w])
                     yield done
 
-        with torch.inference_mode(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
+        with self.inference_context(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
             for ready, bad in featurized_windows():
                 skipped += bad
                 bar.update(len(bad))
@@ -326,7 +330,7 @@ class LaMEModel(nn.Module):
         texts: list[str] = []
         was_training = self.training
         self.eval()
-        with torch.inference_mode():
+        with self.inference_context():
             for b in range(0, len(items), batch_size):
                 features = [self.featurizer(x, index=b + i) for i, x in enumerate(items[b: b + batch_size])]
                 states = self(self.collate(features)).decoder_states(self.config.decoder_reads)

@@ -2,7 +2,7 @@
 
 A checkpoint folder ``step-000120/`` holds ``model/`` (a normal saved LaME model), the optimizer
 state as safetensors + JSON, ``trainer_state.json`` (stage, step, data position, scheduler) and the
-RNG states of each process. No pickle.
+RNG states of each process. No pickle, except DeepSpeed's own files (``deepspeed/``) under ZeRO.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ class DataParallel:
     """Replicated parameters, gradients averaged with one all-reduce (identity on one process)."""
 
     name = "ddp"
-    forward_needs_every_rank = False  # may the main process run the model alone (evaluation)?
+    forward_needs_every_rank = False  # must every process join each forward (evaluation included)?
+    lockstep = False  # must every process run the same forward/backward passes (compute_gradients)?
 
     def __init__(self, accelerator):
         self.accelerator = accelerator
@@ -79,18 +80,26 @@ class DataParallel:
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """The stage's optimizer over ``groups`` (torch param-group dicts)."""
         self.trainable = [p for g in groups for p in g["params"]]
+        # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none)
+        self.scaler = torch.amp.GradScaler(self.accelerator.device.type) if mixed_precision == "fp16" else None
         return torch.optim.AdamW(groups)
 
     # --- one step
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         """One of a step's backward passes; ``last`` marks the final one of the step."""
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
         self._all_reduce_gradients()
+        if self.scaler:
+            self.scaler.unscale_(optimizer)  # the averaged gradients: every process decides alike
         if max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
-        optimizer.step()
+        if self.scaler:
+            self.scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale then shrinks
+            self.scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -125,12 +134,13 @@ class DataParallel:
     def save_optimizer(self, model, optimizer, directory: Path) -> None:
         if self.accelerator.is_main_process:
             ckpt.save_optimizer_state(optimizer.state_dict(), directory)
+            if self.scaler:
+                (directory / "grad_scaler.json").write_text(json.dumps(self.scaler.state_dict()))
 
     def load_optimizer(self, model, optimizer, directory: Path) -> None:
         optimizer.load_state_dict(ckpt.load_optimizer_state(directory))
-
-    def unwrap(self, model):
-        return model
+        if self.scaler and (directory / "grad_scaler.json").is_file():
+            self.scaler.load_state_dict(json.loads((directory / "grad_scaler.json").read_text()))
 
     def end_stage(self) -> None:
         pass
@@ -138,10 +148,12 @@ class DataParallel:
 
 class FullySharded(DataParallel):
     """PyTorch FSDP2. Checkpoints hold full (unsharded) weights and optimizer state keyed by
-    parameter name, so a run can resume on a different number of processes."""
+    parameter name, gathered to the main process (the per-process RNG states tie a resume to the
+    same number of processes)."""
 
     name = "fsdp"
     forward_needs_every_rank = True  # the parameters are sharded: every process joins every forward
+    lockstep = True
 
     def describe(self) -> str:
         return f"FSDP2 over {self.world} processes"
@@ -169,6 +181,12 @@ class FullySharded(DataParallel):
             register_fsdp_forward_method(model, method)
         return model
 
+    def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
+        if mixed_precision == "fp16":
+            raise ValueError("train.mixed_precision fp16 needs loss scaling, which the fsdp strategy does not do; "
+                             "use bf16 (or the deepspeed strategy)")
+        return super().make_optimizer(model, groups, stage, "no")
+
     def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
         if max_grad_norm:  # on sharded (DTensor) gradients the norm is the global one
             torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
@@ -194,15 +212,17 @@ class FullySharded(DataParallel):
     def load_optimizer(self, model, optimizer, directory: Path) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        state = ckpt.load_optimizer_state(directory)
+        # read on the main process only and broadcast: one full copy in host memory, not one per process
+        state = ckpt.load_optimizer_state(directory) if self.accelerator.is_main_process else {}
         set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
-                                 options=StateDictOptions(full_state_dict=True))
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
 class DeepSpeedZero(DataParallel):
     """DeepSpeed ZeRO (stage and offload from its JSON config); one engine per training stage."""
 
     name = "deepspeed"
+    lockstep = True  # ZeRO reduces gradient buckets inside every backward
 
     def __init__(self, accelerator, config_path: str | None):
         super().__init__(accelerator)
@@ -227,7 +247,7 @@ class DeepSpeedZero(DataParallel):
 
     @property
     def zero_stage(self) -> int:
-        return int(self.config.get("zero_optimization", {}).get("stage", 0))
+        return int(self.config.get("zero_optimization", {}).get("stage", 2))
 
     def _engine_config(self, micro_batch: int, max_grad_norm: float | None, mixed_precision: str) -> dict:
         """The user's config with what the recipe owns filled in (where accelerate would put "auto")."""
@@ -243,13 +263,15 @@ class DeepSpeedZero(DataParallel):
         config["gradient_accumulation_steps"] = 1
         config["gradient_clipping"] = float(max_grad_norm or 0.0)
         config["zero_allow_untested_optimizer"] = True  # the recipe's AdamW with per-group learning rates
+        config["zero_force_ds_cpu_optimizer"] = False  # ... also when the optimizer state is offloaded
         for key in ("bf16", "fp16"):
             config.setdefault(key, {})["enabled"] = mixed_precision == key
         config.setdefault("zero_optimization", {}).setdefault("stage", 2)
         return config
 
     def prepare_model(self, model):
-        self.model = model
+        if self.zero_stage == 3:
+            model.inference_context = torch.no_grad
         return model
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
@@ -260,7 +282,6 @@ class DeepSpeedZero(DataParallel):
         config = self._engine_config(stage.batch_size, stage.max_grad_norm, mixed_precision)
         optimizer = torch.optim.AdamW(groups)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-        self.trainable = [p for g in groups for p in g["params"]]
         return optimizer
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
@@ -278,18 +299,17 @@ class DeepSpeedZero(DataParallel):
 
     def save_model(self, model, directory: Path) -> None:
         if self.zero_stage == 3:
-            import deepspeed
-
-            params = list(model.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                if self.accelerator.is_main_process:
-                    full = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    model.save_pretrained(directory, state_dict=full)
+            # DeepSpeed gathers the partitions module by module to the main process (what its
+            # save_16bit_model does; the weights keep their training dtype)
+            full = self.engine._zero3_consolidated_16bit_state_dict()
+            if self.accelerator.is_main_process:
+                model.save_pretrained(directory, state_dict=full)
             return
         super().save_model(model, directory)
 
     def save_optimizer(self, model, optimizer, directory: Path) -> None:
         # ZeRO partitions the optimizer state: DeepSpeed's own checkpoint of this engine, per rank
+        # (torch.save files under deepspeed/, the only pickled files of a checkpoint)
         self.engine.save_checkpoint(str(directory / "deepspeed"), tag="state", save_latest=False)
 
     def load_optimizer(self, model, optimizer, directory: Path) -> None:

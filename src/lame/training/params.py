@@ -9,12 +9,18 @@ import torch
 from .recipe import ParamGroupSpec, RecipeError
 
 
-def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where: str = "trainable") -> list[dict]:
+def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where: str = "trainable",
+                     without_lora: bool = False) -> list[dict]:
     """Freezes every parameter, then unfreezes those matched by ``groups`` (first match wins).
 
     Returns optimizer parameter groups. A pattern that matches no parameter is an error that names it.
+    ``without_lora``: LoRA adapters already in the model (added early for sharding) stay frozen.
     """
     named = dict(model.named_parameters())
+    if without_lora:
+        for p in named.values():
+            p.requires_grad_(False)
+        named = {n: p for n, p in named.items() if ".lora_" not in n}
     for p in named.values():
         p.requires_grad_(False)
     taken: set[str] = set()
@@ -33,9 +39,13 @@ def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where
     return param_groups
 
 
+def _numel(p: torch.nn.Parameter) -> int:
+    return getattr(p, "ds_numel", None) or p.numel()  # a ZeRO-3 partitioned parameter holds 0 elements locally
+
+
 def describe_groups(param_groups: list[dict], model: torch.nn.Module) -> list[dict]:
-    total = sum(p.numel() for p in model.parameters())
-    rows = [{"pattern": g["pattern"], "tensors": len(g["params"]), "parameters": sum(p.numel() for p in g["params"]),
+    total = sum(_numel(p) for p in model.parameters())
+    rows = [{"pattern": g["pattern"], "tensors": len(g["params"]), "parameters": sum(_numel(p) for p in g["params"]),
              "lr": g["lr"]} for g in param_groups]
     trainable = sum(r["parameters"] for r in rows)
     rows.append({"pattern": "(frozen)", "tensors": None, "parameters": total - trainable, "lr": None})

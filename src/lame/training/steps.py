@@ -46,19 +46,27 @@ class StepLosses:
 
 
 def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size: int | None = None,
-                      autocast=None, backward=None) -> StepLosses:
+                      autocast=None, backward=None, lockstep: bool = False) -> StepLosses:
     """Accumulates into ``.grad`` the gradients of this process's share of the LaME loss.
 
     The contrastive term is the loss of the GLOBAL batch (gathered) times the number of processes,
     so that averaging gradients over processes gives the global gradient (see :mod:`lame.losses`).
     ``backward(loss, last)`` runs each backward pass through the model (default ``loss.backward()``;
     DeepSpeed's engine needs its own); ``last`` marks the step's final one.
+
+    ``lockstep``: every process runs the same sequence of forward and backward passes through the
+    same modules, as sharded parameters need (each pass is a collective under FSDP and ZeRO). Batches
+    differ in size between processes once samples are skipped, and in which queries have decoder
+    targets; the missing passes run on this process's own data with weight zero.
     """
     autocast = autocast or _no_autocast
     backward = backward or _plain_backward
-    if chunk_size is None or chunk_size >= max(len(batch.queries), len(batch.positives), len(batch.negatives) or 1):
-        return _full_batch(model, batch, weights, autocast, backward)
-    return _grad_cache(model, batch, weights, chunk_size, autocast, backward)
+    sizes = [len(batch.queries), len(batch.positives), len(batch.negatives)]
+    if lockstep:
+        sizes = global_max(sizes)
+    if chunk_size is None or chunk_size >= max(*sizes, 1):
+        return _full_batch(model, batch, weights, autocast, backward, lockstep)
+    return _grad_cache(model, batch, weights, chunk_size, autocast, backward, lockstep)
 
 
 def _plain_backward(loss: torch.Tensor, last: bool) -> None:
@@ -106,18 +114,32 @@ def global_sum(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
-def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights, norm: Normalizers):
+def global_max(values: list[int]) -> list[int]:
+    """Element-wise maximum over all processes (identity on one process)."""
+    if world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device=collective_device())
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return [int(v) for v in tensor.tolist()]
+
+
+def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights, norm: Normalizers,
+                lockstep: bool = False):
     """Decoder and diversity terms of the queries in ``rows``, as shares of the global batch means
-    (already multiplied by the number of processes, like the contrastive term)."""
+    (already multiplied by the number of processes, like the contrastive term). In ``lockstep`` the
+    decoder runs even for rows without a target (weight zero), because other processes run it."""
     zero = out.embeddings.new_zeros(())
     reconstruction = diversity = zero
     offset = rows.start
     with_target = [i for i in range(out.embeddings.shape[0]) if batch.targets[offset + i]]
-    if weights.reconstruction and model.decoder_head is not None and with_target and norm.decoder_tokens:
+    if weights.reconstruction and model.decoder_head is not None and norm.decoder_tokens:
         states = out.decoder_states(model.config.decoder_reads)
-        total, _ = model.decoder_head.loss_terms(states[with_target],
-                                                 [batch.targets[offset + i] for i in with_target])
-        reconstruction = total * norm.world / norm.decoder_tokens
+        if with_target:
+            total, _ = model.decoder_head.loss_terms(states[with_target],
+                                                     [batch.targets[offset + i] for i in with_target])
+            reconstruction = total * norm.world / norm.decoder_tokens
+        elif lockstep:
+            reconstruction = model.decoder_head.loss_terms(states[:1], [""])[0] * 0.0
     if weights.reconstruction and out.lm_loss is not None and norm.lm_tokens:
         # explicit-CoT baseline: summed LM loss on its rationales
         reconstruction = reconstruction + out.lm_loss * norm.world / norm.lm_tokens
@@ -126,7 +148,7 @@ def _side_terms(model, out, batch: TrainBatch, rows: slice, weights: LossWeights
     return reconstruction, diversity
 
 
-def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast, backward) -> StepLosses:
+def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast, backward, lockstep: bool) -> StepLosses:
     size = len(batch)
     with autocast():
         q = model(model.collate(batch.queries))
@@ -134,7 +156,8 @@ def _full_batch(model, batch: TrainBatch, weights: LossWeights, autocast, backwa
         neg = model(model.collate(batch.negatives)).embeddings if batch.negatives else None
         contrastive = info_nce(q.embeddings, _reshape(pos, size), _reshape(neg, size) if neg is not None else None,
                                temperature=model.config.temperature, labels=batch.labels)
-        reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, Normalizers.of(model, batch))
+        reconstruction, diversity = _side_terms(model, q, batch, slice(0, size), weights, Normalizers.of(model, batch),
+                                                lockstep)
         total = (weights.contrastive * contrastive * world_size() + weights.reconstruction * reconstruction
                  + weights.diversity * diversity)
     backward(total, True)
@@ -169,21 +192,28 @@ def _chunks(features: list[Features], size: int) -> list[slice]:
     return [slice(i, min(i + size, len(features))) for i in range(0, len(features), size)]
 
 
-def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast, backward) -> StepLosses:
+def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast, backward,
+                lockstep: bool) -> StepLosses:
     size = len(batch)
     groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
-    cached: dict[str, torch.Tensor] = {}
-    states: dict[str, list[_RandomState]] = {}
+    chunks = {name: _chunks(features, chunk_size) for name, features in groups.items()}
+    # In lockstep every process makes as many passes per group as the process with the most chunks;
+    # the extra ones repeat this process's last chunk with weight zero.
+    counts = global_max([len(c) for c in chunks.values()]) if lockstep else [len(c) for c in chunks.values()]
+    passes = [(name, rows, 1.0 if i < len(chunks[name]) else 0.0)
+              for (name, group_chunks), count in zip(chunks.items(), counts)
+              for i, rows in enumerate(group_chunks + group_chunks[-1:] * (count - len(group_chunks)))]
+    cached: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
+    states: list[_RandomState] = []
     with torch.no_grad():
-        for name, features in groups.items():
-            pieces, states[name] = [], []
-            for rows in _chunks(features, chunk_size):
-                states[name].append(_RandomState())
-                with autocast():
-                    pieces.append(model(model.collate(features[rows])).embeddings.float())
-            cached[name] = torch.cat(pieces) if pieces else None
+        for name, rows, weight in passes:
+            states.append(_RandomState())
+            with autocast():
+                embeddings = model(model.collate(groups[name][rows])).embeddings.float()
+            if weight:
+                cached[name].append(embeddings)
 
-    leaves = {k: v.detach().requires_grad_() for k, v in cached.items() if v is not None}
+    leaves = {k: torch.cat(v).detach().requires_grad_() for k, v in cached.items() if v}
     contrastive = info_nce(leaves["queries"], _reshape(leaves["positives"], size),
                            _reshape(leaves["negatives"], size) if "negatives" in leaves else None,
                            temperature=model.config.temperature, labels=batch.labels)
@@ -191,16 +221,14 @@ def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int,
 
     norm = Normalizers.of(model, batch)
     reconstruction = diversity = 0.0
-    passes = [(name, features, rows, state) for name, features in groups.items()
-              for rows, state in zip(_chunks(features, chunk_size), states[name])]
-    for number, (name, features, rows, state) in enumerate(passes, start=1):
+    for number, ((name, rows, weight), state) in enumerate(zip(passes, states), start=1):
         with state.replay(), autocast():
-            out = model(model.collate(features[rows]))
+            out = model(model.collate(groups[name][rows]))
             surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
             if name == "queries":
-                rec, div = _side_terms(model, out, batch, rows, weights, norm)
+                rec, div = _side_terms(model, out, batch, rows, weights, norm, lockstep)
                 surrogate = surrogate + weights.reconstruction * rec + weights.diversity * div
-                reconstruction += float(rec.detach())
-                diversity += float(div.detach())
-        backward(surrogate, number == len(passes))
+                reconstruction += weight * float(rec.detach())
+                diversity += weight * float(div.detach())
+        backward(surrogate * weight, number == len(passes))
     return _losses(contrastive, reconstruction, diversity, weights)

@@ -14,6 +14,7 @@ import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ class _PendingBatch:
 
 class _Inline:
     """The executor of ``featurize_workers: 0``: featurises when asked, in the calling thread."""
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
     def submit(self, fn, *args):
         future = Future()
@@ -117,10 +121,15 @@ def label_id(label, fallback: int) -> int:
 class Trainer:
     def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None):
         """``evaluator(model) -> {name: float}`` is called every ``train.eval_every`` steps and at the
-        end of training on the main process; its results go to metrics.jsonl as ``eval/<name>``."""
+        end of training, on the main process (on every process when the weights are sharded: FSDP,
+        ZeRO-3); the main process's results go to metrics.jsonl as ``eval/<name>``."""
         self.recipe = recipe
         self.evaluator = evaluator
-        self.accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available())
+        # accelerate gives the processes and the device. Precision is the recipe's own autocast: accelerate's
+        # is a process-wide singleton that refuses a second run with another precision in one process.
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.train.mixed_precision)
+        self.autocast = partial(torch.autocast, self.accelerator.device.type, dtype=dtype, enabled=dtype is not None)
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.output = Path(recipe.train.output_dir)
@@ -128,10 +137,7 @@ class Trainer:
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.progress = Progress()
         self._noted_fields: dict[str, set[str]] = {}
-        # Featurising (image decoding and resizing, tokenising) releases the GIL: threads overlap it with
-        # the training step. Processes would need the model's featurizer pickled to every worker.
-        workers = recipe.train.featurize_workers
-        self.featurize_pool = ThreadPoolExecutor(workers, thread_name_prefix="featurize") if workers else _Inline()
+        self.featurize_pool = None  # set while run() runs
         self._sampler_checkpoint_state = None
         torch.manual_seed(recipe.train.seed)
 
@@ -150,10 +156,11 @@ class Trainer:
             self.model = build_model(recipe)
             self._scheduler_state = None
         check_stage_patterns(self.model, recipe)
-        self.model.to(self.accelerator.device)
         if recipe.train.gradient_checkpointing:
             self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.strategy = make_strategy(recipe.train.strategy, self.accelerator, recipe.train.deepspeed_config)
+        if self.strategy.name != "fsdp":  # FSDP moves each block to the device as it shards it: no full copy there
+            self.model.to(self.accelerator.device)
         if getattr(self.strategy, "zero_stage", 0) == 3 and recipe.train.grad_cache_chunk:
             # DeepSpeed's stage 3 leaves an empty placeholder in .grad of the root module's own parameters
             # after a backward, so the next backward of the same step fails; FSDP has no such limit.
@@ -163,7 +170,8 @@ class Trainer:
             lora = next((stage.lora for stage in recipe.stages if stage.lora), None)
             if lora and not has_lora(self.model):
                 add_lora(self.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-                self.model.to(self.accelerator.device)
+                if self.strategy.name != "fsdp":
+                    self.model.to(self.accelerator.device)
         self.model = self.strategy.prepare_model(self.model)
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.output / "metrics.jsonl"
@@ -173,6 +181,16 @@ class Trainer:
     # --------------------------------------------------------------------------------- running
     def run(self, stop_after: int | None = None) -> Path | None:
         """Trains every remaining stage; returns the final model folder (None if stopped early)."""
+        # Featurising (image decoding and resizing, tokenising) releases the GIL: threads overlap it with
+        # the training step. Processes would need the model's featurizer pickled to every worker.
+        workers = self.recipe.train.featurize_workers
+        self.featurize_pool = ThreadPoolExecutor(workers, thread_name_prefix="featurize") if workers else _Inline()
+        try:
+            return self._run(stop_after)
+        finally:
+            self.featurize_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, stop_after: int | None) -> Path | None:
         if self.accelerator.is_main_process:
             (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         for stage_index in range(self.progress.stage_index, len(self.recipe.stages)):
@@ -187,7 +205,9 @@ class Trainer:
         if stage.lora and not has_lora(self.model):
             add_lora(self.model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
             self.model.to(self.accelerator.device)
-        groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable")
+        lora_begun = any(s.lora for s in self.recipe.stages[: self.progress.stage_index + 1])
+        groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable",
+                                  without_lora=not lora_begun)  # adapters added early for sharding stay frozen
         optimizer = self.strategy.make_optimizer(self.model, groups, stage, self.recipe.train.mixed_precision)
         scheduler = get_scheduler(stage.schedule, optimizer, num_warmup_steps=stage.warmup_steps,
                                   num_training_steps=stage.steps)
@@ -217,7 +237,8 @@ class Trainer:
                 pending = self._draw_batch(stage)
                 self._sampler_checkpoint_state = pending.sampler_state
             losses = compute_gradients(self.model, batch, weights, self.recipe.train.grad_cache_chunk,
-                                       autocast=self.accelerator.autocast, backward=self.strategy.backward)
+                                       autocast=self.autocast, backward=self.strategy.backward,
+                                       lockstep=self.strategy.lockstep)
             self._check_finite(losses, stage)
             self.strategy.step(optimizer, scheduler, stage.max_grad_norm)
             self.progress.step_in_stage += 1
