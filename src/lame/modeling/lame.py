@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2VLImageProcessorPil
+from transformers.utils import ModelOutput
 
 from ..config import LaMEConfig
 from ..data.featurize import Features, Featurizer, collate
@@ -29,11 +30,14 @@ VARIANTS: dict[str, type["LaMEModel"]] = {}  # config.variant -> class; baseline
 
 
 @dataclass
-class LaMEOutput:
-    embeddings: torch.Tensor  # (B, D)
-    reason_states: torch.Tensor  # (B, K, H): last hidden states of the K reason tokens
-    embed_states: torch.Tensor  # (B, M, H): last hidden states of the positions after the first K
-    hidden_states: torch.Tensor  # (B, L, H): every position, for inspection and tests
+class LaMEOutput(ModelOutput):
+    """A ``ModelOutput`` (a dict as well as a dataclass), so that wrappers that look for the tensors
+    in a module's output (DeepSpeed ZeRO-3's backward hooks) find them."""
+
+    embeddings: torch.Tensor | None = None  # (B, D)
+    reason_states: torch.Tensor | None = None  # (B, K, H): last hidden states of the K reason tokens
+    embed_states: torch.Tensor | None = None  # (B, M, H): last hidden states of the positions after the first K
+    hidden_states: torch.Tensor | None = None  # (B, L, H): every position, for inspection and tests
     # Summed token cross-entropy of text the model reads itself (the explicit-CoT baseline's rationale),
     # added by the training step under the reconstruction weight; None for LaME.
     lm_loss: torch.Tensor | None = None

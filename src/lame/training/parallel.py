@@ -142,8 +142,6 @@ class DataParallel:
         if self.scaler and (directory / "grad_scaler.json").is_file():
             self.scaler.load_state_dict(json.loads((directory / "grad_scaler.json").read_text()))
 
-    def end_stage(self) -> None:
-        pass
 
 
 class FullySharded(DataParallel):
@@ -278,7 +276,7 @@ class DeepSpeedZero(DataParallel):
         """Starts this stage's engine; returns the wrapped torch optimizer (the scheduler drives its lr)."""
         import deepspeed
 
-        self.end_stage()
+        self._destroy_engine()  # the previous stage's: its hooks and partitions of the optimizer state
         config = self._engine_config(stage.batch_size, stage.max_grad_norm, mixed_precision)
         optimizer = torch.optim.AdamW(groups)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
@@ -317,7 +315,7 @@ class DeepSpeedZero(DataParallel):
                                     load_optimizer_states=True, load_lr_scheduler_states=False,
                                     load_module_only=False)
 
-    def end_stage(self) -> None:
+    def _destroy_engine(self) -> None:
         if self.engine is not None:
             self.engine.destroy()
             self.engine = None
