@@ -51,7 +51,7 @@ def _last_positions(position_ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SequentialOutput(LaMEOutput):
-    steps: int = 0  # latent steps run after the prompt
+    steps: int | None = None  # latent steps run after the prompt
 
 
 @dataclass
