@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import noise
 from lame.data.items import ItemError
 from lame.modeling.lame import SkippedItem
 from lame.modeling.tiny import build_tiny_model
@@ -20,11 +21,6 @@ MAX_LENGTH = 64
 @pytest.fixture(scope="module")
 def model():
     return build_tiny_model("qwen2_vl", seed=0, max_length=MAX_LENGTH)
-
-
-def noise(size, seed) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
 def png_bytes(image: Image.Image) -> bytes:

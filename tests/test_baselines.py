@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import noise
 from lame import LaMEModel
 from lame.modeling.baselines import (
     CoTOutput,
@@ -27,8 +28,7 @@ STEPS, NEW_TOKENS = 3, 6
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return noise((size, size), seed, high=255)
 
 
 MIXED = [

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import noise
 from lame.data.featurize import IMAGE_TOKEN, collate
 from lame.data.items import Item, ItemError, to_item
 from lame.modeling.tiny import build_tiny_model
@@ -18,11 +19,6 @@ from lame.modeling.tiny import build_tiny_model
 # ----------------------------------------------------------------------------------------- helpers
 def solid(color, size=(20, 20), mode="RGB") -> Image.Image:
     return Image.new(mode, size, color)
-
-
-def noise(size, seed) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
 def write_png(path: Path, image: Image.Image) -> Path:

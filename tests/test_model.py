@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import noise
 from lame import LaMEConfig, LaMEModel, build_tiny_model
 from lame.modeling.adapters import ADAPTERS, get_adapter
 from lame.modeling.tiny import (
@@ -18,8 +19,7 @@ FAMILIES = sorted(ADAPTERS)
 
 
 def digit_image(seed: int, size: int = 8) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return noise((size, size), seed, high=255)
 
 
 MIXED = [

@@ -28,10 +28,10 @@ def generative_reference(settings: PretrainSettings, per_level: int = 100, show_
 
     data_dir = ensure_data()
     folder = ensure_backbone(data_dir, settings, show_progress=show_progress)
-    model = get_adapter(settings.backbone_type).model_class.from_pretrained(folder, local_files_only=True)
+    adapter = get_adapter(settings.backbone_type)
+    model = adapter.model_class.from_pretrained(folder, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    image_processor = tiny_image_processor(get_adapter(settings.backbone_type).patch_size,
-                                           settings.min_pixels, settings.max_pixels)
+    image_processor = tiny_image_processor(adapter.patch_size, settings.min_pixels, settings.max_pixels)
     featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
     pairs = answer_pairs(data_dir / "test" / "queries.jsonl", data_dir / "test", per_level=per_level)
     levels = sorted({level for _, _, level in pairs})

@@ -75,7 +75,8 @@ class DataParallel:
 
     # --- setting up
     def prepare_model(self, model):
-        return model
+        """Places (and, for the sharded strategies, shards) the model; returns it."""
+        return model.to(self.accelerator.device)
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """The stage's optimizer over ``groups`` (torch param-group dicts)."""
@@ -157,6 +158,7 @@ class FullySharded(DataParallel):
         return f"FSDP2 over {self.world} processes"
 
     def prepare_model(self, model):
+        # no model.to(device) first: fully_shard moves each block to the device as it shards it
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
@@ -270,7 +272,7 @@ class DeepSpeedZero(DataParallel):
     def prepare_model(self, model):
         if self.zero_stage == 3:
             model.inference_context = torch.no_grad
-        return model
+        return super().prepare_model(model)
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """Starts this stage's engine; returns the wrapped torch optimizer (the scheduler drives its lr)."""

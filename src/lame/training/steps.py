@@ -192,17 +192,21 @@ def _chunks(features: list[Features], size: int) -> list[slice]:
     return [slice(i, min(i + size, len(features))) for i in range(0, len(features), size)]
 
 
+def _padded(chunks: list[slice], count: int) -> list[tuple[slice, float]]:
+    """(chunk, weight): this process's chunks, then its last chunk again with weight 0 up to ``count``."""
+    return [(rows, 1.0) for rows in chunks] + [(rows, 0.0) for rows in chunks[-1:] * (count - len(chunks))]
+
+
 def _grad_cache(model, batch: TrainBatch, weights: LossWeights, chunk_size: int, autocast, backward,
                 lockstep: bool) -> StepLosses:
     size = len(batch)
     groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
     chunks = {name: _chunks(features, chunk_size) for name, features in groups.items()}
-    # In lockstep every process makes as many passes per group as the process with the most chunks;
-    # the extra ones repeat this process's last chunk with weight zero.
-    counts = global_max([len(c) for c in chunks.values()]) if lockstep else [len(c) for c in chunks.values()]
-    passes = [(name, rows, 1.0 if i < len(chunks[name]) else 0.0)
-              for (name, group_chunks), count in zip(chunks.items(), counts)
-              for i, rows in enumerate(group_chunks + group_chunks[-1:] * (count - len(group_chunks)))]
+    # In lockstep every process makes as many passes per group as the process with the most chunks.
+    counts = [len(c) for c in chunks.values()]
+    counts = global_max(counts) if lockstep else counts
+    passes = [(name, rows, weight) for (name, group_chunks), count in zip(chunks.items(), counts)
+              for rows, weight in _padded(group_chunks, count)]
     cached: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
     states: list[_RandomState] = []
     with torch.no_grad():

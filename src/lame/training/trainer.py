@@ -67,9 +67,13 @@ class Progress:
     skipped: int = 0
 
 
+def model_config(recipe: Recipe) -> LaMEConfig:
+    return LaMEConfig.from_dict(recipe.model.lame).replace(use_decoder=recipe.model.decoder is not None)
+
+
 def build_model(recipe: Recipe) -> LaMEModel:
     spec = recipe.model
-    config = LaMEConfig.from_dict(spec.lame).replace(use_decoder=spec.decoder is not None)
+    config = model_config(recipe)
     if spec.backbone.startswith("tiny:"):
         if spec.decoder not in (None, "tiny"):
             raise RecipeError("model.decoder: a tiny backbone takes decoder 'tiny' or null")
@@ -138,7 +142,6 @@ class Trainer:
         self.progress = Progress()
         self._noted_fields: dict[str, set[str]] = {}
         self.featurize_pool = None  # set while run() runs
-        self._sampler_checkpoint_state = None
         torch.manual_seed(recipe.train.seed)
 
         sources = [JsonlSource(s.path, s.name) for s in recipe.data.sources]
@@ -159,8 +162,6 @@ class Trainer:
         if recipe.train.gradient_checkpointing:
             self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.strategy = make_strategy(recipe.train.strategy, self.accelerator, recipe.train.deepspeed_config)
-        if self.strategy.name != "fsdp":  # FSDP moves each block to the device as it shards it: no full copy there
-            self.model.to(self.accelerator.device)
         if getattr(self.strategy, "zero_stage", 0) == 3 and recipe.train.grad_cache_chunk:
             # Under DeepSpeed's stage 3 the root module's own parameters (the latent embeddings) do not get
             # the gradient of all of a step's backward passes: on 2 CPU processes they ended 6e-3 away from
@@ -171,8 +172,6 @@ class Trainer:
             lora = next((stage.lora for stage in recipe.stages if stage.lora), None)
             if lora and not has_lora(self.model):
                 add_lora(self.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-                if self.strategy.name != "fsdp":
-                    self.model.to(self.accelerator.device)
         self.model = self.strategy.prepare_model(self.model)
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.output / "metrics.jsonl"
@@ -232,11 +231,9 @@ class Trainer:
                 return False
             started = time.perf_counter()
             batch = self._collect_batch(pending or self._draw_batch(stage))
-            self._sampler_checkpoint_state = None
             pending = None
             if self.progress.step_in_stage + 1 < stage.steps and self.recipe.train.featurize_workers:
                 pending = self._draw_batch(stage)
-                self._sampler_checkpoint_state = pending.sampler_state
             losses = compute_gradients(self.model, batch, weights, self.recipe.train.grad_cache_chunk,
                                        autocast=self.autocast, backward=self.strategy.backward,
                                        lockstep=self.strategy.lockstep)
@@ -249,7 +246,8 @@ class Trainer:
             at_end = self.progress.step_in_stage == stage.steps
             self._maybe_evaluate(stage, final=at_end and self.progress.stage_index == len(self.recipe.stages) - 1)
             if self.progress.global_step % self.recipe.train.save_every == 0 or at_end:
-                self._save_checkpoint(optimizer, scheduler)
+                # a prefetched batch is not part of the checkpoint: a resumed run draws it again
+                self._save_checkpoint(optimizer, scheduler, pending.sampler_state if pending else None)
         bar.close()
         return True
 
@@ -332,13 +330,11 @@ class Trainer:
         step = self.progress.global_step
         if self.evaluator is None or not (final or (every and step % every == 0)):
             return
-        if self.strategy.forward_needs_every_rank:  # sharded weights: every process runs the evaluation
+        # sharded weights: every process runs the evaluation (each forward is a collective)
+        if self.accelerator.is_main_process or self.strategy.forward_needs_every_rank:
             scores = self.evaluator(self.model)
             self.model.train()
         if self.accelerator.is_main_process:
-            if not self.strategy.forward_needs_every_rank:
-                scores = self.evaluator(self.model)
-                self.model.train()
             row = {"step": step, "stage": stage.name, **{f"eval/{k}": float(v) for k, v in scores.items()}}
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -359,7 +355,7 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------------------- saving
-    def _save_checkpoint(self, optimizer, scheduler) -> None:
+    def _save_checkpoint(self, optimizer, scheduler, sampler_state: dict | None = None) -> None:
         name = f"{ckpt.PREFIX}{self.progress.global_step:06d}"
         tmp = self.checkpoints / f".tmp-{name}"
         if self.accelerator.is_main_process:
@@ -370,8 +366,7 @@ class Trainer:
         self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
         self.strategy.save_optimizer(self.model, optimizer, tmp)
         if self.accelerator.is_main_process:
-            sampler = self._sampler_checkpoint_state or self.sampler.state_dict()  # not counting a prefetched batch
-            state = {"progress": self.progress.__dict__, "sampler": sampler,
+            state = {"progress": self.progress.__dict__, "sampler": sampler_state or self.sampler.state_dict(),
                      "scheduler": scheduler.state_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         ckpt.save_rng(tmp, self.rank)
@@ -454,8 +449,7 @@ def dry_run(recipe: Recipe) -> list[dict]:
     if any(not Path(f).is_dir() for f in folders):
         from ..modeling.meta import build_on_meta
 
-        config = LaMEConfig.from_dict(spec.lame).replace(use_decoder=spec.decoder is not None)
-        model = build_on_meta(spec.backbone, spec.decoder, config)
+        model = build_on_meta(spec.backbone, spec.decoder, model_config(recipe))
     else:
         model = build_model(recipe)
     check_stage_patterns(model, recipe)
