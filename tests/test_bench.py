@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lame.bench.common import random_image
-from lame.bench.encode import mixed_items, naive_encode
-from lame.bench.speed import SpeedSettings, methods
+from lame.experiments.bench.common import random_image
+from lame.experiments.bench.encode import mixed_items, naive_encode
+from lame.experiments.bench.speed import SpeedSettings, methods
 from lame.cli import main
 from lame.data.items import ItemError
 from lame.modeling.lame import featurize_many

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lame.benchmarks.digits as digits_module
-from lame.benchmarks.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
+import lame.experiments.digits as digits_module
+from lame.experiments.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
 from lame.data.items import to_item
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

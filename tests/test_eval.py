@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from lame.eval import Query, RetrievalTask, evaluate, hit_at_1, load_jsonl_benchmark, mrr, ndcg_at_k, recall_at_k
-from lame.eval.benchmarks import load_benchmark
+from lame.eval.loaders import load_benchmark
 from lame.eval.runner import format_table, score_task
 
 

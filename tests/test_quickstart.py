@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lame.benchmarks.digits import generate_digits_benchmark
+from lame.experiments.digits import generate_digits_benchmark
 from lame.data.featurize import Featurizer
 from lame.modeling.tiny import build_tiny_tokenizer, tiny_image_processor
-from lame.quickstart.pretrain import answer_accuracy
-from lame.quickstart.quality import GRID, _first_step_reaching, summarize
-from lame.quickstart.run import QuickstartSettings, answer_pairs, digits_task, format_report
+from lame.experiments.quickstart.pretrain import answer_accuracy
+from lame.experiments.bench.quality import GRID, _first_step_reaching, summarize
+from lame.experiments.quickstart.run import QuickstartSettings, answer_pairs, digits_task, format_report
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_grid_variants_differ_only_in_what_they_name():
 @pytest.mark.slow
 def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     """The whole quickstart at a toy budget: both models, scores, plot, decoded latents."""
-    from lame.quickstart import run as quickstart
+    from lame.experiments.quickstart import run as quickstart
 
     monkeypatch.setattr(quickstart, "CACHE", tmp_path / "cache")
     settings = replace(QuickstartSettings(), warmup_steps=2, joint_steps=2, batch_size=4, eval_every=2,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     result = run_demo(Path(args.output), backbone_type=args.backbone)
     return 0 if result["reload_identical"] else 1
@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .eval.benchmarks import load_benchmark
+    from .eval.loaders import load_benchmark
     from .eval.runner import evaluate, format_table, save_report
     from .modeling import LaMEModel
 
@@ -56,7 +56,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from .quickstart.run import QuickstartSettings, format_report, run_quickstart
+    from .experiments.quickstart.run import QuickstartSettings, format_report, run_quickstart
 
     settings = QuickstartSettings(seed=args.seed)
     report = run_quickstart(Path(args.output), settings)
@@ -119,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from .serve.bench import bench_serve, format_report, save_report
+    from .experiments.bench.serve import bench_serve, format_report, save_report
 
     report = bench_serve(args.model, tuple(args.concurrency), requests=args.requests, max_seconds=args.max_seconds,
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, threads=args.threads,
@@ -131,7 +131,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from .bench.speed import SpeedSettings, format_speed, run_speed
+    from .experiments.bench.speed import SpeedSettings, format_speed, run_speed
 
     settings = SpeedSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
                              query_tokens=args.query_tokens, image_size=args.image_size,
@@ -145,11 +145,11 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from .quickstart.quality import format_quality, run_quality
+    from .experiments.bench.quality import format_quality, run_quality
 
     from dataclasses import replace
 
-    from .quickstart.run import QuickstartSettings
+    from .experiments.quickstart.run import QuickstartSettings
 
     base = QuickstartSettings()
     pretrain = replace(base.pretrain, hidden_size=args.backbone_hidden_size, num_layers=args.backbone_layers,
@@ -162,7 +162,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
 
 def _bench_encode(args: argparse.Namespace) -> int:
-    from .bench.encode import EncodeSettings, format_encode, run_encode_bench
+    from .experiments.bench.encode import EncodeSettings, format_encode, run_encode_bench
 
     settings = EncodeSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
                               items=args.items, batch_size=args.batch_size,
@@ -309,15 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
     bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
-    from .quickstart.pretrain import PretrainSettings
-    from .quickstart.run import QuickstartSettings
+    from .experiments.quickstart.pretrain import PretrainSettings
+    from .experiments.quickstart.run import QuickstartSettings
 
     regime = bq.add_argument_group("regime (defaults: the quickstart's)")
     regime.add_argument("--backbone-hidden-size", type=int, default=PretrainSettings.hidden_size)
     regime.add_argument("--backbone-layers", type=int, default=PretrainSettings.num_layers)
     regime.add_argument("--pretrain-steps", type=int, default=PretrainSettings.steps)
     regime.add_argument("--pretrain-with-queries", action="store_true",
-                        help="the tiny VLM also learns to answer the training queries (see lame.quickstart.probe)")
+                        help="the tiny VLM also learns to answer the training queries (see lame.experiments.quickstart.probe)")
     regime.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,
                         help="stage 1 steps (every variant gets the same total)")
     regime.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)

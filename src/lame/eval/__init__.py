@@ -1,4 +1,4 @@
-from .benchmarks import load_benchmark
+from .loaders import load_benchmark
 from .jsonl import load_jsonl_benchmark, load_jsonl_task
 from .metrics import all_metrics, hit_at_1, mrr, ndcg_at_k, recall_at_k
 from .runner import evaluate, format_table, save_report, score_task

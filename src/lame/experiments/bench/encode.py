@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.featurize import IMAGE_TOKEN, Features
-from ..data.items import ItemError, to_item
+from lame.data.featurize import IMAGE_TOKEN, Features
+from lame.data.items import ItemError, to_item
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
 

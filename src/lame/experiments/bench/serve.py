@@ -128,7 +128,7 @@ def _model_folder(model_dir: str | Path | None) -> Iterator[Path]:
     if model_dir is not None:
         yield Path(model_dir)
         return
-    from ..modeling import build_tiny_model
+    from lame.modeling import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="lame-bench-") as tmp:
         build_tiny_model("qwen2_vl", seed=0).save_pretrained(Path(tmp) / "model")
@@ -162,8 +162,8 @@ def _server(model_dir: Path, max_batch_size: int, max_wait_ms: float, max_queue:
 @contextlib.contextmanager
 def _server_thread(model_dir: Path, max_batch_size: int, max_wait_ms: float, max_queue: int, threads: int | None,
                    timeout: float) -> Iterator[str]:
-    from .server import ServerThread, load_app
-    from .settings import ServeSettings
+    from lame.serve.server import ServerThread, load_app
+    from lame.serve.settings import ServeSettings
 
     settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue)
     if threads:

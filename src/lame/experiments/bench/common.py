@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..modeling import LaMEModel, build_tiny_model
+from lame.modeling import LaMEModel, build_tiny_model
 
 WORDS = ("zero one two three four five six seven eight nine plus minus times digit image picture answer "
          "question result reason step first second third find another retrieve document").split()

@@ -5,7 +5,7 @@ A tiny VLM is pretrained as in the quickstart, optionally on the benchmark's tra
 most likely. If a level stays at the image-only ceiling here, where the answer is supervised
 directly, no embedding model built on this backbone at this budget can be expected to reason on it.
 
-Run ``python -m lame.quickstart.probe --hidden-size 128 --num-layers 4 --steps 1000 --with-queries``.
+Run ``python -m lame.experiments.quickstart.probe --hidden-size 128 --num-layers 4 --steps 1000 --with-queries``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import argparse
 import json
 from dataclasses import asdict
 
-from ..benchmarks.digits import image_only_ceiling
-from ..data.featurize import Featurizer
-from ..modeling.adapters import get_adapter
-from ..modeling.tiny import tiny_image_processor
+from lame.experiments.digits import image_only_ceiling
+from lame.data.featurize import Featurizer
+from lame.modeling.adapters import get_adapter
+from lame.modeling.tiny import tiny_image_processor
 from .pretrain import PretrainSettings, answer_accuracy
 from .run import answer_pairs, ensure_backbone, ensure_data
 

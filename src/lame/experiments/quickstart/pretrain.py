@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.featurize import Featurizer, collate
-from ..benchmarks.digits import NUMBER_WORDS as WORDS
-from ..modeling.adapters import get_adapter
-from ..modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder, tiny_image_processor
+from lame.data.featurize import Featurizer, collate
+from lame.experiments.digits import NUMBER_WORDS as WORDS
+from lame.modeling.adapters import get_adapter
+from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder, tiny_image_processor
 
 
 @dataclass(frozen=True)

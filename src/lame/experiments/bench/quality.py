@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import QuickstartSettings, ensure_backbone, ensure_data, run_variant
+from lame.experiments.quickstart.run import QuickstartSettings, ensure_backbone, ensure_data, run_variant
 
 # name -> (K, decoder on?, settings changes)
 GRID: dict[str, tuple[int, bool, dict]] = {
@@ -63,7 +63,7 @@ def run_quality(output: Path, variants: list[str], seeds: list[int], jobs: int =
     for name, seed in todo:
         while len(running) >= jobs:
             running = _reap(running)
-        command = [sys.executable, "-m", "lame.quickstart.quality", str(output), name, str(seed)]
+        command = [sys.executable, "-m", "lame.experiments.bench.quality", str(output), name, str(seed)]
         log = open(output / f"{name}-seed{seed}.log", "w")
         running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name}-{seed}"))
     while running:
@@ -126,7 +126,7 @@ def format_quality(report: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # one job: python -m lame.quickstart.quality OUTPUT VARIANT SEED
+if __name__ == "__main__":  # one job: python -m lame.experiments.bench.quality OUTPUT VARIANT SEED
     folder, variant, job_seed = sys.argv[1:4]
     settings_file = Path(folder) / "base_settings.json"
     base_settings = QuickstartSettings()

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..benchmarks.digits import generate_digits_benchmark
-from ..eval.jsonl import load_jsonl_task
-from ..eval.runner import score_task
-from ..eval.tasks import RetrievalTask
-from ..modeling import LaMEModel
-from ..training.recipe import recipe_from_dict
-from ..training.report import read_metrics
-from ..training.trainer import Trainer
+from lame.experiments.digits import generate_digits_benchmark
+from lame.eval.jsonl import load_jsonl_task
+from lame.eval.runner import score_task
+from lame.eval.tasks import RetrievalTask
+from lame.modeling import LaMEModel
+from lame.training.recipe import recipe_from_dict
+from lame.training.report import read_metrics
+from lame.training.trainer import Trainer
 from .pretrain import PretrainSettings, pretrain_digit_vlm
 
 CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # benchmark data, pretrained VLM
@@ -86,7 +86,7 @@ def ensure_data(seed: int = 0) -> Path:
 
 
 def ensure_backbone(data_dir: Path, settings: PretrainSettings, show_progress: bool = True) -> Path:
-    from ..data.items import load_image
+    from lame.data.items import load_image
 
     split = json.loads((data_dir / "split.json").read_text())
     labels = _labels()
@@ -99,7 +99,7 @@ def ensure_backbone(data_dir: Path, settings: PretrainSettings, show_progress: b
 
 def answer_pairs(records: Path, base_dir: Path, per_level: int | None = None) -> list[tuple[dict, str, int]]:
     """(query item with its images loaded, answer word, level) for the records of a digits JSONL file."""
-    from ..data.items import load_image, resolve_paths
+    from lame.data.items import load_image, resolve_paths
 
     images: dict[Path, object] = {}
 

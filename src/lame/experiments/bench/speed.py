@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.baselines import variant_of
-from ..modeling.lame import featurize_many
+from lame.modeling.baselines import variant_of
+from lame.modeling.lame import featurize_many
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .benchmarks.digits import NUMBER_WORDS as WORDS
-from .modeling import LaMEModel, build_tiny_model
+from lame.experiments.digits import NUMBER_WORDS as WORDS
+from lame.modeling import LaMEModel, build_tiny_model
 
 
 

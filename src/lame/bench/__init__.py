@@ -1,1 +1,0 @@
-"""Benchmarks run by `lame bench <name>`: speed (LaME against its peers) and encode (our batching)."""

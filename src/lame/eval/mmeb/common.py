@@ -1,0 +1,140 @@
+"""What every MMEB-V2 task family shares: the task spec, items, candidate pools and task assembly."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..tasks import Query, RetrievalTask
+from .files import ImageStore, sample_frames
+
+_IMAGE_TOKEN = re.compile(r"<\|image_\d+\|>")
+
+
+@dataclass(frozen=True)
+class MMEBTask:
+    name: str
+    modality: str  # "image" | "video" | "visdoc"
+    subcategory: str  # e.g. "classification", "vqa", "retrieval", "grounding", "moment", "qa", "vidore-v1"
+    metric: str  # "hit@1" (image, video) or "ndcg@5" (visdoc)
+    eval_type: str  # "local" or "global"
+    parser: str  # which record format the task's test file has (a key of _PARSERS)
+    params: dict = field(default_factory=dict)  # file names, field names, frame folder, instruction
+
+
+def _clean(text: Any) -> str:
+    """A text field without the ``<|image_1|>`` placeholder tokens (the image is its own part)."""
+    if text is None:
+        return ""
+    return _IMAGE_TOKEN.sub("", str(text)).strip()
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "tolist"):
+        return list(value.tolist())
+    return [value]
+
+
+def make_item(text: str = "", images: Iterable[Path] = (), instruction: str | None = None) -> Any:
+    """The smallest item form: a str, a Path, or a dict with text/image(s)/instruction (None if empty)."""
+    images = list(images)
+    if not text and not images:
+        return None
+    if not instruction and not images:
+        return text
+    if not instruction and not text and len(images) == 1:
+        return images[0]
+    item: dict[str, Any] = {}
+    if instruction:
+        item["instruction"] = instruction
+    if len(images) == 1:
+        item["image"] = images[0]
+    elif images:
+        item["images"] = images
+    if text:
+        item["text"] = text
+    return item
+
+
+def _content_key(item: Any) -> Any:
+    if isinstance(item, Path):
+        return ("path", str(item))
+    if isinstance(item, dict):
+        return ("dict",) + tuple((k, _content_key(item[k])) for k in sorted(item))
+    if isinstance(item, (list, tuple)):
+        return ("list",) + tuple(_content_key(x) for x in item)
+    return ("text", item)
+
+
+class CandidatePool:
+    """Candidates deduplicated by content (text, instruction and image paths): one corpus id per content."""
+
+    def __init__(self, prefix: str = "c"):
+        self.prefix = prefix
+        self.corpus: dict[str, Any] = {}
+        self._ids: dict[Any, str] = {}
+
+    def add(self, item: Any) -> str:
+        key = _content_key(item)
+        doc_id = self._ids.get(key)
+        if doc_id is None:
+            doc_id = f"{self.prefix}{len(self._ids)}"
+            self._ids[key] = doc_id
+            self.corpus[doc_id] = item
+        return doc_id
+
+
+@dataclass
+class _Entry:
+    """One query with its candidate items, the positives first (``positives``: indices into candidates)."""
+
+    qid: str
+    item: Any
+    candidates: list
+    positives: list[int]
+    meta: dict = field(default_factory=dict)
+
+
+def _assemble(spec: MMEBTask, entries: list[_Entry], eval_type: str) -> RetrievalTask:
+    pool = CandidatePool()
+    queries = []
+    for e in entries:
+        ids = [pool.add(c) for c in e.candidates]
+        relevant = {ids[i]: 1.0 for i in e.positives}
+        candidates = list(dict.fromkeys(ids)) if eval_type == "local" else None
+        queries.append(Query(e.qid, e.item, relevant, candidates, e.meta))
+    return RetrievalTask(spec.name, queries, pool.corpus, metric=spec.metric, category=spec.modality)
+
+
+@dataclass
+class _Context:
+    root: Path
+    num_frames: int | None
+    images: ImageStore
+
+    def frames_root(self, spec: MMEBTask) -> Path:
+        return self.root / "video-tasks" / "frames" / spec.params["frames"]
+
+    def frames(self, spec: MMEBTask, folder: Path, where: str) -> list[Path]:
+        return sample_frames(folder, self.num_frames, f"MMEB-V2 task {spec.name}, {where}")
+
+
+def _where(spec: MMEBTask, i: int, row: dict) -> str:
+    return f"MMEB-V2 task {spec.name}, record {i} ({row.get('_source')})"
+
+
+def _require(row: dict, keys: Iterable[str], where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+
+
+def _positive_first(candidates: list, positive: int) -> tuple[list, list[int]]:
+    return [candidates[positive]] + candidates[:positive] + candidates[positive + 1:], [0]

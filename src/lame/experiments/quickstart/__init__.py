@@ -1,0 +1,1 @@
+"""`lame quickstart`: LaME against its peers on the offline digits benchmark, on a CPU."""
