@@ -50,10 +50,10 @@ def index_of(path: str) -> int:
     return int(match.group(1))
 
 
-def corpus_image_indices(out: Path) -> set[int]:
+def corpus_image_indices(out: Path, split: str = "test") -> set[int]:
     return {
         int(doc["id"][4:])
-        for doc in read_jsonl(out / "test" / "corpus.jsonl")
+        for doc in read_jsonl(out / split / "corpus.jsonl")
         if doc["id"].startswith("img-")
     }
 
@@ -138,20 +138,35 @@ def test_same_seed_same_bytes_other_seed_differs(bench, tmp_path):
 
 def test_split_by_image_and_stratified(bench, labels):
     test_images = corpus_image_indices(bench)
+    val_images = corpus_image_indices(bench, "val")
     split = json.loads((bench / "split.json").read_text())
-    assert set(split["test"]) == test_images
-    assert not set(split["train"]) & test_images
-    assert len(split["train"]) + len(split["test"]) == len(labels)
+    assert set(split["test"]) == test_images and set(split["val"]) == val_images
+    train, val, test = set(split["train"]), set(split["val"]), set(split["test"])
+    assert not train & test and not train & val and not val & test
+    assert len(train) + len(val) + len(test) == len(labels)
     for digit in range(10):
         n = int((labels == digit).sum())
         n_train = sum(labels[i] == digit for i in split["train"])
-        assert abs(n_train - 0.7 * n) <= 1
+        n_val = sum(labels[i] == digit for i in split["val"])
+        assert abs(n_train + n_val - 0.7 * n) <= 1
+        assert abs(n_val - 0.1 * n) <= 1
 
     for record in read_jsonl(bench / "train.jsonl"):
         used = image_paths(record["query"]) + image_paths(record["positive"])
-        assert not {index_of(p) for p in used} & test_images, record["id"]
-    for query in read_jsonl(bench / "test" / "queries.jsonl"):
-        assert {index_of(p) for p in image_paths(query["query"])} <= test_images, query["id"]
+        assert {index_of(p) for p in used} <= train, record["id"]
+    for name, images in (("test", test_images), ("val", val_images)):
+        for query in read_jsonl(bench / name / "queries.jsonl"):
+            assert {index_of(p) for p in image_paths(query["query"])} <= images, query["id"]
+            assert set(query["relevant"]) <= {doc["id"] for doc in read_jsonl(bench / name / "corpus.jsonl")}
+
+
+def test_test_images_do_not_depend_on_the_validation_share(labels):
+    from lame.experiments.digits import split_images
+
+    _, val_a, test_a = split_images(labels, seed=0, val_fraction=0.1)
+    train_b, val_b, test_b = split_images(labels, seed=0, val_fraction=0.0)
+    assert np.array_equal(test_a, test_b) and len(val_b) == 0
+    assert set(train_b) == set(val_a) | set(split_images(labels, seed=0)[0])
 
 
 def test_positives_show_answer_and_are_not_the_query(bench, labels):
@@ -248,7 +263,9 @@ def test_summary_matches_files(bench):
     assert summary["train"]["records"] == len(read_jsonl(bench / "train.jsonl"))
     assert summary["test"]["queries"] == len(read_jsonl(bench / "test" / "queries.jsonl"))
     assert summary["test"]["corpus"]["documents"] == len(read_jsonl(bench / "test" / "corpus.jsonl"))
-    assert summary["split"]["train_images"] + summary["split"]["test_images"] == 1797
+    assert summary["val"]["queries"] == len(read_jsonl(bench / "val" / "queries.jsonl"))
+    split = summary["split"]
+    assert split["train_images"] + split["val_images"] + split["test_images"] == 1797
     readme = (bench / "README.md").read_text()
     assert "seed 3" in readme and "test/queries.jsonl" in readme
 

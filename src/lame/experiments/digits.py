@@ -1,7 +1,7 @@
 """A reasoning-over-images retrieval benchmark on scikit-learn's handwritten digits (offline).
 
 The 1,797 real 8x8 digit images bundled with scikit-learn (``sklearn.datasets.load_digits``) are split
-by image (stratified by digit) into train and test images. Each query shows one or two digit images and
+by image (stratified by digit) into train, validation and test images. Each query shows one or two digit images and
 an instruction; its answer is a digit 0-9 that needs reading the image(s) *and* doing the arithmetic:
 
 * level 0: "Find another image of this digit." (answer = the digit);
@@ -20,7 +20,8 @@ Output files (see :func:`generate_digits_benchmark` and the README written next 
     OUTPUT_DIR/train.jsonl          training records (query, positive, answer, rationale, label, ops)
     OUTPUT_DIR/test/corpus.jsonl    every test image plus the ten number words
     OUTPUT_DIR/test/queries.jsonl   test queries with graded ``relevant`` corpus ids
-    OUTPUT_DIR/split.json           the train/test image indices
+    OUTPUT_DIR/val/...              the same for the validation images (tune here, report on test/)
+    OUTPUT_DIR/split.json           the train/val/test image indices
     OUTPUT_DIR/summary.json         counts per level and split
     OUTPUT_DIR/README.md            what all of this is
 
@@ -43,7 +44,7 @@ from PIL import Image
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LEVELS = (0, 1, 2, 3)
-BENCHMARK_VERSION = 1
+BENCHMARK_VERSION = 2  # 2: a validation split carved from the training images; 56-pixel images
 
 # Single-digit operations (value, operand) -> value mod 10; operands drawn uniformly from these ranges.
 UNARY_OPS = ("add", "sub", "mul")
@@ -68,7 +69,8 @@ _TARGET_PHRASE = {
     ("text", 1): "Write the result as a word.",
 }
 
-_STREAM_SPLIT, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
+_STREAM_SPLIT, _STREAM_TRAIN = 0, 1
+_STREAM_HELD_OUT = {"test": 2, "val": 3}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,9 +116,24 @@ def _step(a: int, word: str, b: int, raw: int) -> str:
     return text + "."
 
 
-def _instruction(level: int, ops: list[list], target: str, modality_hint: bool) -> str:
+def question(level: int, ops: Sequence[Sequence[Any]]) -> str:
+    """The question a generative VLM answers for a query: the operations, without what to retrieve."""
+    if level == 0:
+        return "Which digit is this?"
+    return _operations_phrase(ops)
+
+
+def instruction(level: int, ops: Sequence[Sequence[Any]], target: str, modality_hint: bool = True) -> str:
+    """A query's instruction: the operations, then (with ``modality_hint``) what kind of target to find."""
     if level == 0:
         return _TARGET_PHRASE[(target, 0)]
+    text = _operations_phrase(ops)
+    if modality_hint:
+        text += " " + _TARGET_PHRASE[(target, 1)]
+    return text
+
+
+def _operations_phrase(ops: Sequence[Sequence[Any]]) -> str:
     phrases = []
     for op in ops:
         if op[0] in BINARY_OPS:
@@ -124,13 +141,12 @@ def _instruction(level: int, ops: list[list], target: str, modality_hint: bool) 
         else:
             phrases.append(_UNARY_PHRASE[op[0]].format(k=op[1]))
     text = ", then ".join(phrases)
-    text = text[0].upper() + text[1:] + " (mod 10)."
-    if modality_hint:
-        text += " " + _TARGET_PHRASE[(target, 1)]
-    return text
+    return text[0].upper() + text[1:] + " (mod 10)."
 
 
-def _rationale(ops: list[list], digits: list[int]) -> str:
+def rationale(ops: Sequence[Sequence[Any]], digits: Sequence[int]) -> str:
+    """The worked steps of a query, ending with "The answer is <word>."."""
+    digits = [int(d) for d in digits]
     if len(digits) == 1:
         sentences = [f"The image shows {digits[0]}."]
         value = digits[0]
@@ -179,28 +195,39 @@ def _image_path(index: int, prefix: str = "") -> str:
     return f"{prefix}images/{index:04d}.png"
 
 
-def _split(labels: np.ndarray, seed: int, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def split_images(labels: np.ndarray, seed: int, train_fraction: float = 0.7,
+                 val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) image indices, stratified by digit. ``train_fraction`` of each digit's images
+    are for training, the rest for test; ``val_fraction`` (of all images) of the training share is held
+    out for validation, so the test images do not depend on ``val_fraction``."""
     rng = np.random.default_rng([seed, _STREAM_SPLIT])
-    train, test = [], []
+    train, val, test = [], [], []
     for digit in range(10):
         members = rng.permutation(np.flatnonzero(labels == digit))
         n_train = round(train_fraction * len(members))
-        train.extend(members[:n_train].tolist())
+        n_val = round(val_fraction * len(members))
+        train.extend(members[: n_train - n_val].tolist())
+        val.extend(members[n_train - n_val: n_train].tolist())
         test.extend(members[n_train:].tolist())
-    return np.array(sorted(train)), np.array(sorted(test))
+    return np.array(sorted(train)), np.array(sorted(val), dtype=np.int64), np.array(sorted(test))
+
+
+def render_digit(array: np.ndarray, size: int) -> Image.Image:
+    """An 8x8 scikit-learn digit (values 0-16) as a ``size`` x ``size`` RGB image, nearest-neighbour."""
+    pixels = np.clip(np.rint(np.asarray(array, dtype=np.float64) * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.NEAREST).convert("RGB")
 
 
 def _write_images(images: np.ndarray, folder: Path, size: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    for index, array in enumerate(pixels):
-        image = Image.fromarray(array, mode="L").resize((size, size), Image.Resampling.NEAREST).convert("RGB")
-        image.save(folder / f"{index:04d}.png", format="PNG")
+    for index, array in enumerate(images):
+        render_digit(array, size).save(folder / f"{index:04d}.png", format="PNG")
 
 
-def _query(
+def draw_query(
     rng: np.random.Generator, level: int, pool: np.ndarray, labels: np.ndarray
 ) -> tuple[list[int], list[int], list[list], int]:
+    """A random query of ``level`` on images drawn from ``pool``: (image indices, their digits, ops, answer)."""
     first = int(rng.integers(len(pool)))
     positions = [first]
     if level == 3:  # a second, different image (it may show the same digit)
@@ -212,10 +239,10 @@ def _query(
     return indices, digits, ops, apply_ops(ops, digits)
 
 
-def _query_item(level: int, indices: list[int], instruction: str, prefix: str) -> dict:
+def _query_item(level: int, indices: list[int], text: str, prefix: str) -> dict:
     if level == 3:
-        return {"images": [_image_path(i, prefix) for i in indices], "instruction": instruction}
-    return {"image": _image_path(indices[0], prefix), "instruction": instruction}
+        return {"images": [_image_path(i, prefix) for i in indices], "instruction": text}
+    return {"image": _image_path(indices[0], prefix), "instruction": text}
 
 
 def _train_records(
@@ -235,7 +262,7 @@ def _train_records(
     records = []
     for n in range(count):
         target = "text" if is_text[n] else "image"
-        indices, digits, ops, answer = _query(rng, level, train, labels)
+        indices, digits, ops, answer = draw_query(rng, level, train, labels)
         if target == "text":
             positive: dict = {"text": NUMBER_WORDS[answer]}
         else:
@@ -245,7 +272,7 @@ def _train_records(
             {
                 "id": f"train-L{level}-{n:06d}",
                 "level": level,
-                "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), ""),
+                "query": _query_item(level, indices, instruction(level, ops, target, modality_hint), ""),
                 "positive": positive,
                 **_answer_fields(ops, digits, answer, target),
             }
@@ -257,7 +284,7 @@ def _answer_fields(ops: list[list], digits: list[int], answer: int, target: str)
     """The fields train records and test queries share: answer, rationale, label and provenance."""
     return {
         "answer": NUMBER_WORDS[answer],
-        "rationale": _rationale(ops, digits),
+        "rationale": rationale(ops, digits),
         "label": answer,
         "target_modality": target,
         "ops": ops,
@@ -265,21 +292,23 @@ def _answer_fields(ops: list[list], digits: list[int], answer: int, target: str)
     }
 
 
-def _test_queries(
+def _held_out_queries(
+    split: str,
     level: int,
     n_image: int,
     n_text: int,
     seed: int,
-    test: np.ndarray,
+    images: np.ndarray,
     labels: np.ndarray,
     modality_hint: bool,
 ) -> list[dict]:
-    rng = np.random.default_rng([seed, _STREAM_TEST, level])
-    by_digit = {d: [_image_id(int(i)) for i in test if labels[i] == d] for d in range(10)}
+    """Queries of the ``split`` ("val" or "test") on its own images, with graded relevance."""
+    rng = np.random.default_rng([seed, _STREAM_HELD_OUT[split], level])
+    by_digit = {d: [_image_id(int(i)) for i in images if labels[i] == d] for d in range(10)}
     queries = []
     for n in range(n_image + n_text):
         target = "image" if n < n_image else "text"
-        indices, digits, ops, answer = _query(rng, level, test, labels)
+        indices, digits, ops, answer = draw_query(rng, level, images, labels)
         if target == "image":
             own = {_image_id(i) for i in indices}
             relevant = {doc: 1 for doc in by_digit[answer] if doc not in own}
@@ -287,9 +316,9 @@ def _test_queries(
             relevant = {f"word-{answer}": 1}
         queries.append(
             {
-                "id": f"test-L{level}-{n:06d}",
+                "id": f"{split}-L{level}-{n:06d}",
                 "level": level,
-                "query": _query_item(level, indices, _instruction(level, ops, target, modality_hint), "../"),
+                "query": _query_item(level, indices, instruction(level, ops, target, modality_hint), "../"),
                 "relevant": relevant,
                 **_answer_fields(ops, digits, answer, target),
                 "query_ids": [_image_id(i) for i in indices],
@@ -368,9 +397,12 @@ def generate_digits_benchmark(
     levels: Sequence[int] = LEVELS,
     *,
     test_text_queries_per_level: int = 50,
+    val_queries_per_level: int = 100,
+    val_text_queries_per_level: int = 25,
     train_text_fraction: float = 0.25,
     train_fraction: float = 0.7,
-    image_size: int = 32,
+    val_fraction: float = 0.1,
+    image_size: int = 56,
     modality_hint: bool = True,
 ) -> dict:
     """Write the digits reasoning benchmark under ``output_dir`` and return its summary.
@@ -378,20 +410,24 @@ def generate_digits_benchmark(
     ``seed`` fixes everything (the image split included): the same seed writes the same files byte for
     byte. Each level's records come from their own random stream, so a level's records do not depend on
     which other levels are generated. ``test_queries_per_level`` counts image-target test queries;
-    ``test_text_queries_per_level`` more per level have the number word as target. A
-    ``train_text_fraction`` of each level's training records have the number word as positive.
-    With ``modality_hint`` (default) the instruction ends with what to find ("Find an image of the
-    result." / "Write the result as a word."); level 0 always says it.
+    ``test_text_queries_per_level`` more per level have the number word as target (``val_*`` the same
+    for the validation split, whose images are ``val_fraction`` of all images, taken from the training
+    share: tune on it, never on the test split). A ``train_text_fraction`` of each level's training
+    records have the number word as positive. With ``modality_hint`` (default) the instruction ends with
+    what to find ("Find an image of the result." / "Write the result as a word."); level 0 always says it.
     """
     from sklearn.datasets import load_digits
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    for name, value in [
-        ("train_queries_per_level", train_queries_per_level),
-        ("test_queries_per_level", test_queries_per_level),
-        ("test_text_queries_per_level", test_text_queries_per_level),
-    ]:
+    counts = {
+        "train_queries_per_level": train_queries_per_level,
+        "test_queries_per_level": test_queries_per_level,
+        "test_text_queries_per_level": test_text_queries_per_level,
+        "val_queries_per_level": val_queries_per_level,
+        "val_text_queries_per_level": val_text_queries_per_level,
+    }
+    for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     levels = list(dict.fromkeys(int(level) for level in levels))
@@ -399,6 +435,8 @@ def generate_digits_benchmark(
         raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    if not 0.0 <= val_fraction < train_fraction:
+        raise ValueError(f"val_fraction must be in [0, train_fraction), got {val_fraction}")
     if not 0.0 <= train_text_fraction <= 1.0:
         raise ValueError(f"train_text_fraction must be in [0, 1], got {train_text_fraction}")
     if image_size < 8:
@@ -409,33 +447,26 @@ def generate_digits_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     labels = np.asarray(digits.target, dtype=np.int64)
-    train, test = _split(labels, seed, train_fraction)
+    train, val, test = split_images(labels, seed, train_fraction, val_fraction)
+    held_out = {"test": (test, test_queries_per_level, test_text_queries_per_level),
+                "val": (val, val_queries_per_level, val_text_queries_per_level)}
+    if not len(val):
+        held_out.pop("val")
 
     _write_images(digits.images, out / "images", image_size)
-    _write_json(
-        out / "split.json", {"seed": seed, "train": train.tolist(), "test": test.tolist()}, indent=None
-    )
+    _write_json(out / "split.json", {"seed": seed, "train": train.tolist(), "val": val.tolist(),
+                                     "test": test.tolist()}, indent=None)
 
     train_records: list[dict] = []
-    test_queries: list[dict] = []
+    queries: dict[str, list[dict]] = {name: [] for name in held_out}
     train_counts: dict[str, Any] = {}
-    test_counts: dict[str, Any] = {}
+    query_counts: dict[str, dict[str, Any]] = {name: {} for name in held_out}
     ceilings: dict[str, float] = {}
     for level in levels:
         records = _train_records(
             level, int(train_queries_per_level), seed, train, labels, train_text_fraction, modality_hint
         )
-        queries = _test_queries(
-            level,
-            int(test_queries_per_level),
-            int(test_text_queries_per_level),
-            seed,
-            test,
-            labels,
-            modality_hint,
-        )
         train_records += records
-        test_queries += queries
         n_text = sum(r["target_modality"] == "text" for r in records)
         train_counts[str(level)] = {
             "records": len(records),
@@ -443,19 +474,26 @@ def generate_digits_benchmark(
             "text_target": n_text,
             "image_only_empirical": _empirical_image_only(records),
         }
-        test_counts[str(level)] = {
-            "queries": len(queries),
-            "image_target": int(test_queries_per_level),
-            "text_target": int(test_text_queries_per_level),
-        }
+        for name, (images, n_image, n_text) in held_out.items():
+            level_queries = _held_out_queries(name, level, int(n_image), int(n_text), seed, images, labels,
+                                              modality_hint)
+            queries[name] += level_queries
+            query_counts[name][str(level)] = {"queries": len(level_queries), "image_target": int(n_image),
+                                              "text_target": int(n_text)}
         ceilings[str(level)] = round(image_only_ceiling(level), 4)
 
-    corpus = [{"id": _image_id(int(i)), "item": {"image": _image_path(int(i), "../")}} for i in test]
-    corpus += [{"id": f"word-{d}", "item": NUMBER_WORDS[d]} for d in range(10)]
-
     _write_jsonl(out / "train.jsonl", train_records)
-    _write_jsonl(out / "test" / "corpus.jsonl", corpus)
-    _write_jsonl(out / "test" / "queries.jsonl", test_queries)
+    held_out_summary = {}
+    for name, (images, _, _) in held_out.items():
+        corpus = [{"id": _image_id(int(i)), "item": {"image": _image_path(int(i), "../")}} for i in images]
+        corpus += [{"id": f"word-{d}", "item": NUMBER_WORDS[d]} for d in range(10)]
+        _write_jsonl(out / name / "corpus.jsonl", corpus)
+        _write_jsonl(out / name / "queries.jsonl", queries[name])
+        held_out_summary[name] = {
+            "corpus": {"documents": len(corpus), "images": len(images), "texts": 10},
+            "queries": len(queries[name]),
+            "per_level": query_counts[name],
+        }
 
     summary = {
         "benchmark": "lame-digits-reasoning",
@@ -468,9 +506,12 @@ def generate_digits_benchmark(
         "image_only_ceiling": ceilings,
         "split": {
             "train_fraction": train_fraction,
+            "val_fraction": val_fraction,
             "train_images": len(train),
+            "val_images": len(val),
             "test_images": len(test),
             "train_images_per_digit": [int((labels[train] == d).sum()) for d in range(10)],
+            "val_images_per_digit": [int((labels[val] == d).sum()) for d in range(10)],
             "test_images_per_digit": [int((labels[test] == d).sum()) for d in range(10)],
         },
         "train": {
@@ -478,16 +519,11 @@ def generate_digits_benchmark(
             "text_fraction": train_text_fraction,
             "per_level": train_counts,
         },
-        "test": {
-            "corpus": {"documents": len(corpus), "images": len(test), "texts": 10},
-            "queries": len(test_queries),
-            "per_level": test_counts,
-        },
+        **held_out_summary,
         "files": {
             "images": "images/NNNN.png",
             "train": "train.jsonl",
-            "corpus": "test/corpus.jsonl",
-            "queries": "test/queries.jsonl",
+            **{f"{name}_{kind}": f"{name}/{kind}.jsonl" for name in held_out for kind in ("corpus", "queries")},
             "split": "split.json",
             "readme": "README.md",
         },
@@ -509,9 +545,12 @@ with nearest-neighbour and saved as RGB PNG: `images/NNNN.png`, NNNN = the sklea
 
 ## Split
 
-By image, stratified by digit: {train_images} train images ({train_fraction:.0%}) and {test_images} test
-images. Training records use only train images (queries and positives); test queries and the corpus use
-only test images. `split.json` lists the indices.
+By image, stratified by digit: {train_images} train images, {val_images} validation images and
+{test_images} test images (the validation images are {val_fraction:.0%} of all images, taken from the
+{train_fraction:.0%} training share, so the test images are the same whatever the validation share).
+Training records use only train images (queries and positives); validation and test queries and their
+corpora use only their own split's images. Tune on `val/`, report on `test/`. `split.json` lists the
+indices.
 
 ## Levels
 
@@ -551,13 +590,15 @@ Image paths in a JSONL file are relative to that file's folder.
   answer digit except the query's own images, or the answer's `word-D`), `target_modality`, `answer`,
   `label`, `rationale`, `ops`, `query_digits` and `query_ids` (the query's own corpus ids; they are in
   the corpus but never relevant, so an evaluation may drop them from the ranking).
-* `split.json`: the train and test image indices.
+* `val/corpus.jsonl`, `val/queries.jsonl`: the same for the validation images.
+* `split.json`: the train, val and test image indices.
 * `summary.json`: counts per level and split.
 
 ## Counts
 
-| level | train records (image / text target) | test queries (image / text target) | image-only ceiling |
-|---|---|---|---|
+| level | train records (image / text target) | val queries | test queries (image / text target) | \
+image-only ceiling |
+|---|---|---|---|---|
 {count_rows}
 
 Corpus: {documents} documents ({corpus_images} images, {corpus_texts} words).
@@ -570,8 +611,9 @@ def _readme(summary: dict) -> str:
     for level in summary["levels"]:
         tr = summary["train"]["per_level"][str(level)]
         te = summary["test"]["per_level"][str(level)]
+        va = summary.get("val", {}).get("per_level", {}).get(str(level), {"queries": 0})
         rows.append(
-            f"| {level} | {tr['records']} ({tr['image_target']} / {tr['text_target']}) | "
+            f"| {level} | {tr['records']} ({tr['image_target']} / {tr['text_target']}) | {va['queries']} | "
             f"{te['queries']} ({te['image_target']} / {te['text_target']}) | "
             f"{summary['image_only_ceiling'][str(level)]:.2f} |"
         )
@@ -581,7 +623,9 @@ def _readme(summary: dict) -> str:
         seed=summary["seed"],
         size=summary["image_size"],
         train_images=split["train_images"],
+        val_images=split["val_images"],
         train_fraction=split["train_fraction"],
+        val_fraction=split["val_fraction"],
         test_images=split["test_images"],
         modality_hint=summary["modality_hint"],
         count_rows="\n".join(rows),
@@ -604,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         "--test-text-queries-per-level", type=int, default=50, help="text-target test queries"
     )
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), choices=LEVELS)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--val-queries-per-level", type=int, default=100, help="image-target val queries")
+    parser.add_argument("--val-text-queries-per-level", type=int, default=25, help="text-target val queries")
+    parser.add_argument("--image-size", type=int, default=56)
     parser.add_argument(
         "--no-modality-hint", action="store_true", help="leave the target phrase out of level 1-3"
     )
@@ -616,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         test_queries_per_level=args.test_queries_per_level,
         levels=args.levels,
         test_text_queries_per_level=args.test_text_queries_per_level,
+        val_queries_per_level=args.val_queries_per_level,
+        val_text_queries_per_level=args.val_text_queries_per_level,
         image_size=args.image_size,
         modality_hint=not args.no_modality_hint,
     )

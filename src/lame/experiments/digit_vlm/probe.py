@@ -1,0 +1,125 @@
+"""The generative probe: can the VLM itself answer the digits benchmark's held-out queries?
+
+The VLM generates greedily after each query's question (its images and the operations); the answer is
+the number word after the last "The answer is" of what it wrote (or the last number word when it never
+says so). A level the VLM cannot answer here is a level no embedder on this backbone can be expected to
+solve: check the backbone before comparing embedders on it.
+
+Run ``python -m lame.experiments.digit_vlm.probe [MODEL_DIR] [--split val|test]`` (default: the shipped
+reference VLM on the test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from lame.data.featurize import Featurizer, collate
+from lame.data.items import load_image, resolve_paths
+from lame.experiments.digits import NUMBER_WORDS, image_only_ceiling
+
+_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b")
+
+
+def answer_of(text: str) -> str | None:
+    """The number word a generated text gives as its answer: after the last "answer is", else the last one."""
+    tail = text.rsplit("answer is", 1)[-1] if "answer is" in text else text
+    words = _WORD.findall(tail)
+    if not words:
+        return None
+    return words[0] if "answer is" in text else words[-1]
+
+
+def held_out_questions(data_dir: Path, split: str, per_level: int | None = None) -> list[dict]:
+    """The split's queries as generative questions: {"item", "answer", "level", "id"}; images loaded."""
+    from .pretrain import query_item
+
+    folder = data_dir / split
+    rows, seen = [], {}
+    for line in (folder / "queries.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        level = record["level"]
+        if per_level is not None and seen.get(level, 0) >= per_level:
+            continue
+        seen[level] = seen.get(level, 0) + 1
+        paths = resolve_paths(record["query"], folder)
+        images = [load_image(p) for p in ([paths["image"]] if "image" in paths else paths["images"])]
+        rows.append({"item": query_item(level, record["ops"], images), "answer": record["answer"],
+                     "level": level, "id": record["id"]})
+    return rows
+
+
+@torch.inference_mode()
+def generate_answers(model, featurizer: Featurizer, tokenizer, items: list, batch_size: int = 32,
+                     max_new_tokens: int = 64) -> list[str]:
+    """Greedy continuations of each item's prompt (up to ``<|im_end|>``)."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    texts = []
+    for start in range(0, len(items), batch_size):
+        batch = collate([featurizer(item) for item in items[start: start + batch_size]], tokenizer.pad_token_id,
+                        featurizer.image_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end,
+                             pad_token_id=tokenizer.pad_token_id)
+        texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train(was_training)
+    return texts
+
+
+def probe(model, featurizer: Featurizer, tokenizer, data_dir: Path, split: str = "test",
+          per_level: int | None = None, examples: int = 0) -> dict[str, dict]:
+    """Per level: the VLM's answer accuracy on the split's held-out queries, with the image-only ceiling."""
+    rows = held_out_questions(Path(data_dir), split, per_level)
+    texts = generate_answers(model, featurizer, tokenizer, [r["item"] for r in rows])
+    result: dict[str, dict] = {}
+    for level in sorted({r["level"] for r in rows}):
+        mine = [(r, t) for r, t in zip(rows, texts) if r["level"] == level]
+        correct = sum(answer_of(t) == r["answer"] for r, t in mine)
+        result[str(level)] = {"accuracy": round(correct / len(mine), 4), "queries": len(mine),
+                              "image_only_ceiling": round(image_only_ceiling(level), 4)}
+        if examples:
+            result[str(level)]["examples"] = [{"id": r["id"], "answer": r["answer"], "generated": t}
+                                              for r, t in mine[:examples]]
+    return result
+
+
+def load_vlm(folder: Path):
+    """(model, featurizer, tokenizer) of a pretrained digit VLM folder."""
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
+    return model, Featurizer(tokenizer, image_processor, [], max_length=512), tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import reference_backbone
+    from lame.experiments.quickstart.run import ensure_data
+
+    parser = argparse.ArgumentParser(prog="python -m lame.experiments.digit_vlm.probe",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", type=Path, help="VLM folder (default: the shipped reference)")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--per-level", type=int, help="only the first N queries of each level")
+    parser.add_argument("--examples", type=int, default=2, help="generations to print per level")
+    args = parser.parse_args(argv)
+    model, featurizer, tokenizer = load_vlm(args.model or reference_backbone())
+    result = probe(model, featurizer, tokenizer, ensure_data(), args.split, args.per_level, args.examples)
+    for level, row in result.items():
+        print(f"level {level}: answer accuracy {row['accuracy']:.3f} on {row['queries']} {args.split} queries "
+              f"(image-only ceiling {row['image_only_ceiling']:.3f})")
+        for example in row.get("examples", []):
+            print(f"    {example['id']} (answer {example['answer']}): {example['generated']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
