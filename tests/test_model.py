@@ -7,15 +7,10 @@ from PIL import Image
 
 from helpers import noise
 from lame import LaMEConfig, LaMEModel, build_tiny_model
-from lame.modeling.adapters import ADAPTERS, get_adapter
-from lame.modeling.tiny import (
-    QWEN_SPECIAL_TOKENS,
-    build_tiny_tokenizer,
-    tiny_decoder,
-    tiny_image_processor,
-)
+from lame.modeling.adapters import get_adapter, tiny_families
+from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
 
-FAMILIES = sorted(ADAPTERS)
+FAMILIES = tiny_families()
 
 
 def digit_image(seed: int, size: int = 8) -> Image.Image:
@@ -183,7 +178,7 @@ def test_from_backbone_loads_a_local_hf_checkpoint(family, tmp_path):
     vlm = adapter.model_class(adapter.tiny_config(len(tokenizer), ids))
     vlm.save_pretrained(tmp_path / "vlm")
     tokenizer.save_pretrained(tmp_path / "vlm")
-    tiny_image_processor(adapter.patch_size).save_pretrained(tmp_path / "vlm")
+    adapter.tiny_image_processor().save_pretrained(tmp_path / "vlm")
     tiny_decoder(tokenizer).save_pretrained(tmp_path / "dec")
     tokenizer.save_pretrained(tmp_path / "dec")
 
