@@ -156,8 +156,7 @@ class QwenVLAdapter(BackboneAdapter):
         return position_ids
 
     def model_inputs(self, batch: dict) -> dict:
-        return {"pixel_values": batch.get("pixel_values"), "image_grid_thw": batch.get("image_grid_thw"),
-                "mm_token_type_ids": batch["mm_token_type_ids"]}
+        return {key: batch[key] for key in ("pixel_values", "image_grid_thw", "mm_token_type_ids") if key in batch}
 
     def tiny_image_processor(self, min_pixels: int | None = None, max_pixels: int | None = None):
         """Small images: by default between 2x2 and 4x4 patches (1 to 4 merged visual tokens)."""
