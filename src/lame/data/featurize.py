@@ -17,8 +17,8 @@ reads for that image. Which token and how many copies is the backbone family's b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 

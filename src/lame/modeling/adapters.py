@@ -24,9 +24,9 @@ from ``get_rope_index`` and a patch grid per image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Mapping
 
 import torch
 from transformers import (
