@@ -170,3 +170,17 @@ def test_baselines_run_through_the_adapter(model, variant):
     together = baseline.encode(items, batch_size=len(items))
     alone = np.stack([baseline.encode([item])[0] for item in items])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_a_family_without_a_tiny_config_is_refused_by_name(llava_registered, tmp_path):
+    from lame import build_tiny_model
+    from lame.training.recipe import RecipeError, recipe_from_dict
+
+    with pytest.raises(ValueError, match="'llava' has no tiny config"):
+        build_tiny_model("llava")
+    (tmp_path / "train.jsonl").write_text('{"query": "q", "positive": "p"}\n')
+    recipe = {"model": {"backbone": "tiny:llava", "decoder": None}, "data": {"sources": [{"path": "train.jsonl"}]},
+              "train": {"output_dir": str(tmp_path / "out")},
+              "stages": [{"name": "s", "steps": 1, "batch_size": 1, "trainable": [{"pattern": "latent_embeddings"}]}]}
+    with pytest.raises(RecipeError, match="no tiny config for backbone type 'llava'"):
+        recipe_from_dict(recipe, tmp_path)

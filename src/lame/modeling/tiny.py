@@ -102,6 +102,8 @@ def build_tiny_model(backbone_type: str = "qwen2_vl", seed: int = 0, config: LaM
 
     config = (config or LaMEConfig(max_length=512)).replace(**overrides)
     adapter = get_adapter(backbone_type)
+    if adapter.tiny_config is None:
+        raise ValueError(f"backbone type {backbone_type!r} has no tiny config")
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
