@@ -74,6 +74,23 @@ def test_variant_classes():
     assert isinstance(BUILD["cot"](), ExplicitCoTModel)
 
 
+def test_variant_registry_resolves_lazily_without_an_import_cycle():
+    import ast
+    import inspect
+
+    import lame.modeling.lame as lame_module
+    from lame.modeling.variants import variant_class
+
+    imports = [node for node in ast.walk(ast.parse(inspect.getsource(lame_module)))
+               if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not any("baselines" in (getattr(node, "module", None) or "") or
+                   any("baselines" in alias.name for alias in node.names) for node in imports)
+    assert variant_class("lame") is LaMEModel
+    assert (variant_class("sequential"), variant_class("cot")) == (SequentialLatentModel, ExplicitCoTModel)
+    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+        variant_class("nope")
+
+
 def test_embeddings_deterministic_unit_norm_and_batch_independent(baseline):
     first = baseline.encode(MIXED, batch_size=len(MIXED))
     again = baseline.encode(MIXED, batch_size=len(MIXED))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from helpers import noise
-from lame.data.featurize import IMAGE_TOKEN, collate
+from lame.data.featurize import collate
 from lame.data.items import Item, ItemError, to_item
 from lame.modeling.tiny import build_tiny_model
 
@@ -182,7 +182,7 @@ def test_prompt_ends_with_the_latent_block(model, featurizer):
 def test_image_pad_count_matches_grid_for_two_images(model, featurizer):
     small, large = noise((20, 20), seed=2), noise((64, 48), seed=3)
     features = featurizer(["left", small, "between", large, "right"])
-    merge = featurizer.merge_size
+    merge = model.image_processor.merge_size
     grid = features.image_grid_thw
     assert grid.shape == (2, 3)
     ids = features.input_ids
@@ -214,7 +214,7 @@ def test_instruction_comes_before_the_query(model, featurizer):
     # with an image, the instruction still precedes the image and the text
     features = featurizer({"text": query, "image": solid((5, 5, 5)), "instruction": instruction})
     decoded = model.tokenizer.decode(features.input_ids, skip_special_tokens=False)
-    assert decoded.index(instruction) < decoded.index(IMAGE_TOKEN) < decoded.index(query)
+    assert decoded.index(instruction) < decoded.index(featurizer.layout.token) < decoded.index(query)
 
 
 def test_featurizer_raises_item_error_with_index(featurizer):

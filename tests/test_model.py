@@ -7,15 +7,10 @@ from PIL import Image
 
 from helpers import noise
 from lame import LaMEConfig, LaMEModel, build_tiny_model
-from lame.modeling.adapters import ADAPTERS, get_adapter
-from lame.modeling.tiny import (
-    QWEN_SPECIAL_TOKENS,
-    build_tiny_tokenizer,
-    tiny_decoder,
-    tiny_image_processor,
-)
+from lame.modeling.adapters import get_adapter, tiny_families
+from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
 
-FAMILIES = sorted(ADAPTERS)
+FAMILIES = tiny_families()
 
 
 def digit_image(seed: int, size: int = 8) -> Image.Image:
@@ -133,20 +128,47 @@ def test_k_zero_is_the_discriminative_embedder():
     torch.testing.assert_close(out.embeddings, expected)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention"])
-def test_pooling_over_the_positions_after_k(pooling):
-    model = build_tiny_model("qwen2_vl", num_reason_tokens=4, num_embed_tokens=3, pooling=pooling, projection_dim=16)
+def test_mean_pooling_over_the_positions_after_k():
+    model = build_tiny_model("qwen2_vl", num_reason_tokens=4, num_embed_tokens=3, pooling="mean", projection_dim=16)
     out = model(model.collate(model.featurize(["one", "two"])))
     assert out.embed_states.shape[1] == 3 and out.reason_states.shape[1] == 4
     assert out.embeddings.shape == (2, 16)
-    states = out.hidden_states[:, -3:]
-    if pooling == "mean":
-        pooled = states.mean(1)
-    else:  # a zero-initialised query weighs the positions equally
-        pooled = states.mean(1)
-    expected = torch.nn.functional.normalize(model.embedding_head.projection(pooled), dim=-1)
+    expected = torch.nn.functional.normalize(model.embedding_head.projection(out.hidden_states[:, -3:].mean(1)), dim=-1)
     torch.testing.assert_close(out.embeddings, expected)
     assert model.tokenizer.convert_ids_to_tokens(model.config.embed_token_ids)[-1] == "<|embed|>"
+
+
+def test_attention_pooling_weighs_the_positions_after_k_with_its_query():
+    """With a non-zero query, attention pooling is a softmax-weighted sum of the last M states, not their mean."""
+    model = build_tiny_model("qwen2_vl", num_reason_tokens=4, num_embed_tokens=3, pooling="attention", projection_dim=16)
+    with torch.no_grad():
+        model.embedding_head.query.copy_(torch.randn(64, generator=torch.Generator().manual_seed(0)) * 8)
+        out = model(model.collate(model.featurize(["one", "two"])))
+    states = out.hidden_states[:, -3:]  # the M positions after the K reason tokens
+    weights = (states @ model.embedding_head.query / 64**0.5).softmax(dim=1)
+    project = model.embedding_head.projection
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(project((weights.unsqueeze(-1) * states).sum(1)), dim=-1)
+        mean = torch.nn.functional.normalize(project(states.mean(1)), dim=-1)
+    torch.testing.assert_close(out.embeddings, expected)
+    assert (out.embeddings - mean).abs().max() > 1e-3
+
+
+def test_attention_pooling_weights_are_a_softmax_over_the_positions():
+    """States that are basis vectors make the pooled vector show the weights themselves."""
+    from lame.modeling.heads import EmbeddingHead
+
+    head = EmbeddingHead(8, "attention")
+    with torch.no_grad():
+        head.query.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0, 0.0, 0.0, 0.0, 0.0]))
+    states = torch.eye(8)[:4].unsqueeze(0)  # (1, M=4, H=8): position j is e_j
+    with torch.no_grad():
+        pooled = head(states, normalize=False)[0]
+        expected = (head.query[:4] / 8**0.5).softmax(0)
+    torch.testing.assert_close(pooled[:4], expected)
+    assert torch.all(pooled[:4] > 0) and abs(float(pooled.sum()) - 1.0) < 1e-6 and torch.all(pooled[4:] == 0)
+    with torch.no_grad():  # the zero-initialised query weighs the positions equally
+        torch.testing.assert_close(EmbeddingHead(8, "attention")(states, normalize=False)[0, :4], torch.full((4,), 0.25))
 
 
 def test_attention_pooling_is_learnable():
@@ -167,6 +189,21 @@ def test_decode_latents_returns_text_per_item(model):
     assert len(texts) == len(MIXED) and all(isinstance(t, str) for t in texts)
 
 
+def test_decode_latents_says_what_the_decoder_learnt():
+    """A few steps of the decoder head on one query's reason states: it then decodes exactly the target."""
+    model = build_tiny_model("qwen2_vl", seed=0, num_reason_tokens=4)
+    query, target = "three plus four", "seven plus three"
+    assert model.decode_latents([query], max_new_tokens=8) != [target]
+    with torch.no_grad():
+        states = model(model.collate(model.featurize([query]))).reason_states
+    optimizer = torch.optim.Adam(model.decoder_head.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        model.reconstruction_loss(states, [target]).backward()
+        optimizer.step()
+    assert model.decode_latents([query], max_new_tokens=8) == [target]
+
+
 def test_similarity_is_cosine():
     a = np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float32)
     b = np.array([[0.0, 2.0]], dtype=np.float32)
@@ -183,7 +220,7 @@ def test_from_backbone_loads_a_local_hf_checkpoint(family, tmp_path):
     vlm = adapter.model_class(adapter.tiny_config(len(tokenizer), ids))
     vlm.save_pretrained(tmp_path / "vlm")
     tokenizer.save_pretrained(tmp_path / "vlm")
-    tiny_image_processor(adapter.patch_size).save_pretrained(tmp_path / "vlm")
+    adapter.tiny_image_processor().save_pretrained(tmp_path / "vlm")
     tiny_decoder(tokenizer).save_pretrained(tmp_path / "dec")
     tokenizer.save_pretrained(tmp_path / "dec")
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from lame.experiments.digits import generate_digits_benchmark
 from lame.data.featurize import Featurizer
-from lame.modeling.tiny import build_tiny_tokenizer, tiny_image_processor
+from lame.modeling.adapters import get_adapter
+from lame.modeling.tiny import build_tiny_tokenizer
 from lame.experiments.quickstart.pretrain import answer_accuracy
 from lame.experiments.bench.quality import GRID, _first_step_reaching, summarize
 from lame.experiments.quickstart.run import QuickstartSettings, answer_pairs, digits_task, format_report
@@ -105,7 +106,9 @@ def test_generative_reference_scores_the_most_likely_number_word(digits):
     assert all(isinstance(image, Image.Image) for item, _, _ in pairs
                for image in ([item["image"]] if "image" in item else item["images"]))
     tokenizer = build_tiny_tokenizer()
-    featurizer = Featurizer(tokenizer, tiny_image_processor(14), [], max_length=512)
+    adapter = get_adapter("qwen2_vl")
+    image_processor = adapter.tiny_image_processor()
+    featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor))
     items, answers = [item for item, _, _ in pairs], [answer for _, answer, _ in pairs]
     for word in ("seven", "six", answers[0]):
         expected = sum(answer == word for answer in answers) / len(answers)

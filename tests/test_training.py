@@ -381,6 +381,39 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
     assert "could not be decoded" in reasons["truncated.png"]
 
 
+def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch):
+    """The trainer featurises a sample's query, positives and negatives in one batched call; the query
+    goes through the model's hook (the explicit-CoT baseline adds its rationale); a bad item names its role."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from lame.data.items import ItemError
+    from lame.modeling.baselines import build_tiny_baseline
+    from lame.training.data import TrainingExample
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    example = TrainingExample(query={"text": "three plus four", "image": image}, positives=["seven", image],
+                              negatives=["eight"], rationale="three and four make seven", where="train.jsonl:3")
+    items = [example.query, *example.positives, *example.negatives]
+    for model in (build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=2, use_decoder=False)),
+                  build_tiny_baseline("cot", cot_max_new_tokens=2)):
+        calls = []
+        batched = model.featurizer.many
+        monkeypatch.setattr(model.featurizer, "many", lambda xs, indices=None: calls.append(len(xs)) or batched(xs, indices))
+        host = SimpleNamespace(model=model)
+        features = Trainer._featurize(host, example, 2, 1)
+        assert calls == [4]
+        expected = [model.training_query_features(example, model.featurizer(items[0]))]
+        expected += [model.featurizer(x) for x in items[1:]]
+        for got, want in zip(features, expected, strict=True):
+            assert torch.equal(got.input_ids, want.input_ids) and getattr(got, "lm_tokens", 0) == getattr(want, "lm_tokens", 0)
+        assert (getattr(features[0], "lm_tokens", 0) > 0) == (model.config.variant == "cot")  # the rationale's tokens
+        with pytest.raises(ItemError, match=r"train.jsonl:3: negative: empty item"):
+            Trainer._featurize(host, replace(example, negatives=["   "]), 2, 1)
+        with pytest.raises(ItemError, match=r"train.jsonl:3: positive: .*does not exist"):
+            Trainer._featurize(host, replace(example, positives=["seven", Path("/nonexistent.png")]), 2, 1)
+
+
 # ------------------------------------------------------------------------------------ 7. divergence
 def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
     make_data(tmp_path)

@@ -174,12 +174,15 @@ def _bench_encode(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .modeling.adapters import tiny_families  # the registry (the package imports it anyway)
+
+    families = tiny_families()
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     demo = verbs.add_parser("demo", help="embed, search, save and reload a tiny LaME model on digit images (CPU)")
     demo.add_argument("--output", default="lame-demo", help="folder for the saved model (default: lame-demo)")
-    demo.add_argument("--backbone", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+    demo.add_argument("--backbone", default="qwen2_vl", choices=families)
     demo.set_defaults(func=_demo)
 
     train = verbs.add_parser("train", help="run a training recipe (YAML)")
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)  # what `bench speed` and `bench encode` share
     common.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
-    common.add_argument("--backbone", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
+    common.add_argument("--backbone", default="qwen2_vl", choices=families,
                         help="the tiny model's backbone family when --model is not given")
     common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

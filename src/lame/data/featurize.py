@@ -1,25 +1,41 @@
 """Item -> model inputs: chat template, latent tokens, image patches; and the batch collator.
 
-Each item is featurised on its own, so a bad item is isolated (it raises :class:`ItemError` with
-its index) and featurisation can run in DataLoader workers; :func:`collate` then left-pads and
-concatenates, which gives exactly what the upstream processor would give for the batch.
+:class:`Featurizer` turns one item (``featurizer(item, index)``) or a window of items
+(:meth:`Featurizer.many`: one image-processor call and one tokenizer call for the whole window) into
+:class:`Features`. Both give exactly the same features, and a bad item raises, or in ``many``
+becomes, its own :class:`ItemError` naming its index, never its neighbours'. :func:`collate` then
+left-pads and concatenates, which gives what the upstream processor would give for the batch.
 
-Why not the upstream ``Qwen2VLProcessor``: it insists on a torchvision-backed video processor even
-for images only (torchvision is not installable beside every torch build), and it works on whole
-batches. We use the upstream tokenizer, chat template and image processor classes and repeat the
-processor's one remaining job: each ``<|image_pad|>`` becomes ``grid_t*grid_h*grid_w/merge**2``
-copies, as every supported family's ``replace_image_token`` does.
+Why not the upstream processor classes: some insist on a torchvision-backed video processor even for
+images only (torchvision is not installable beside every torch build). We use the upstream tokenizer,
+chat template and image processor and repeat the processor's one remaining job: the image
+placeholder token the chat template writes once per image becomes as many copies as the backbone
+reads for that image. Which token and how many copies is the backbone family's business, an
+:class:`ImageLayout` that the model's adapter gives.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .items import Item, ItemError, ItemLike, to_item
 
-IMAGE_TOKEN = "<|image_pad|>"
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a backbone family places images in its token sequence.
+
+    ``token`` is the placeholder the chat template writes once per image. ``slots(vision)`` takes an
+    image-processor output for n images and gives two lists of length n: how many copies of the
+    placeholder each image takes, and how many rows of ``pixel_values`` are that image's.
+    """
+
+    token: str
+    slots: Callable[[Mapping[str, torch.Tensor]], tuple[list[int], list[int]]]
 
 
 @dataclass
@@ -27,31 +43,42 @@ class Features:
     """Model inputs of one item (no batch dimension)."""
 
     input_ids: torch.Tensor  # (L,)
-    pixel_values: torch.Tensor | None  # (patches, patch_dim)
-    image_grid_thw: torch.Tensor | None  # (images, 3)
+    pixel_values: torch.Tensor | None  # the item's rows of the image processor's pixel_values
+    image_grid_thw: torch.Tensor | None  # (images, 3), for families whose processor gives a grid
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
 
+@dataclass
+class _Staged:
+    index: int
+    item: Item
+    text: str
+    pixel_values: torch.Tensor | None = None
+    image_grid_thw: torch.Tensor | None = None
+
+
 class Featurizer:
     """Turns items into :class:`Features`: query inside the chat template, then the latent block."""
 
-    def __init__(self, tokenizer, image_processor, latent_tokens: list[str], max_length: int):
+    def __init__(self, tokenizer, image_processor, latent_tokens: Sequence[str], max_length: int,
+                 layout: ImageLayout):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.latent_suffix = "".join(latent_tokens)
         self.max_length = max_length
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.layout = layout
+        self.image_token_id = tokenizer.convert_tokens_to_ids(layout.token)
         # Control tokens a user's text must not smuggle in: they would break image slots or the latent block.
-        self.reserved = sorted({*latent_tokens, *tokenizer.all_special_tokens,
+        self.reserved = sorted({*latent_tokens, layout.token, *tokenizer.all_special_tokens,
                                 *(t for t in tokenizer.get_added_vocab() if t.startswith("<|"))})
-        self.merge_size = image_processor.merge_size
+        self._reserved_pattern = re.compile("|".join(re.escape(t) for t in self.reserved))
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token")
 
     def prompt(self, item: Item) -> str:
-        """The chat-templated text of an item, one ``<|image_pad|>`` per image, latent block last."""
+        """The chat-templated text of an item, one image placeholder per image, latent block last."""
         content = []
         if item.instruction:
             content.append({"type": "text", "text": item.instruction + "\n"})
@@ -61,11 +88,18 @@ class Featurizer:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + self.latent_suffix
 
+    def reserved_in(self, text: str) -> list[str]:
+        """The reserved control tokens ``text`` contains."""
+        if not self._reserved_pattern.search(text):
+            return []
+        return [t for t in self.reserved if t in text]
+
     def __call__(self, obj: ItemLike, index: int | None = None) -> Features:
+        """The features of one item; raises :class:`ItemError` (naming ``index``) for a bad one."""
         item = to_item(obj, index)
         for part in (item.instruction, *item.parts):
-            if isinstance(part, str) and "<|" in part:
-                found = [t for t in self.reserved if t in part]
+            if isinstance(part, str):
+                found = self.reserved_in(part)
                 if found:
                     raise ItemError(index, f"text contains reserved control token(s) {found}")
         text = self.prompt(item)
@@ -75,8 +109,8 @@ class Featurizer:
                 vision = self.image_processor(images=item.images, return_tensors="pt")
             except ValueError as exc:  # e.g. an extreme aspect ratio
                 raise ItemError(index, f"image could not be processed ({exc})") from exc
-            pixel_values, grid = vision["pixel_values"], vision["image_grid_thw"]
-            text = self._expand_image_tokens(text, grid, index)
+            pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
+            text = self.expand_image_tokens(text, vision, index)
         input_ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         if input_ids.shape[0] > self.max_length:
             raise ItemError(
@@ -86,15 +120,90 @@ class Featurizer:
             )
         return Features(input_ids, pixel_values, grid)
 
-    def _expand_image_tokens(self, text: str, grid: torch.Tensor, index: int | None) -> str:
-        pieces = text.split(IMAGE_TOKEN)
-        if len(pieces) - 1 != grid.shape[0]:
-            raise ItemError(index, f"chat template produced {len(pieces) - 1} image slots for {grid.shape[0]} images")
-        counts = (grid.prod(-1) // self.merge_size**2).tolist()
-        out = [pieces[0]]
-        for count, piece in zip(counts, pieces[1:]):
-            out.append(IMAGE_TOKEN * count + piece)
-        return "".join(out)
+    def many(self, items: Sequence[ItemLike], indices: Sequence[int] | None = None) -> list[Features | ItemError]:
+        """``self(items[i], index=i)`` for each ``i`` in ``indices`` (default: every item): its
+        Features, or the ItemError it raises, in order.
+
+        The image processor and the tokenizer are called once for the whole window instead of once
+        per item (their per-call overhead costs more than the work on small items). An item this
+        batched path is not sure about (text holding reserved tokens, too long, a failed batched
+        call) goes through the single-item path, so results and errors are exactly its own.
+        """
+        indices = range(len(items)) if indices is None else indices
+        results: dict[int, Features | ItemError] = {}
+        staged: list[_Staged] = []
+        for index in indices:
+            try:
+                item = to_item(items[index], index)
+            except ItemError as exc:
+                results[index] = exc
+                continue
+            if any(isinstance(p, str) and self._reserved_pattern.search(p) for p in (item.instruction, *item.parts)):
+                results[index] = self._alone(items, index)
+            else:
+                staged.append(_Staged(index, item, self.prompt(item)))
+        staged = self._add_images(items, staged, results)
+        if staged:
+            try:
+                token_ids = self.tokenizer([s.text for s in staged], add_special_tokens=False)["input_ids"]
+            except Exception:  # noqa: BLE001  (each item on its own, for its own result or error)
+                token_ids = [None] * len(staged)
+            for s, ids in zip(staged, token_ids):
+                if ids is None or len(ids) > self.max_length:
+                    results[s.index] = self._alone(items, s.index)  # the single path's own error
+                else:
+                    results[s.index] = Features(torch.tensor(ids, dtype=torch.long), s.pixel_values, s.image_grid_thw)
+        return [results[index] for index in indices]
+
+    def _add_images(self, items, staged: list[_Staged], results: dict) -> list[_Staged]:
+        """One image-processor call for every staged item's images; the items keep their own rows and
+        get their placeholders expanded. Items the batched call cannot serve go on their own."""
+        with_images = [s for s in staged if s.item.images]
+        if not with_images:
+            return staged
+        try:
+            vision = self.image_processor(images=[im for s in with_images for im in s.item.images], return_tensors="pt")
+            counts, rows = self.layout.slots(vision)
+        except Exception:  # noqa: BLE001  (e.g. one refused image: each item on its own, for its own error)
+            for s in with_images:
+                results[s.index] = self._alone(items, s.index)
+            return [s for s in staged if not s.item.images]
+        grids = vision.get("image_grid_thw")
+        kept, image, row = [], 0, 0
+        for s in staged:
+            n = len(s.item.images)
+            if n:
+                item_rows = sum(rows[image: image + n])
+                s.pixel_values = vision["pixel_values"][row: row + item_rows]
+                s.image_grid_thw = None if grids is None else grids[image: image + n]
+                try:
+                    s.text = self._expand(s.text, counts[image: image + n], s.index)
+                except ItemError:
+                    results[s.index] = self._alone(items, s.index)
+                    s = None
+                image, row = image + n, row + item_rows
+            if s is not None:
+                kept.append(s)
+        return kept
+
+    def _alone(self, items, index: int) -> Features | ItemError:
+        try:
+            return self(items[index], index=index)
+        except ItemError as exc:
+            return exc
+
+    def expand_image_tokens(self, text: str, vision: Mapping[str, torch.Tensor], index: int | None = None) -> str:
+        """``text`` with each image placeholder repeated as many times as the backbone reads that image
+        (``vision``: the image processor's output for the text's images, in order)."""
+        counts, _ = self.layout.slots(vision)
+        return self._expand(text, counts, index)
+
+    def _expand(self, text: str, counts: list[int], index: int | None) -> str:
+        token = self.layout.token
+        pieces = text.split(token)
+        if len(pieces) - 1 != len(counts):
+            raise ItemError(index, f"chat template produced {len(pieces) - 1} image slots for {len(counts)} images")
+        return pieces[0] + "".join(token * count + piece for count, piece in zip(counts, pieces[1:]))
 
 
 def collate(features: list[Features], pad_token_id: int, image_token_id: int) -> dict[str, torch.Tensor]:
@@ -113,5 +222,6 @@ def collate(features: list[Features], pad_token_id: int, image_token_id: int) ->
     with_images = [f for f in features if f.pixel_values is not None]
     if with_images:
         batch["pixel_values"] = torch.cat([f.pixel_values for f in with_images])
-        batch["image_grid_thw"] = torch.cat([f.image_grid_thw for f in with_images])
+        if all(f.image_grid_thw is not None for f in with_images):
+            batch["image_grid_thw"] = torch.cat([f.image_grid_thw for f in with_images])
     return batch

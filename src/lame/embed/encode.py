@@ -65,7 +65,7 @@ def encode_corpus(
             bar.update(span.count)
     state.wait_for_everyone()
     if state.is_main_process and all(ShardFiles(output, s.number).is_complete() for s in spans):
-        _finish(output, spans, settings, model_path, _output_dim(model), bool(model.config.normalize))
+        _finish(output, spans, settings, model_path, model.embedding_dim, bool(model.config.normalize))
     state.wait_for_everyone()
     manifest = output / MANIFEST
     return json.loads(manifest.read_text()) if manifest.is_file() else None
@@ -95,10 +95,6 @@ def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_
     report += [{"id": good[i].id, "line": good[i].line, "reason": reason} for i, reason in reasons.items()]
     report.sort(key=lambda row: row["line"])
     ShardFiles(output, span.number).write(embeddings[keep], [good[i].id for i in keep], report)
-
-
-def _output_dim(model) -> int:
-    return int(model.encode([]).shape[1])
 
 
 def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: str | None, dim: int,

@@ -1,14 +1,32 @@
-"""One small adapter per backbone family: which upstream transformers class, and its tiny config.
+"""One small adapter per backbone family: everything LaME knows about a family lives here.
 
-The three Qwen VL families share the forward interface LaME needs (``model.model`` takes
-``inputs_embeds`` + ``position_ids`` and returns ``last_hidden_state``; ``get_rope_index`` gives
-padding-aware multimodal RoPE positions), so an adapter is mostly data.
+An adapter names the upstream transformers class, its image processor class, the image placeholder
+and end-of-turn tokens, how many placeholder copies an image takes, where the language model sits
+(LoRA goes there), the positions a batch gets, and how to run the backbone over a collated batch.
+The defaults of :class:`BackboneAdapter` fit a transformers VLM whose ``model`` (e.g. ``LlavaModel``)
+takes ``inputs_embeds``, ``attention_mask``, ``position_ids`` and ``pixel_values`` and whose language
+model takes 1-D positions; a new family is one subclass registered with :func:`register_adapter`::
+
+    from lame.modeling import BackboneAdapter, register_adapter
+
+    @dataclass(frozen=True, kw_only=True)
+    class MyAdapter(BackboneAdapter):
+        def image_slots(self, vision, image_processor, backbone_config):
+            n = vision["pixel_values"].shape[0]
+            return [backbone_config.image_seq_length] * n, [1] * n
+
+    register_adapter(MyAdapter(model_type="my_vlm", model_class=MyVLMForConditionalGeneration,
+                               image_processor_class=MyImageProcessor, image_token="<image>"))
+
+The three Qwen VL families share one adapter class, :class:`QwenVLAdapter`: multimodal RoPE positions
+from ``get_rope_index`` and a patch grid per image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
 
 import torch
 from transformers import (
@@ -18,22 +36,113 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
 )
 
+from ..data.featurize import ImageLayout
+
 TINY_HIDDEN = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackboneAdapter:
-    model_type: str
-    model_class: type[PreTrainedModel]
-    patch_size: int
-    tiny_config: Callable[..., PretrainedConfig]  # (vocab_size, token ids, hidden_size=64, num_layers=2)
+    """What LaME needs to know about one backbone family (see the module docstring)."""
 
+    model_type: str  # the checkpoints' config.model_type
+    model_class: type[PreTrainedModel]
+    image_processor_class: type
+    image_token: str  # the placeholder the chat template writes once per image
+    end_of_turn_token: str | None = None  # ends a generated answer (explicit-CoT baseline); None: the EOS token
+    language_model_path: str = "model.language_model"  # inside the backbone
+    # Tiny random configs for tests and demos: (vocab_size, special token ids, hidden_size, num_layers) -> config.
+    tiny_config: Callable[..., PretrainedConfig] | None = None
+
+    # ------------------------------------------------------------------------------- parts
     def hidden_size(self, backbone: PreTrainedModel) -> int:
-        return backbone.config.text_config.hidden_size
+        return backbone.config.get_text_config().hidden_size
+
+    def language_model(self, backbone: PreTrainedModel) -> torch.nn.Module:
+        """The backbone's language model (decoder layers, no LM head)."""
+        return backbone.get_submodule(self.language_model_path)
+
+    @property
+    def lora_host(self) -> str:
+        """Where LoRA adapters go, as a submodule name of the LaME model."""
+        return f"backbone.{self.language_model_path}"
+
+    def load_image_processor(self, path, min_pixels: int | None = None, max_pixels: int | None = None):
+        """The image processor saved in a local folder; pixel limits, when given, override the saved ones."""
+        limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        return self.image_processor_class.from_pretrained(path, local_files_only=True, **limits)
+
+    # ------------------------------------------------------------------------------ images
+    def image_slots(self, vision: Mapping[str, torch.Tensor], image_processor,
+                    backbone_config: PretrainedConfig | None) -> tuple[list[int], list[int]]:
+        """Per image of an image-processor output: placeholder copies, and its rows of ``pixel_values``."""
+        raise NotImplementedError(f"{type(self).__name__} must define image_slots")
+
+    def image_layout(self, image_processor, backbone_config: PretrainedConfig | None = None) -> ImageLayout:
+        """The :class:`~lame.data.featurize.ImageLayout` a featurizer of this family uses."""
+        return ImageLayout(self.image_token, partial(self.image_slots, image_processor=image_processor,
+                                                     backbone_config=backbone_config))
+
+    # ----------------------------------------------------------------------------- running
+    def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
+        """(B, L) positions that count only real tokens, so left padding never shifts them and an
+        item's embedding does not depend on what else is in its batch."""
+        return (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+
+    def model_inputs(self, batch: dict) -> dict:
+        """The backbone's inputs from a collated batch besides embeddings, mask and positions."""
+        return {"pixel_values": batch["pixel_values"]} if "pixel_values" in batch else {}
+
+    def run(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor, use_cache: bool = False,
+            position_ids: torch.Tensor | None = None):
+        """The backbone without its LM head over a collated batch; returns the upstream model output."""
+        return backbone.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=batch["attention_mask"],
+            position_ids=self.positions(backbone, batch) if position_ids is None else position_ids,
+            use_cache=use_cache,
+            **self.model_inputs(batch),
+        )
+
+    def last_hidden_state(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Runs the backbone without its LM head and returns the last hidden states (B, L, H)."""
+        return self.run(backbone, batch, inputs_embeds).last_hidden_state
+
+    def cached_step(self, backbone: PreTrainedModel, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, past_key_values) -> torch.Tensor:
+        """New positions (text only) through the language model on top of a KV cache, which grows;
+        returns their last hidden states."""
+        return self.language_model(backbone)(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, use_cache=True,
+        ).last_hidden_state
+
+    def generate(self, backbone: PreTrainedModel, batch: dict, generation_config):
+        """``backbone.generate`` after a collated prompt batch (no latent block)."""
+        return backbone.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 **self.model_inputs(batch), generation_config=generation_config)
+
+    def tiny_image_processor(self, min_pixels: int | None = None, max_pixels: int | None = None):
+        raise NotImplementedError(f"{type(self).__name__} has no tiny image processor")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenVLAdapter(BackboneAdapter):
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: multimodal RoPE and a (t, h, w) patch grid per image."""
+
+    image_processor_class: type = Qwen2VLImageProcessorPil
+    image_token: str = "<|image_pad|>"
+    end_of_turn_token: str | None = "<|im_end|>"
+    patch_size: int = 14  # the tiny image processor's
+
+    def image_slots(self, vision, image_processor, backbone_config=None):
+        patches = vision["image_grid_thw"].prod(-1)
+        return (patches // image_processor.merge_size**2).tolist(), patches.tolist()
 
     def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
         """(3, B, L) multimodal RoPE positions, computed for every batch (text-only too), so left padding
@@ -46,21 +155,16 @@ class BackboneAdapter:
         )
         return position_ids
 
-    def run(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor, use_cache: bool = False):
-        """The backbone without its LM head over a collated batch; returns the upstream model output."""
-        return backbone.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=batch["attention_mask"],
-            position_ids=self.positions(backbone, batch),
-            pixel_values=batch.get("pixel_values"),
-            image_grid_thw=batch.get("image_grid_thw"),
-            mm_token_type_ids=batch["mm_token_type_ids"],
-            use_cache=use_cache,
-        )
+    def model_inputs(self, batch: dict) -> dict:
+        return {key: batch[key] for key in ("pixel_values", "image_grid_thw", "mm_token_type_ids") if key in batch}
 
-    def last_hidden_state(self, backbone: PreTrainedModel, batch: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """Runs the backbone without its LM head and returns the last hidden states (B, L, H)."""
-        return self.run(backbone, batch, inputs_embeds).last_hidden_state
+    def tiny_image_processor(self, min_pixels: int | None = None, max_pixels: int | None = None):
+        """Small images: by default between 2x2 and 4x4 patches (1 to 4 merged visual tokens)."""
+        return Qwen2VLImageProcessorPil(
+            patch_size=self.patch_size,
+            min_pixels=min_pixels or (self.patch_size * 2) ** 2,
+            max_pixels=max_pixels or (self.patch_size * 4) ** 2,
+        )
 
 
 def _tiny_text(vocab_size: int, ids: dict[str, int], hidden: int, layers: int) -> dict:
@@ -131,14 +235,18 @@ def _tiny_qwen3_vl(vocab_size: int, ids: dict[str, int], hidden: int = TINY_HIDD
     return Qwen3VLConfig(text_config=text, vision_config=vision, **_token_ids(ids))
 
 
-ADAPTERS: dict[str, BackboneAdapter] = {
-    a.model_type: a
-    for a in (
-        BackboneAdapter("qwen2_vl", Qwen2VLForConditionalGeneration, 14, _tiny_qwen2_vl),
-        BackboneAdapter("qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, 14, _tiny_qwen2_5_vl),
-        BackboneAdapter("qwen3_vl", Qwen3VLForConditionalGeneration, 16, _tiny_qwen3_vl),
-    )
-}
+ADAPTERS: dict[str, BackboneAdapter] = {}
+
+
+def register_adapter(adapter: BackboneAdapter, replace: bool = False) -> BackboneAdapter:
+    """Makes a backbone family known to LaME (``from_backbone``, ``from_pretrained``, the CLI), keyed by
+    ``adapter.model_type``. Registering a type twice is an error unless ``replace``."""
+    if not isinstance(adapter, BackboneAdapter):
+        raise TypeError(f"expected a BackboneAdapter, got {type(adapter).__name__}")
+    if adapter.model_type in ADAPTERS and not replace:
+        raise ValueError(f"an adapter for {adapter.model_type!r} is already registered (pass replace=True)")
+    ADAPTERS[adapter.model_type] = adapter
+    return adapter
 
 
 def get_adapter(model_type: str) -> BackboneAdapter:
@@ -148,3 +256,16 @@ def get_adapter(model_type: str) -> BackboneAdapter:
         raise ValueError(
             f"unsupported backbone type {model_type!r}; supported: {', '.join(sorted(ADAPTERS))}"
         ) from None
+
+
+def tiny_families() -> list[str]:
+    """The registered families that have a tiny random config (``build_tiny_model``, ``lame demo``)."""
+    return sorted(name for name, adapter in ADAPTERS.items() if adapter.tiny_config is not None)
+
+
+register_adapter(QwenVLAdapter(model_type="qwen2_vl", model_class=Qwen2VLForConditionalGeneration,
+                               patch_size=14, tiny_config=_tiny_qwen2_vl))
+register_adapter(QwenVLAdapter(model_type="qwen2_5_vl", model_class=Qwen2_5_VLForConditionalGeneration,
+                               patch_size=14, tiny_config=_tiny_qwen2_5_vl))
+register_adapter(QwenVLAdapter(model_type="qwen3_vl", model_class=Qwen3VLForConditionalGeneration,
+                               patch_size=16, tiny_config=_tiny_qwen3_vl))

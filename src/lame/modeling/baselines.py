@@ -10,19 +10,21 @@
   the K step states are ``reason_states``. Gradients flow through every step (training runs the same
   loop; with gradient checkpointing, which drops KV caches, each step re-runs the growing sequence).
 * :class:`ExplicitCoTModel` (``variant="cot"``, UME-R1 style): the backbone generates a rationale
-  after the prompt (greedy, KV cache, at most ``cot_max_new_tokens`` tokens, stops at ``<|im_end|>``),
+  after the prompt (greedy, KV cache, at most ``cot_max_new_tokens`` tokens, stops at the backbone
+  family's end-of-turn token, ``<|im_end|>`` for Qwen),
   then the latent block (the learned ``[EMBED]`` vector) is appended after the rationale and run in ONE
   extra cached step; the embedding is taken there. ``force_length=True`` makes every query generate
   exactly ``cot_max_new_tokens`` tokens (EOS suppressed), for comparable timings. Training uses
-  rationale annotations with teacher forcing: prompt + rationale + ``<|im_end|>`` + ``[EMBED]`` in one
+  rationale annotations with teacher forcing: prompt + rationale + end of turn + ``[EMBED]`` in one
   pass, contrastive loss on ``[EMBED]`` plus LM cross-entropy on the rationale tokens (``lm_loss``, added
   by the training step under ``reconstruction_weight``). Positives and negatives are embedded without a
   rationale in training; at inference every item gets one, unless ``generate_rationale = False``.
 
-Positions: left-padded batches get their multimodal RoPE positions from the backbone's
-``get_rope_index`` for the prompt; every new position (latent step, generated token, appended
-``[EMBED]``) is the row's last prompt position + its offset, passed explicitly as ``position_ids``, so an
-item's embedding does not depend on its batch neighbours.
+Positions: left-padded batches get their padding-aware positions from the adapter for the prompt
+(multimodal RoPE from ``get_rope_index`` for Qwen); every new position (latent step, generated token,
+appended ``[EMBED]``) is the row's last prompt position + its offset, passed explicitly as
+``position_ids``, so an item's embedding does not depend on its batch neighbours. Every backbone call
+goes through the model's adapter (:mod:`lame.modeling.adapters`).
 
 Build tiny versions with :func:`build_tiny_baseline`, or a baseline sharing another model's backbone,
 tokenizer and processor with :func:`variant_of`.
@@ -39,14 +41,22 @@ from transformers import GenerationConfig
 from ..config import LaMEConfig
 from ..data.featurize import Features
 from ..data.items import ItemError
-from .lame import VARIANTS, LaMEModel, LaMEOutput
-
-RATIONALE_END = "<|im_end|>"
+from .lame import LaMEModel, LaMEOutput
 
 
 def _last_positions(position_ids: torch.Tensor) -> torch.Tensor:
-    """(3, B, 1): each row's last position (left padding: the last column; a text token, so its maximum)."""
-    return position_ids[:, :, -1:]
+    """(..., B, 1): each row's last position (left padding: the last column; a text token, so its maximum)."""
+    return position_ids[..., -1:]
+
+
+def _extended(batch: dict[str, torch.Tensor], new: int) -> dict[str, torch.Tensor]:
+    """``batch`` with ``new`` text positions appended to every row (their embeddings are given separately)."""
+    pad = batch["input_ids"].new_zeros(batch["input_ids"].shape[0], new)
+    out = dict(batch, input_ids=torch.cat([batch["input_ids"], pad], dim=1),
+               attention_mask=torch.cat([batch["attention_mask"], torch.ones_like(pad)], dim=1))
+    if "mm_token_type_ids" in batch:
+        out["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], pad.to(batch["mm_token_type_ids"].dtype)], dim=1)
+    return out
 
 
 @dataclass
@@ -56,8 +66,8 @@ class SequentialOutput(LaMEOutput):
 
 @dataclass
 class CoTOutput(LaMEOutput):
-    generated_ids: torch.Tensor | None = None  # (B, N): the rationale tokens (pad after a row's <|im_end|>)
-    generated_lengths: torch.Tensor | None = None  # (B,): tokens up to and including <|im_end|>, else N
+    generated_ids: torch.Tensor | None = None  # (B, N): the rationale tokens (pad after a row's end of turn)
+    generated_lengths: torch.Tensor | None = None  # (B,): tokens up to and including the end of turn, else N
 
 
 class SequentialLatentModel(LaMEModel):
@@ -96,42 +106,29 @@ class SequentialLatentModel(LaMEModel):
 
     def _steps_cached(self, state, cache, attention_mask, last_position, steps: int) -> torch.Tensor:
         """``steps`` one-position calls of the language model, each reading the previous last hidden state."""
-        language_model = self.backbone.model.language_model
+        language_model = self.adapter.language_model(self.backbone)
         size, length = attention_mask.shape
         mask = torch.cat([attention_mask, attention_mask.new_ones(size, steps)], dim=1)
         if getattr(language_model.config, "_attn_implementation", None) == "sdpa":
             # One new query position per step: its SDPA mask is just the key mask, so it is built once here
             # (a 4D mask is used as given) instead of once per step by the model.
             mask = mask.bool()[:, None, None, :]
-        positions = last_position + torch.arange(1, steps + 1, device=last_position.device)  # (3, B, steps)
+        positions = last_position + torch.arange(1, steps + 1, device=last_position.device)  # (..., B, steps)
         states = []
         for j in range(steps):
-            state = language_model(
-                inputs_embeds=state,
-                attention_mask=mask[..., : length + j + 1],
-                position_ids=positions[:, :, j: j + 1],
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state
+            state = self.adapter.cached_step(self.backbone, state, mask[..., : length + j + 1],
+                                             positions[..., j: j + 1], cache)
             states.append(state)
         return torch.cat(states, dim=1) if states else state[:, :0]
 
     def _steps_recomputed(self, state, inputs_embeds, batch, position_ids, steps: int) -> torch.Tensor:
         """The same steps without a cache (each step re-runs the whole sequence): for gradient checkpointing."""
-        size = inputs_embeds.shape[0]
         last = _last_positions(position_ids)
         fed, states = [state], []  # inputs of the steps so far: the prompt's last state, then each step's
         for j in range(1, steps + 1):
-            pad = batch["input_ids"].new_zeros(size, j)
-            state = self.backbone.model(
-                inputs_embeds=torch.cat([inputs_embeds, *fed], dim=1),
-                attention_mask=torch.cat([batch["attention_mask"], torch.ones_like(pad)], dim=1),
-                position_ids=torch.cat([position_ids, last + torch.arange(1, j + 1, device=last.device)], dim=2),
-                pixel_values=batch.get("pixel_values"),
-                image_grid_thw=batch.get("image_grid_thw"),
-                mm_token_type_ids=torch.cat([batch["mm_token_type_ids"], pad.int()], dim=1),
-                use_cache=False,
-            ).last_hidden_state[:, -1:]
+            positions = torch.cat([position_ids, last + torch.arange(1, j + 1, device=last.device)], dim=-1)
+            state = self.adapter.run(self.backbone, _extended(batch, j), torch.cat([inputs_embeds, *fed], dim=1),
+                                     position_ids=positions).last_hidden_state[:, -1:]
             fed.append(state)
             states.append(state)
         return torch.cat(states, dim=1) if states else state[:, :0]
@@ -139,7 +136,7 @@ class SequentialLatentModel(LaMEModel):
 
 @dataclass
 class CoTFeatures(Features):
-    lm_tokens: int = 0  # tokens right before the latent block that carry LM labels (rationale + <|im_end|>)
+    lm_tokens: int = 0  # tokens right before the latent block that carry LM labels (rationale + end of turn)
 
 
 class ExplicitCoTModel(LaMEModel):
@@ -153,12 +150,17 @@ class ExplicitCoTModel(LaMEModel):
         # False: evaluation embeds at [EMBED] right after the prompt, as training does for positives and
         # negatives (e.g. to encode a candidate pool without rationales).
         self.generate_rationale = True
-        self.rationale_end_id = self.tokenizer.convert_tokens_to_ids(RATIONALE_END)
+        self.rationale_end_id = self.tokenizer.convert_tokens_to_ids(
+            self.adapter.end_of_turn_token or self.tokenizer.eos_token)
 
     # ------------------------------------------------------------------------ training (teacher forcing)
-    def rationale_features(self, query, rationale: str | None, index: int | None = None) -> CoTFeatures:
-        """Prompt + rationale + ``<|im_end|>`` + latent block; the rationale tokens (and the end) carry labels."""
-        base = self.featurizer(query, index=index)
+    def rationale_features(self, query, rationale: str | None, index: int | None = None,
+                           base: Features | None = None) -> CoTFeatures:
+        """Prompt + rationale + end of turn + latent block; the rationale tokens (and the end) carry labels.
+
+        ``base``: the query's own features, when already made.
+        """
+        base = self.featurizer(query, index=index) if base is None else base
         if not rationale:
             return CoTFeatures(base.input_ids, base.pixel_values, base.image_grid_thw, 0)
         found = [t for t in self.featurizer.reserved if t in rationale]
@@ -173,8 +175,8 @@ class ExplicitCoTModel(LaMEModel):
                                    f"> max_length {self.config.max_length}")
         return CoTFeatures(input_ids, base.pixel_values, base.image_grid_thw, int(ids.shape[0]))
 
-    def training_query_features(self, example) -> CoTFeatures:
-        return self.rationale_features(example.query, getattr(example, "rationale", None))
+    def training_query_features(self, example, features: Features) -> CoTFeatures:
+        return self.rationale_features(example.query, getattr(example, "rationale", None), base=features)
 
     def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
         batch = super().collate(features)
@@ -199,7 +201,7 @@ class ExplicitCoTModel(LaMEModel):
         return out
 
     def _rationale_loss(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Summed cross-entropy of the rationale tokens (and their <|im_end|>), each predicted from the left."""
+        """Summed cross-entropy of the rationale tokens (and their end of turn), each predicted from the left."""
         input_ids = batch["input_ids"].to(hidden.device)
         lm_tokens = batch["lm_tokens"].to(hidden.device)
         length = input_ids.shape[1]
@@ -225,11 +227,9 @@ class ExplicitCoTModel(LaMEModel):
         ids = batch["input_ids"]
         if not torch.equal(ids[:, -n_latent:], self.latent_token_ids.expand(ids.shape[0], -1)):
             raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
-        prompt = {"input_ids": ids[:, :-n_latent], "attention_mask": batch["attention_mask"][:, :-n_latent],
-                  "mm_token_type_ids": batch["mm_token_type_ids"][:, :-n_latent]}
-        if "pixel_values" in batch:
-            prompt |= {"pixel_values": batch["pixel_values"], "image_grid_thw": batch["image_grid_thw"]}
-        generated = self.backbone.generate(**prompt, generation_config=self.generation_config())
+        per_position = ("input_ids", "attention_mask", "mm_token_type_ids")
+        prompt = {key: value[:, :-n_latent] if key in per_position else value for key, value in batch.items()}
+        generated = self.adapter.generate(self.backbone, prompt, self.generation_config())
         new = generated.sequences[:, prompt["input_ids"].shape[1]:]  # (B, N)
         size, n = new.shape
         is_end = new == self.rationale_end_id
@@ -240,16 +240,13 @@ class ExplicitCoTModel(LaMEModel):
 
         # The cache holds the prompt and every generated token but the last: one step feeds the last
         # token and the latent block together.
-        last = _last_positions(self.adapter.positions(self.backbone, prompt))  # (3, B, 1)
+        last = _last_positions(self.adapter.positions(self.backbone, prompt))  # (..., B, 1)
         latent = self.latent_embeddings.to(self.backbone.dtype).expand(size, -1, -1)
         embeds = torch.cat([self.backbone.get_input_embeddings()(new[:, -1:]), latent], dim=1)
-        positions = torch.cat([last + n, last + lengths.view(1, -1, 1) + 1
-                               + torch.arange(n_latent, device=new.device)], dim=2)
+        positions = torch.cat([last + n, last + lengths[:, None] + 1
+                               + torch.arange(n_latent, device=new.device)], dim=-1)
         mask = torch.cat([prompt["attention_mask"], gen_mask, gen_mask.new_ones(size, n_latent)], dim=1)
-        hidden = self.backbone.model.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-            past_key_values=generated.past_key_values, use_cache=True,
-        ).last_hidden_state
+        hidden = self.adapter.cached_step(self.backbone, embeds, mask, positions, generated.past_key_values)
         latent_states = hidden[:, 1:]
         normalize = self.config.normalize if normalize is None else normalize
         return CoTOutput(
@@ -261,9 +258,6 @@ class ExplicitCoTModel(LaMEModel):
             generated_lengths=lengths,
         )
 
-
-VARIANTS["sequential"] = SequentialLatentModel
-VARIANTS["cot"] = ExplicitCoTModel
 
 # The baselines have no reason tokens, hence no decoder head and no diversity term (LaME's regularisers).
 BASELINE_DEFAULTS = {"num_reason_tokens": 0, "use_decoder": False, "diversity_weight": 0.0}

@@ -15,18 +15,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2VLImageProcessorPil
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import ModelOutput
 
 from ..config import LaMEConfig
 from ..data.featurize import Features, Featurizer, collate
-from ..data.items import ItemError, ItemLike, to_item
+from ..data.items import ItemError, ItemLike
 from .adapters import get_adapter
 from .heads import EmbeddingHead, LatentDecoderHead
 from .lora import add_lora, is_lora_name, plain_backbone_name
+from .variants import variant_class
 
 HEADS_FILE = "lame_heads.safetensors"
-VARIANTS: dict[str, type["LaMEModel"]] = {}  # config.variant -> class; baselines register themselves
 
 
 @dataclass
@@ -78,7 +78,8 @@ class LaMEModel(nn.Module):
             self.decoder_head = LatentDecoderHead(
                 hidden, decoder, decoder_tokenizer, config.decoder_projector, config.decoder_max_length
             )
-        self.featurizer = Featurizer(tokenizer, image_processor, config.latent_token_strings(), config.max_length)
+        self.featurizer = Featurizer(tokenizer, image_processor, config.latent_token_strings(), config.max_length,
+                                     self.adapter.image_layout(image_processor, backbone.config))
         self.register_buffer("latent_token_ids", torch.tensor(config.reason_token_ids + config.embed_token_ids),
                              persistent=False)
 
@@ -99,10 +100,8 @@ class LaMEModel(nn.Module):
         if len(tokenizer) > rows:
             # The new rows are never read: the latent positions take ``latent_embeddings`` instead.
             backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        if config.variant != "lame":
-            from . import baselines  # noqa: F401  (registers the baseline classes)
-        model_class = VARIANTS.get(config.variant, cls)
-        return model_class(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        return _model_class(cls, config.variant)(config, backbone, tokenizer, image_processor, decoder,
+                                                 decoder_tokenizer)
 
     @classmethod
     def from_backbone(cls, path: str | Path, config: LaMEConfig | None = None, decoder: str | Path | None = None,
@@ -118,8 +117,7 @@ class LaMEModel(nn.Module):
         adapter = get_adapter(AutoConfig.from_pretrained(path, local_files_only=True).model_type)
         backbone = adapter.model_class.from_pretrained(path, dtype=dtype, local_files_only=True)
         tokenizer = _load_tokenizer(path)
-        pixel_limits = {k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v}
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True, **pixel_limits)
+        image_processor = adapter.load_image_processor(path, config.min_pixels, config.max_pixels)
         decoder_model = decoder_tokenizer = None
         if config.use_decoder and config.num_reason_tokens > 0:
             if decoder is None:
@@ -137,15 +135,13 @@ class LaMEModel(nn.Module):
         adapter = get_adapter(config.backbone_type)
         backbone = adapter.model_class.from_pretrained(directory / "backbone", dtype=dtype, local_files_only=True)
         tokenizer = _load_tokenizer(directory / "processor")
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(directory / "processor", local_files_only=True)
+        image_processor = adapter.load_image_processor(directory / "processor")
         decoder = decoder_tokenizer = None
         if (directory / "decoder").is_dir():
             decoder = AutoModelForCausalLM.from_pretrained(directory / "decoder", dtype=dtype, local_files_only=True)
             decoder_tokenizer = _load_tokenizer(directory / "decoder")
-        if config.variant != "lame":
-            from . import baselines  # noqa: F401  (registers the baseline classes)
-        model_class = VARIANTS.get(config.variant, cls)
-        model = model_class(config, backbone, tokenizer, image_processor, decoder, decoder_tokenizer)
+        model = _model_class(cls, config.variant)(config, backbone, tokenizer, image_processor, decoder,
+                                                  decoder_tokenizer)
         if config.lora:
             add_lora(model, **config.lora)
         missing, unexpected = model.load_state_dict(load_file(directory / HEADS_FILE), strict=False)
@@ -200,11 +196,17 @@ class LaMEModel(nn.Module):
         return self.latent_embeddings.device
 
     def featurize(self, items: Sequence[ItemLike]) -> list[Features]:
-        return [self.featurizer(item, index=i) for i, item in enumerate(items)]
+        """Features of every item (one batched featurizer call); raises the first bad item's ItemError."""
+        results = self.featurizer.many(items)
+        for result in results:
+            if isinstance(result, ItemError):
+                raise result
+        return results
 
-    def training_query_features(self, example) -> Features:
-        """Features of a training example's query (the explicit-CoT baseline adds its rationale)."""
-        return self.featurizer(example.query)
+    def training_query_features(self, example, features: Features) -> Features:
+        """Features of a training example's query, given the query item's own ``features`` (the
+        explicit-CoT baseline adds the example's rationale)."""
+        return features
 
     def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
         return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id)
@@ -240,6 +242,11 @@ class LaMEModel(nn.Module):
         return self.decoder_head.loss(reason_states, target_texts)
 
     # -------------------------------------------------------------------------------- public API
+    @property
+    def embedding_dim(self) -> int:
+        """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""
+        return self.config.projection_dim or self.adapter.hidden_size(self.backbone)
+
     def encode(
         self,
         items: Sequence[ItemLike] | ItemLike,
@@ -248,25 +255,46 @@ class LaMEModel(nn.Module):
         show_progress_bar: bool = False,
         on_error: Literal["raise", "skip"] = "raise",
         convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
         return_skipped: bool = False,
     ):
         """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
 
-        Returns a float32 ``(n, d)`` array (a ``(d,)`` vector for a single non-list item). With
-        ``on_error="skip"`` a bad item's row is NaN, a warning names every skipped item and
-        ``return_skipped=True`` also returns the list of :class:`SkippedItem`.
+        Returns a float32 ``(n, d)`` numpy array (a ``(d,)`` vector for a single non-list item); a CPU
+        torch tensor with ``convert_to_tensor=True`` (or ``convert_to_numpy=False``). ``device`` moves
+        the model there first (it stays there). With ``on_error="skip"`` a bad item's row is NaN, a
+        warning names every skipped item and ``return_skipped=True`` also returns the list of
+        :class:`SkippedItem`. The model's train/eval mode is restored afterwards, also on error.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if device is not None:
+            self.to(device)
         single = not isinstance(items, (list, tuple))
         items = [items] if single else list(items)
-        out_dim = self.config.projection_dim or self.adapter.hidden_size(self.backbone)
-        result = torch.full((len(items), out_dim), float("nan"), dtype=torch.float32)
-        skipped: list[SkippedItem] = []
+        result = torch.full((len(items), self.embedding_dim), float("nan"), dtype=torch.float32)
         was_training = self.training
         switch = any(m.training for m in self.modules())  # train()/eval() walk every module: only when needed
         if switch:
             self.eval()
+        try:
+            skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error)
+        finally:
+            if switch:
+                self.train(was_training)
+        if skipped:
+            listed = "; ".join(f"item {s.index}: {s.reason}" for s in skipped[:20])
+            more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
+            warnings.warn(f"skipped {len(skipped)} of {len(items)} items: {listed}{more}", stacklevel=2)
+        embeddings = result[0] if single else result
+        if convert_to_numpy and not convert_to_tensor:
+            embeddings = embeddings.numpy()
+        return (embeddings, skipped) if return_skipped else embeddings
+
+    def _encode_into(self, result: torch.Tensor, items: list, batch_size: int, normalize: bool | None,
+                     show_progress_bar: bool, on_error: str) -> list[SkippedItem]:
+        """Fills ``result``'s rows; returns the skipped items."""
         # Featurise a bounded window at a time (one image-processor and one tokenizer call for the window),
         # sorted by length inside it; a background thread featurises the next window while the model runs.
         chunk = max(batch_size * 8, 64)
@@ -274,13 +302,13 @@ class LaMEModel(nn.Module):
 
         def featurize_window(indices: range) -> tuple[list[tuple[int, Features]], list[SkippedItem]]:
             ready, bad = [], []
-            for index, result in zip(indices, featurize_many(self.featurizer, items, indices)):
-                if isinstance(result, ItemError):
+            for index, features in zip(indices, self.featurizer.many(items, indices)):
+                if isinstance(features, ItemError):
                     if on_error == "raise":
-                        raise result
-                    bad.append(SkippedItem(index, result.reason))
+                        raise features
+                    bad.append(SkippedItem(index, features.reason))
                 else:
-                    ready.append((index, result))
+                    ready.append((index, features))
             return ready, bad
 
         def featurized_windows():
@@ -295,6 +323,7 @@ class LaMEModel(nn.Module):
                         pending = pool.submit(featurize_window, windows[w])
                     yield done
 
+        skipped: list[SkippedItem] = []
         with self.inference_context(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
             for ready, bad in featurized_windows():
                 skipped += bad
@@ -305,16 +334,7 @@ class LaMEModel(nn.Module):
                     out = self(self.collate([f for _, f in part]), normalize=normalize)
                     result[[i for i, _ in part]] = out.embeddings.float().cpu()
                     bar.update(len(part))
-        if switch:
-            self.train(was_training)
-        if skipped:
-            listed = "; ".join(f"item {s.index}: {s.reason}" for s in skipped[:20])
-            more = f" (and {len(skipped) - 20} more)" if len(skipped) > 20 else ""
-            warnings.warn(f"skipped {len(skipped)} of {len(items)} items: {listed}{more}", stacklevel=2)
-        embeddings = result[0] if single else result
-        if convert_to_numpy:
-            embeddings = embeddings.numpy()
-        return (embeddings, skipped) if return_skipped else embeddings
+        return skipped
 
     @staticmethod
     def similarity(a, b):
@@ -334,74 +354,24 @@ class LaMEModel(nn.Module):
         texts: list[str] = []
         was_training = self.training
         self.eval()
-        with self.inference_context():
-            for b in range(0, len(items), batch_size):
-                features = [self.featurizer(x, index=b + i) for i, x in enumerate(items[b: b + batch_size])]
-                states = self(self.collate(features)).decoder_states(self.config.decoder_reads)
-                texts += self.decoder_head.generate(states, max_new_tokens=max_new_tokens)
-        self.train(was_training)
+        try:
+            with self.inference_context():
+                for b in range(0, len(items), batch_size):
+                    features = self.featurizer.many(items, range(b, min(b + batch_size, len(items))))
+                    bad = next((f for f in features if isinstance(f, ItemError)), None)
+                    if bad is not None:
+                        raise bad
+                    states = self(self.collate(features)).decoder_states(self.config.decoder_reads)
+                    texts += self.decoder_head.generate(states, max_new_tokens=max_new_tokens)
+        finally:
+            self.train(was_training)
         return texts
 
 
-VARIANTS["lame"] = LaMEModel
-
-
-def featurize_many(featurizer: Featurizer, items: Sequence, indices: Sequence[int]) -> list[Features | ItemError]:
-    """``featurizer(items[i], index=i)`` for each ``i`` (the Features, or the ItemError it raises), with the
-    image processor and the tokenizer called once for all the items instead of once per item (their per-call
-    overhead costs more than the work on small items). Items this batched path is not sure about (text that
-    may hold control tokens, an image the processor refuses, too long) go through ``featurizer`` itself,
-    so results and errors are exactly its own."""
-    results: dict[int, Features | ItemError] = {}
-
-    def alone(index: int) -> Features | ItemError:
-        try:
-            return featurizer(items[index], index=index)
-        except ItemError as exc:
-            return exc
-
-    staged = []  # (index, item, prompt text)
-    for index in indices:
-        try:
-            item = to_item(items[index], index)
-        except ItemError as exc:
-            results[index] = exc
-            continue
-        if any(isinstance(p, str) and "<|" in p for p in (item.instruction, *item.parts)):
-            results[index] = alone(index)  # the featurizer checks for reserved control tokens
-        else:
-            staged.append((index, item, featurizer.prompt(item)))
-    images = [image for _, item, _ in staged for image in item.images]
-    vision = None
-    if images:
-        try:
-            vision = featurizer.image_processor(images=images, return_tensors="pt")
-        except ValueError:  # one refused image: every item on its own, for the featurizer's own error
-            vision = None
-            for index, item, _ in [s for s in staged if s[1].images]:
-                results[index] = alone(index)
-            staged = [s for s in staged if not s[1].images]
-    texts, pixels, grids = [], [], []
-    image_row = patch_row = 0
-    for index, item, text in staged:
-        pixel_values = grid = None
-        if item.images:
-            grid = vision["image_grid_thw"][image_row: image_row + len(item.images)]
-            patches = int(grid.prod(-1).sum())
-            pixel_values = vision["pixel_values"][patch_row: patch_row + patches]
-            image_row, patch_row = image_row + len(item.images), patch_row + patches
-            text = featurizer._expand_image_tokens(text, grid, index)
-        texts.append(text)
-        pixels.append(pixel_values)
-        grids.append(grid)
-    if texts:
-        token_ids = featurizer.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for (index, _, _), ids, pixel_values, grid in zip(staged, token_ids, pixels, grids):
-            if len(ids) > featurizer.max_length:
-                results[index] = alone(index)  # the featurizer's "too long" error
-            else:
-                results[index] = Features(torch.tensor(ids, dtype=torch.long), pixel_values, grid)
-    return [results[index] for index in indices]
+def _model_class(cls: type, variant: str) -> type:
+    """The class of ``variant``, or ``cls`` where it is a subclass of it."""
+    found = variant_class(variant)
+    return cls if issubclass(cls, found) else found
 
 
 def _is_base_weight(name: str) -> bool:

@@ -1,4 +1,5 @@
-"""LoRA adapters on the backbone's language model, through peft, injected in place.
+"""LoRA adapters on the backbone's language model (where the backbone adapter says it sits), through
+peft, injected in place.
 
 Injecting (rather than wrapping in a ``PeftModel``) keeps every parameter name stable, so the
 trainer's name patterns, checkpoints and DDP see the same model with or without LoRA.
@@ -9,15 +10,13 @@ from __future__ import annotations
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
-LORA_HOST = "backbone.model.language_model"
-
 
 def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0,
              target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> None:
     """Adds LoRA adapters to ``model`` (a LaMEModel) and records them in its config."""
     settings = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": list(target_modules)}
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
-    inject_adapter_in_model(config, model.get_submodule(LORA_HOST))
+    inject_adapter_in_model(config, model.get_submodule(model.adapter.lora_host))
     model.config = model.config.replace(lora=settings)
 
 

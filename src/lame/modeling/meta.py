@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..config import LaMEConfig
 from .adapters import get_adapter
-from .tiny import build_tiny_tokenizer, tiny_image_processor
+from .tiny import build_tiny_tokenizer
 
 
 def known_architectures() -> dict[str, Path]:
@@ -58,5 +58,5 @@ def build_on_meta(backbone: str, decoder: str | None, config: LaMEConfig):
         model = adapter.model_class(AutoConfig.for_model(**backbone_config))
         decoder_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**decoder_config)) if decoder_config else None
         tokenizer = build_tiny_tokenizer()
-        return LaMEModel.from_components(config, model, tokenizer, tiny_image_processor(adapter.patch_size),
+        return LaMEModel.from_components(config, model, tokenizer, adapter.tiny_image_processor(),
                                          decoder_model, build_tiny_tokenizer() if decoder_model else None)

@@ -11,7 +11,7 @@ import json
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN_PRETOKENIZE_REGEX
 
 from ..config import LaMEConfig
@@ -75,16 +75,6 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def tiny_image_processor(patch_size: int, min_pixels: int | None = None,
-                         max_pixels: int | None = None) -> Qwen2VLImageProcessorPil:
-    """Small images: by default between 2x2 and 4x4 patches (1 to 4 merged visual tokens)."""
-    return Qwen2VLImageProcessorPil(
-        patch_size=patch_size,
-        min_pixels=min_pixels or (patch_size * 2) ** 2,
-        max_pixels=max_pixels or (patch_size * 4) ** 2,
-    )
-
-
 def tiny_decoder(tokenizer, hidden_size: int = 32) -> Qwen3ForCausalLM:
     """A tiny Qwen3 causal LM, the class of the Qwen3-0.6B decoder head used at scale."""
     config = Qwen3Config(
@@ -106,16 +96,19 @@ def tiny_decoder(tokenizer, hidden_size: int = 32) -> Qwen3ForCausalLM:
 
 def build_tiny_model(backbone_type: str = "qwen2_vl", seed: int = 0, config: LaMEConfig | None = None, **overrides):
     """A randomly initialised tiny LaME model of a real backbone family (``qwen2_vl``,
-    ``qwen2_5_vl`` or ``qwen3_vl``), with a tiny Qwen3 decoder head when ``config.use_decoder``."""
+    ``qwen2_5_vl``, ``qwen3_vl``: :func:`lame.modeling.adapters.tiny_families`), with a tiny Qwen3
+    decoder head when ``config.use_decoder``."""
     from .lame import LaMEModel
 
     config = (config or LaMEConfig(max_length=512)).replace(**overrides)
     adapter = get_adapter(backbone_type)
+    if adapter.tiny_config is None:
+        raise ValueError(f"backbone type {backbone_type!r} has no tiny config")
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     backbone = adapter.model_class(adapter.tiny_config(len(tokenizer), ids)).eval()
-    image_processor = tiny_image_processor(adapter.patch_size)
+    image_processor = adapter.tiny_image_processor()
     decoder = decoder_tokenizer = None
     if config.use_decoder:
         decoder_tokenizer = build_tiny_tokenizer()

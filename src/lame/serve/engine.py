@@ -20,7 +20,7 @@ class Engine:
     def __init__(self, model, max_batch_size: int):
         self.model = model
         self.max_batch_size = max_batch_size
-        self.dim = int(model.encode([]).shape[1])
+        self.dim = model.embedding_dim
 
     def __call__(self, items: list) -> BatchResult:
         with warnings.catch_warnings():

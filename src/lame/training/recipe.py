@@ -172,12 +172,12 @@ def validate(recipe: Recipe, check_paths: bool = True) -> None:
         raise RecipeError(f"model.lame: {exc}") from exc
     backbone = recipe.model.backbone
     if backbone.startswith("tiny:"):
-        from ..modeling.adapters import get_adapter
+        from ..modeling.adapters import tiny_families
 
-        try:
-            get_adapter(backbone.split(":", 1)[1])
-        except ValueError as exc:
-            raise RecipeError(f"model.backbone: {exc}") from exc
+        family = backbone.split(":", 1)[1]
+        if family not in tiny_families():
+            raise RecipeError(f"model.backbone: no tiny config for backbone type {family!r}; "
+                              f"tiny families: {', '.join(tiny_families())}")
     elif recipe.model.decoder == "tiny":
         raise RecipeError("model.decoder: 'tiny' goes with a tiny backbone; give a causal LM folder or null")
     if recipe.model.dtype not in ("float32", "bfloat16", "float16"):

@@ -25,7 +25,7 @@ from transformers import get_scheduler
 from ..config import LaMEConfig
 from ..data.items import ItemError
 from ..modeling import LaMEModel, build_tiny_model
-from ..modeling.lora import LORA_HOST, add_lora, has_lora
+from ..modeling.lora import add_lora, has_lora
 from . import checkpoint as ckpt
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .parallel import make_strategy
@@ -85,9 +85,10 @@ def build_model(recipe: Recipe) -> LaMEModel:
 def lora_parameter_names(model, target_modules: list[str]) -> set[str]:
     """The parameter names the model will have once LoRA is added (for validating stage patterns early)."""
     names = set(dict(model.named_parameters()))
-    for name, module in model.get_submodule(LORA_HOST).named_modules():
+    host = model.adapter.lora_host
+    for name, module in model.get_submodule(host).named_modules():
         if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules:
-            full = f"{LORA_HOST}.{name}"
+            full = f"{host}.{name}"
             for kind in ("weight", "bias"):
                 if f"{full}.{kind}" in names:
                     names.discard(f"{full}.{kind}")
@@ -303,18 +304,21 @@ class Trainer:
                 self._noted_fields.setdefault(source.name, set()).update(new)
 
     def _featurize(self, example: TrainingExample, num_pos: int, num_neg: int) -> list:
+        """A sample's query, positives and negatives in one batched featurizer call; its first bad
+        item (in that order) makes the whole sample an ItemError, which skips it."""
         if len(example.positives) < num_pos:
             raise DataError(f"{example.where}: {len(example.positives)} positives, the recipe asks for {num_pos}")
         if len(example.negatives) < num_neg:
             raise DataError(f"{example.where}: {len(example.negatives)} hard negatives, the recipe asks for {num_neg}")
         items = [example.query, *example.positives[:num_pos], *example.negatives[:num_neg]]
-        out = []
-        for role, item in zip(["query"] + ["positive"] * num_pos + ["negative"] * num_neg, items):
+        roles = ["query"] + ["positive"] * num_pos + ["negative"] * num_neg
+        out = self.model.featurizer.many(items)
+        for role, features in zip(roles, out):
             try:
+                if isinstance(features, ItemError):
+                    raise features
                 if role == "query":  # the model's hook: the explicit-CoT baseline adds the example's rationale
-                    out.append(self.model.training_query_features(example))
-                else:
-                    out.append(self.model.featurizer(item))
+                    out[0] = self.model.training_query_features(example, features)
             except ItemError as exc:
                 raise ItemError(None, f"{example.where}: {role}: {exc.reason}") from exc
         return out

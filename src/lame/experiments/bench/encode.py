@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lame.data.featurize import IMAGE_TOKEN, Features
+from lame.data.featurize import Features
 from lame.data.items import ItemError, to_item
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
@@ -74,11 +74,9 @@ def naive_features(model, obj, index: int) -> Features:
     pixel_values = grid = None
     if item.images:
         outs = [featurizer.image_processor(images=[image], return_tensors="pt") for image in item.images]
-        pixel_values = torch.cat([o["pixel_values"] for o in outs])
-        grid = torch.cat([o["image_grid_thw"] for o in outs])
-        pieces = text.split(IMAGE_TOKEN)
-        counts = (grid.prod(-1) // featurizer.merge_size**2).tolist()
-        text = pieces[0] + "".join(IMAGE_TOKEN * c + p for c, p in zip(counts, pieces[1:]))
+        vision = {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+        pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
+        text = featurizer.expand_image_tokens(text, vision, index)
     input_ids = model.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
     if input_ids.shape[0] > featurizer.max_length:
         raise ItemError(index, "too long")

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from lame.modeling.baselines import variant_of
-from lame.modeling.lame import featurize_many
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
 
@@ -168,7 +167,7 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
             model = models[name]
             latency[(name, bs)].append(sample(lambda: call(name, bs), device, settings.min_round_seconds,
                                               settings.clock))
-            prepare = lambda: model.collate(featurize_many(model.featurizer, queries, range(bs)))  # noqa: E731
+            prepare = lambda: model.collate(model.featurizer.many(queries, range(bs)))  # noqa: E731
             preprocess[(name, bs)].append(sample(prepare, device, settings.min_round_seconds, settings.clock))
         log(f"  round {r + 1}/{settings.repeats} done")
 

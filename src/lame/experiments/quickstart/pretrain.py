@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lame.data.featurize import Featurizer, collate
 from lame.experiments.digits import NUMBER_WORDS as WORDS
 from lame.modeling.adapters import get_adapter
-from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder, tiny_image_processor
+from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings 
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     model = adapter.model_class(adapter.tiny_config(len(tokenizer), ids, settings.hidden_size, settings.num_layers))
-    image_processor = tiny_image_processor(adapter.patch_size, settings.min_pixels, settings.max_pixels)
-    featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
+    image_processor = adapter.tiny_image_processor(settings.min_pixels, settings.max_pixels)
+    featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor, model.config))
     pairs = _caption_prompts(images, labels, rng) + [(item, answer) for item, answer, *_ in queries]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.steps, pct_start=0.1)
@@ -103,9 +103,9 @@ def pretrain_digit_vlm(images, labels, output: Path, settings: PretrainSettings 
 
 
 def _lm_batch(featurizer: Featurizer, tokenizer, pairs):
-    """Prompt + answer + <|im_end|>, loss only on the answer tokens (right after the prompt)."""
+    """Prompt + answer + end of turn (the tokenizer's EOS), loss only on the answer tokens (right after the prompt)."""
     features, answers = [], []
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    end = tokenizer.eos_token_id
     for item, answer in pairs:
         f = featurizer(item)
         answer_ids = torch.tensor(tokenizer(answer, add_special_tokens=False)["input_ids"] + [end])

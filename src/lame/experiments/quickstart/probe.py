@@ -17,7 +17,6 @@ from dataclasses import asdict
 from lame.experiments.digits import image_only_ceiling
 from lame.data.featurize import Featurizer
 from lame.modeling.adapters import get_adapter
-from lame.modeling.tiny import tiny_image_processor
 from .pretrain import PretrainSettings, answer_accuracy
 from .run import answer_pairs, ensure_backbone, ensure_data
 
@@ -31,8 +30,8 @@ def generative_reference(settings: PretrainSettings, per_level: int = 100, show_
     adapter = get_adapter(settings.backbone_type)
     model = adapter.model_class.from_pretrained(folder, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    image_processor = tiny_image_processor(adapter.patch_size, settings.min_pixels, settings.max_pixels)
-    featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
+    image_processor = adapter.tiny_image_processor(settings.min_pixels, settings.max_pixels)
+    featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor, model.config))
     pairs = answer_pairs(data_dir / "test" / "queries.jsonl", data_dir / "test", per_level=per_level)
     levels = sorted({level for _, _, level in pairs})
     result = {"settings": asdict(settings), "queries_per_level": per_level, "levels": {}}
