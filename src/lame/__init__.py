@@ -4,7 +4,7 @@
 use (PEP 562), so ``from lame import LaMEModel`` loads the model code and ``lame --help`` does not.
 """
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without importing typing (mypy, pyright)
 
 __version__ = "0.1.0"
 

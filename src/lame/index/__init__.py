@@ -3,7 +3,7 @@
 from ..extras import require
 
 # before the submodules import them: a missing one is an error naming the extra
-require("faiss", extra="index", feature="lame index")
+require("faiss", extra="index", feature="lame index/search")
 
 from .kinds import KINDS
 from .query import format_hits, query_item, search
