@@ -145,11 +145,10 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _bench_quality(args: argparse.Namespace) -> int:
-    from .experiments.bench.quality import format_quality, run_quality
-
     from dataclasses import replace
 
-    from .experiments.quickstart.run import QuickstartSettings
+    from .experiments.bench.quality import format_quality, run_quality
+    from .experiments.quickstart.settings import QuickstartSettings
 
     base = QuickstartSettings()
     pretrain = replace(base.pretrain, hidden_size=args.backbone_hidden_size, num_layers=args.backbone_layers,
@@ -312,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
     bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
-    from .experiments.quickstart.pretrain import PretrainSettings
-    from .experiments.quickstart.run import QuickstartSettings
+    from .experiments.quickstart.settings import PretrainSettings, QuickstartSettings  # light: no torch
 
     regime = bq.add_argument_group("regime (defaults: the quickstart's)")
     regime.add_argument("--backbone-hidden-size", type=int, default=PretrainSettings.hidden_size)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from ..extras import require
 from . import checkpoint as ckpt
 
 
@@ -218,6 +220,31 @@ class FullySharded(DataParallel):
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
+@contextmanager
+def _cpu_accelerator_hint():
+    """DS_ACCELERATOR=cpu while DeepSpeed is first imported on a machine without a GPU, then unset again.
+
+    DeepSpeed otherwise logs a warning as it falls back to the CPU after failing to detect an
+    accelerator; it keeps the accelerator it chose for the rest of the process.
+    """
+    if "DS_ACCELERATOR" in os.environ or torch.cuda.is_available():
+        yield
+        return
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        yield
+    finally:
+        os.environ.pop("DS_ACCELERATOR", None)
+
+
+def import_deepspeed():
+    """The ``deepspeed`` module (the ``deepspeed`` extra), imported without its CPU-fallback warning."""
+    with _cpu_accelerator_hint():
+        deepspeed = require("deepspeed", extra="deepspeed", feature="train.strategy 'deepspeed'")
+        deepspeed.accelerator.get_accelerator()  # chooses (and caches) the accelerator while the hint is set
+    return deepspeed
+
+
 class DeepSpeedZero(DataParallel):
     """DeepSpeed ZeRO (stage and offload from its JSON config); one engine per training stage."""
 
@@ -226,6 +253,7 @@ class DeepSpeedZero(DataParallel):
 
     def __init__(self, accelerator, config_path: str | None):
         super().__init__(accelerator)
+        import_deepspeed()  # a missing extra fails here, before training
         self.config = self._read_config(accelerator, config_path)
         self.engine = None
         self.forward_needs_every_rank = self.zero_stage == 3
@@ -276,8 +304,7 @@ class DeepSpeedZero(DataParallel):
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """Starts this stage's engine; returns the wrapped torch optimizer (the scheduler drives its lr)."""
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         self._destroy_engine()  # the previous stage's: its hooks and partitions of the optimizer state
         config = self._engine_config(stage.batch_size, stage.max_grad_norm, mixed_precision)
         optimizer = torch.optim.AdamW(groups)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from ..extras import pyplot
+
 LOSS_KEYS = ("loss", "contrastive", "reconstruction", "diversity")
 
 
@@ -23,11 +25,9 @@ def plot_losses(metrics_file: Path, png: Path) -> Path | None:
     rows = read_metrics(metrics_file)
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot(png.name)  # the 'plots' extra; training does not need it
+    if plt is None:
+        return None
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
     for key in LOSS_KEYS:

@@ -24,6 +24,7 @@ from transformers import get_scheduler
 
 from ..config import LaMEConfig
 from ..data.items import ItemError
+from ..extras import optional
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
 from . import checkpoint as ckpt
@@ -394,11 +395,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- logging
     def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            return None
-        return SummaryWriter(str(self.output / "tensorboard"))
+        tensorboard = optional("torch.utils.tensorboard", extra="plots", feature="TensorBoard logging")
+        return None if tensorboard is None else tensorboard.SummaryWriter(str(self.output / "tensorboard"))
 
     def _bar(self, stage: StageSpec):
         from tqdm.auto import tqdm

@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import numpy as np
 import torch
+
+from lame.extras import require
+
+httpx = require("httpx", extra="serve", feature="lame bench serve")
 
 CONCURRENCY = (1, 8, 32, 128)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lame.extras import pyplot
 from lame.modeling.baselines import variant_of
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
@@ -259,12 +260,11 @@ def format_speed(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_speed(report: dict, png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_speed(report: dict, png: Path) -> Path | None:
+    """Writes the figure; None (with a one-line note) without the 'plots' extra."""
+    plt = pyplot(png.name)
+    if plt is None:
+        return None
     rows = report["rows"]
     sizes = sorted({r["batch_size"] for r in rows})
     fig, (curve, bars) = plt.subplots(1, 2, figsize=(13, 4.8))

@@ -48,7 +48,7 @@ from lame.experiments.digits import (
     split_images,
 )
 from lame.modeling.adapters import get_adapter
-from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder, tiny_image_processor
+from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
 
 _WORD = {"add": "plus", "sub": "minus", "mul": "times"}
 _APPLY = {"add": lambda x, k: x + k, "sub": lambda x, k: x - k, "mul": lambda x, k: x * k}
@@ -212,8 +212,9 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
     torch.manual_seed(settings.seed)
     tokenizer = build_tiny_tokenizer()
     model = build_backbone(settings, tokenizer).to(device)
-    image_processor = tiny_image_processor(14, settings.image_size ** 2, settings.image_size ** 2)
-    featurizer = Featurizer(tokenizer, image_processor, [], max_length=512)
+    adapter = get_adapter("qwen2_vl")
+    image_processor = adapter.tiny_image_processor(settings.image_size ** 2, settings.image_size ** 2)
+    featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor, model.config))
     stream = QueryStream(settings, digits.images, labels, train_images, settings.seed)
     log(f"backbone: {sum(p.numel() for p in model.parameters()):,} parameters; "
         f"{len(train_images)} training images")
@@ -270,8 +271,9 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
     (output / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
     from .card import write_card
 
+    log(f"model card and checksums: {output / 'README.md'}, {output / 'SHA256SUMS'}")
+    log.file.close()  # the log is final before its checksum is taken
     write_card(output, record, command=" ".join(["python -m lame.experiments.digit_vlm.pretrain", *sys.argv[1:]]))
-    log(f"wrote {output}")
     return final
 
 

@@ -92,12 +92,16 @@ def probe(model, featurizer: Featurizer, tokenizer, data_dir: Path, split: str =
 
 def load_vlm(folder: Path):
     """(model, featurizer, tokenizer) of a pretrained digit VLM folder."""
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import AutoTokenizer
 
-    model = Qwen2VLForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    from lame.modeling.adapters import get_adapter
+
+    adapter = get_adapter("qwen2_vl")
+    model = adapter.model_class.from_pretrained(folder, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
-    return model, Featurizer(tokenizer, image_processor, [], max_length=512), tokenizer
+    image_processor = adapter.load_image_processor(folder)
+    layout = adapter.image_layout(image_processor, model.config)
+    return model, Featurizer(tokenizer, image_processor, [], 512, layout), tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lame.extras import pyplot
 
-def plot_quickstart(report: dict, png: Path) -> Path:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_quickstart(report: dict, png: Path) -> Path | None:
+    """Writes the figure; None (with a one-line note) without the 'plots' extra."""
+    plt = pyplot(png.name)
+    if plt is None:
+        return None
     variants = report["variants"]
     levels = sorted(k for k in next(iter(variants.values()))["test"] if k.startswith("hit@1/level"))
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))

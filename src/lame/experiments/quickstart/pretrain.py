@@ -9,13 +9,11 @@ The result is a normal Hugging Face folder, cached by its settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,24 +21,7 @@ from lame.data.featurize import Featurizer, collate
 from lame.experiments.digits import NUMBER_WORDS as WORDS
 from lame.modeling.adapters import get_adapter
 from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    version: int = 2  # bump when the tiny tokenizer or architecture changes, to refresh caches
-    backbone_type: str = "qwen2_vl"
-    hidden_size: int = 64
-    num_layers: int = 2
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 3e-3
-    seed: int = 0
-    min_pixels: int = 56 * 56
-    max_pixels: int = 56 * 56
-    with_queries: bool = False  # also learn the benchmark's training queries -> answer word (a generative reference)
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+from .settings import PretrainSettings
 
 
 def _caption_prompts(images, labels, rng: random.Random):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,28 +25,10 @@ from lame.modeling import LaMEModel
 from lame.training.recipe import recipe_from_dict
 from lame.training.report import read_metrics
 from lame.training.trainer import Trainer
-from .pretrain import PretrainSettings, pretrain_digit_vlm
+from .pretrain import pretrain_digit_vlm
+from .settings import PretrainSettings, QuickstartSettings
 
 CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # benchmark data, pretrained VLM
-
-
-@dataclass
-class QuickstartSettings:
-    seed: int = 0
-    num_reason_tokens: int = 8
-    warmup_steps: int = 60
-    joint_steps: int = 240
-    batch_size: int = 32
-    temperature: float = 0.05
-    decoder_target: str = "answer"
-    reconstruction_weight: float = 1.0
-    diversity_weight: float = 0.1
-    decoder_reads: str = "reason"  # "reason" (LaME) or "embed" (control: the decoder reads [EMBED])
-    lr_heads: float = 2e-3
-    lr_backbone: float = 3e-4
-    eval_every: int = 60
-    eval_queries_per_level: int = 60
-    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
 
 def digits_task(test_dir: Path, per_level: int | None = None) -> RetrievalTask:
