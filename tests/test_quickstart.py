@@ -1,31 +1,29 @@
-"""The quickstart's pieces: the digits task, the summary of the quality grid, a tiny end-to-end run."""
+"""The quickstart's pieces: the digits tasks, training subsets, method recipes, summaries and targets."""
 
 import json
 from dataclasses import replace
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
 
+from lame.experiments.bench.quality import check_targets, summarize, summarize_sweep
 from lame.experiments.digits import generate_digits_benchmark
-from lame.data.featurize import Featurizer
-from lame.modeling.adapters import get_adapter
-from lame.modeling.tiny import build_tiny_tokenizer
-from lame.experiments.quickstart.pretrain import answer_accuracy
-from lame.experiments.bench.quality import GRID, _first_step_reaching, summarize
-from lame.experiments.quickstart.run import QuickstartSettings, answer_pairs, digits_task, format_report
+from lame.experiments.quickstart.run import digits_task, method_recipe, training_file
+from lame.experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings
+from lame.training.recipe import recipe_from_dict
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
-    generate_digits_benchmark(out, train_queries_per_level=20, test_queries_per_level=10, test_text_queries_per_level=2)
+    generate_digits_benchmark(out, train_queries_per_level=20, test_queries_per_level=10, test_text_queries_per_level=2,
+                              val_queries_per_level=4, val_text_queries_per_level=1)
     return out
 
 
-def test_a_query_never_ranks_its_own_image(digits):
-    task = digits_task(digits / "test")
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_a_query_never_ranks_its_own_image(digits, split):
+    task = digits_task(digits / split)
     assert task.group_by == "level"
     for query in task.queries:
         own = set(query.meta["query_ids"])
@@ -39,77 +37,90 @@ def test_subset_keeps_the_first_queries_of_each_level(digits):
     assert sorted(levels) == sorted([0, 1, 2, 3] * 3)
 
 
-def _run(variant, seed, final, curve):
-    return {"variant": variant, "seed": seed, "test": {"hit@1": final, "hit@1/level0": final},
-            "curve": [{"step": s, "hit@1": h} for s, h in curve]}
+def test_training_subset_is_balanced_seeded_and_resolvable(digits, tmp_path):
+    from lame.training.data import JsonlSource
+
+    assert training_file(digits, None, 0, tmp_path) == digits / "train.jsonl"
+    path = training_file(digits, 8, 0, tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["level"] for r in rows) == [0, 0, 1, 1, 2, 2, 3, 3]
+    originals = {json.loads(line)["id"] for line in (digits / "train.jsonl").read_text().splitlines()}
+    assert {r["id"] for r in rows} <= originals
+    again = training_file(digits, 8, 0, tmp_path / "again").read_text()
+    other = training_file(digits, 8, 1, tmp_path / "other").read_text()
+    assert again == path.read_text() and other != again
+    source = JsonlSource(str(path))  # image paths resolve wherever the subset file lies
+    for line in range(len(rows)):
+        example = source.read(line)
+        for item in [example.query, *example.positives]:
+            images = ([item["image"]] if "image" in item else item.get("images", [])) if isinstance(item, dict) else []
+            assert all(Path(p).is_file() for p in images)
 
 
-def test_summary_mean_spread_and_steps_to_the_baseline():
-    runs = [
-        _run("baseline", 0, 0.4, [(10, 0.1), (20, 0.3)]),
-        _run("baseline", 1, 0.6, [(10, 0.2), (20, 0.5)]),
-        _run("lame", 0, 0.5, [(10, 0.45), (20, 0.6)]),
-        _run("lame", 1, 0.7, [(10, 0.2), (20, 0.3)]),
-    ]
+def test_every_method_gets_the_same_budget(tmp_path):
+    settings = QuickstartSettings()
+    backbone = tmp_path / "vlm"
+    recipes = {name: method_recipe(name, settings, backbone, tmp_path / "train.jsonl", tmp_path / name)
+               for name in PEERS}
+    budgets = {name: [(s["steps"], s["batch_size"], [g["lr"] for g in s["trainable"]][:1]) for s in r["stages"]]
+               for name, r in recipes.items()}
+    assert len({json.dumps(b) for b in budgets.values()}) == 1
+    for name, recipe in recipes.items():
+        method, lame = METHODS[name], recipe["model"]["lame"]
+        assert lame["num_reason_tokens"] == method.k
+        assert (recipe["model"]["decoder"] is not None) == method.decoder
+        assert lame.get("variant", "lame") == method.variant
+        patterns = [g["pattern"] for g in recipe["stages"][1]["trainable"]]
+        assert "backbone.model.language_model.*" in patterns and not any("visual" in p for p in patterns)
+        assert ("decoder_head.*" in patterns) == method.decoder
+
+
+def test_ablations_change_only_what_they_name(tmp_path):
+    base = method_recipe("lame", QuickstartSettings(), tmp_path, tmp_path / "t.jsonl", tmp_path / "o")
+    for name, method in METHODS.items():
+        replace(QuickstartSettings(), **method.changes)  # every change is a real settings field
+        if method.k == 8 and method.decoder and method.variant == "lame":
+            other = method_recipe(name, QuickstartSettings(), tmp_path, tmp_path / "t.jsonl", tmp_path / "o")
+            changed = {k for k in base["model"]["lame"] if base["model"]["lame"][k] != other["model"]["lame"][k]}
+            changed |= {"stages"} if base["stages"] != other["stages"] else set()
+            assert changed <= set(method.changes) | {"stages"}, name
+
+
+def test_recipes_validate(digits, tmp_path):
+    (tmp_path / "vlm" / "decoder").mkdir(parents=True)
+    for name in PEERS:
+        recipe = method_recipe(name, QuickstartSettings(), tmp_path / "vlm", digits / "train.jsonl", tmp_path / name)
+        recipe_from_dict(recipe)
+
+
+def _run(method, seed, reasoning, level0=0.95, decoded=None, pairs=None):
+    test = {"hit@1": reasoning, "hit@1/level0": level0, "hit@1/reasoning": reasoning}
+    run = {"method": method, "seed": seed, "pairs": pairs, "test": test, "train_seconds": 1.0}
+    if decoded is not None:
+        run["decoded_accuracy"] = {"level0": decoded, "level1": decoded}
+    return run
+
+
+def test_summary_and_targets_from_runs():
+    runs = [_run("discriminative", 0, 0.40), _run("discriminative", 1, 0.42),
+            _run("lame", 0, 0.50, decoded=0.9), _run("lame", 1, 0.52, decoded=0.7),
+            _run("cot", 0, 0.55), _run("cot", 1, 0.55)]
+    sweep = [_run("discriminative", 0, 0.20, pairs=250), _run("discriminative", 1, 0.22, pairs=250),
+             _run("lame", 0, 0.20, pairs=250), _run("lame", 1, 0.19, pairs=250)]
     summary = summarize(runs)
-    assert summary["baseline"]["hit@1"]["mean"] == pytest.approx(0.5)
-    assert summary["baseline"]["hit@1"]["std"] == pytest.approx(0.1)
-    # the baseline's final curve value is the mean of 0.3 and 0.5 = 0.4
-    assert summary["lame"]["steps_to_baseline_final"] == [10, None]
-    assert _first_step_reaching([{"step": 5, "hit@1": 0.2}], 0.3) is None
-
-
-def test_grid_variants_differ_only_in_what_they_name():
-    assert GRID["baseline"][:2] == (0, False)
-    assert GRID["lame"][:2] == (8, True) and GRID["lame"][2] == {}
-    for name, (_, _, changes) in GRID.items():
-        replace(QuickstartSettings(), **changes)  # every change is a real settings field
-
-
-@pytest.mark.slow
-def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
-    """The whole quickstart at a toy budget: both models, scores, plot, decoded latents."""
-    from lame.experiments.quickstart import run as quickstart
-
-    monkeypatch.setattr(quickstart, "CACHE", tmp_path / "cache")
-    settings = replace(QuickstartSettings(), warmup_steps=2, joint_steps=2, batch_size=4, eval_every=2,
-                       eval_queries_per_level=2, pretrain=replace(QuickstartSettings().pretrain, steps=2))
-    report = quickstart.run_quickstart(tmp_path / "out", settings, show_progress=False)
-    assert set(report["variants"]) == {"lame", "baseline"}
-    assert (tmp_path / "out" / "quickstart.png").is_file() and (tmp_path / "out" / "scores.json").is_file()
-    assert len(report["variants"]["lame"]["decoded_latents"]) > 0
-    assert "baseline" in format_report(report)
-
-
-class _FavoursOneWord(torch.nn.Module):
-    """A stand-in VLM that predicts every next token of a row ending in ``word`` + <|im_end|> with
-    certainty, and is unsure everywhere else: ``word`` is always its most likely answer."""
-
-    def __init__(self, tokenizer, word: str):
-        super().__init__()
-        self.vocab = len(tokenizer)
-        self.ending = tokenizer(word, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-
-    def forward(self, input_ids, **_):
-        logits = torch.zeros(*input_ids.shape, self.vocab)
-        for row in range(input_ids.shape[0]):
-            if input_ids[row, -len(self.ending):].tolist() == self.ending:
-                logits[row, torch.arange(input_ids.shape[1] - 1), input_ids[row, 1:]] = 50.0
-        return SimpleNamespace(logits=logits)
-
-
-def test_generative_reference_scores_the_most_likely_number_word(digits):
-    pairs = answer_pairs(digits / "test" / "queries.jsonl", digits / "test", per_level=3)
-    assert sorted(level for _, _, level in pairs) == sorted([0, 1, 2, 3] * 3)
-    records = [json.loads(line) for line in (digits / "test" / "queries.jsonl").read_text().splitlines()]
-    assert [answer for _, answer, _ in pairs][:3] == [r["answer"] for r in records[:3]]
-    assert all(isinstance(image, Image.Image) for item, _, _ in pairs
-               for image in ([item["image"]] if "image" in item else item["images"]))
-    tokenizer = build_tiny_tokenizer()
-    adapter = get_adapter("qwen2_vl")
-    image_processor = adapter.tiny_image_processor()
-    featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor))
-    items, answers = [item for item, _, _ in pairs], [answer for _, answer, _ in pairs]
-    for word in ("seven", "six", answers[0]):
-        expected = sum(answer == word for answer in answers) / len(answers)
-        assert answer_accuracy(_FavoursOneWord(tokenizer, word), featurizer, tokenizer, items, answers) == expected
+    assert summary["lame"]["hit@1/reasoning"]["mean"] == pytest.approx(0.51)
+    assert summary["lame"]["hit@1/reasoning"]["std"] == pytest.approx(0.01)
+    assert summary["lame"]["decoded/level1"]["mean"] == pytest.approx(0.8)
+    report = {"summary": summary, "sweep": summarize_sweep(sweep),
+              "timing": {"ms_per_query": {"lame": {"batch1": 2.0, "batch32": 1.0},
+                                          "cot": {"batch1": 30.0, "batch32": 5.0}}}}
+    targets = check_targets(report)
+    assert targets["level0_at_least_0.90_for_every_method"]["met"]
+    assert targets["lame_decoded_accuracy_at_least_0.80_on_levels_0_1"]["met"]
+    gaps = targets["lame_ahead_of_discriminative_by_5_points_in_a_regime"]["values"]
+    assert gaps["all"]["gap"] == pytest.approx(0.10) and gaps["all"]["ahead_by_5_beyond_noise"]
+    assert gaps["250"]["gap"] == pytest.approx(-0.015)
+    assert not targets["lame_never_more_than_1_point_behind"]["met"]  # 1.5 points behind at 250 pairs
+    cot = targets["lame_within_10_percent_of_cot_and_10x_faster"]
+    assert cot["values"]["quality_ratio"] == pytest.approx(0.51 / 0.55)
+    assert cot["values"]["speedup_batch1"] == pytest.approx(15.0) and cot["met"]

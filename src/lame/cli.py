@@ -58,10 +58,10 @@ def _eval(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from .experiments.quickstart.run import QuickstartSettings, format_report, run_quickstart
 
-    settings = QuickstartSettings(seed=args.seed)
-    report = run_quickstart(Path(args.output), settings)
+    report = run_quickstart(Path(args.output), QuickstartSettings(seed=args.seed))
     print(format_report(report))
-    print(f"report: {args.output}/scores.json, {args.output}/quickstart.png, models in {args.output}/*/model")
+    written = ", ".join([f"{args.output}/scores.json", *report["plots"]])
+    print(f"report: {written}; models in {args.output}/*/model")
     return 0
 
 
@@ -150,13 +150,12 @@ def _bench_quality(args: argparse.Namespace) -> int:
     from .experiments.bench.quality import format_quality, run_quality
     from .experiments.quickstart.settings import QuickstartSettings
 
-    base = QuickstartSettings()
-    pretrain = replace(base.pretrain, hidden_size=args.backbone_hidden_size, num_layers=args.backbone_layers,
-                       steps=args.pretrain_steps, with_queries=args.pretrain_with_queries)
-    base = replace(base, pretrain=pretrain, warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
-    report = run_quality(Path(args.output), args.variants, args.seeds, jobs=args.jobs, base=base)
+    base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
+    report = run_quality(Path(args.output), args.methods, args.seeds, jobs=args.jobs, base=base,
+                         sweep_methods=args.sweep_methods, sweep_pairs=args.sweep_pairs,
+                         timing_threads=args.timing_threads)
     print(format_quality(report))
-    print(f"written: {args.output}/quality.json")
+    print(f"written: {args.output}/quality.json " + " ".join(report["plots"]))
     return 0
 
 
@@ -193,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate, build what can be built and print parameter groups; no training")
     train.set_defaults(func=_train)
 
-    quick = verbs.add_parser("quickstart", help="train LaME and the K=0 baseline on digits and compare them (CPU)")
+    quick = verbs.add_parser("quickstart", help="train LaME and the discriminative embedder on the shipped digit "
+                                "VLM and compare them (CPU, a few minutes)")
     quick.add_argument("--output", default="runs/quickstart", help="report folder (default: runs/quickstart)")
     quick.add_argument("--seed", type=int, default=0)
     quick.set_defaults(func=_quickstart)
@@ -303,24 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
     be.add_argument("--batch-size", type=int, default=32)
     be.set_defaults(func=_bench_encode)
-    bq = benches.add_parser("quality", help="the quickstart's ablation grid (K, decoder target, diversity, warm-up, "
-                            "decoder-reads-[EMBED] control) over seeds: mean and spread of Hit@1 per level")
-    bq.add_argument("--variants", nargs="+", default=["baseline", "lame", "lame-no-decoder", "lame-K4", "lame-K16",
-                                                     "lame-rationale-target", "lame-no-diversity",
-                                                     "lame-short-warmup", "control-decoder-reads-embed"])
-    bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
-    bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
-    from .experiments.quickstart.settings import PretrainSettings, QuickstartSettings  # light: no torch
+    from .experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings  # light: no torch
 
-    regime = bq.add_argument_group("regime (defaults: the quickstart's)")
-    regime.add_argument("--backbone-hidden-size", type=int, default=PretrainSettings.hidden_size)
-    regime.add_argument("--backbone-layers", type=int, default=PretrainSettings.num_layers)
-    regime.add_argument("--pretrain-steps", type=int, default=PretrainSettings.steps)
-    regime.add_argument("--pretrain-with-queries", action="store_true",
-                        help="the tiny VLM also learns to answer the training queries (see lame.experiments.quickstart.probe)")
+    bq = benches.add_parser("quality", help="LaME against discriminative, sequential-latent and explicit-CoT "
+                            "embedders on the shipped digit VLM, over seeds, with a training-data sweep")
+    bq.add_argument("--methods", nargs="+", default=list(PEERS), choices=sorted(METHODS))
+    bq.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    bq.add_argument("--sweep-methods", nargs="*", default=["discriminative", "lame"], choices=sorted(METHODS),
+                    help="methods of the sample-efficiency sweep (none: no sweep)")
+    bq.add_argument("--sweep-pairs", type=int, nargs="*", default=[250, 1000, 4000],
+                    help="training pairs of the sweep (the full set is the main grid)")
+    bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
+    bq.add_argument("--timing-threads", type=int, default=1, help="torch threads of the side-by-side timing")
+    bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
+    regime = bq.add_argument_group("budget (defaults: the quickstart's)")
     regime.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,
-                        help="stage 1 steps (every variant gets the same total)")
+                        help="stage 1 steps (every method gets the same total)")
     regime.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)
     bq.set_defaults(func=_bench_quality)
     return parser

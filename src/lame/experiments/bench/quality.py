@@ -1,7 +1,10 @@
-"""`lame bench quality`: the quickstart's ablation grid over several seeds, mean and spread.
+"""`lame bench quality`: LaME against its peers on the digits benchmark, over seeds, with a data sweep.
 
-Every variant trains from the same pretrained tiny VLM with the same budget (steps, batch, learning
-rates); only what the variant names changes. Jobs run in parallel processes.
+Every method trains from the same shipped reference VLM with the same budget (steps, batch, learning
+rates); only what the method names changes. Each (method, seed, training pairs) run is its own process
+(``jobs`` at a time) and writes ``runs/<method>-<pairs>-seed<seed>.json``, so an interrupted grid
+resumes. Times per query are measured afterwards in ONE process, the methods interleaved, so their
+ratios are comparable on a shared machine.
 """
 
 from __future__ import annotations
@@ -16,63 +19,75 @@ from pathlib import Path
 
 import numpy as np
 
-from lame.experiments.quickstart.run import QuickstartSettings, ensure_backbone, ensure_data, run_variant
+from lame.experiments.quickstart.settings import METHODS, QuickstartSettings
 
-# name -> (K, decoder on?, settings changes)
-GRID: dict[str, tuple[int, bool, dict]] = {
-    "baseline": (0, False, {}),
-    "lame": (8, True, {}),
-    "lame-no-decoder": (8, False, {}),
-    "lame-K4": (4, True, {}),
-    "lame-K16": (16, True, {}),
-    "lame-rationale-target": (8, True, {"decoder_target": "full"}),
-    "lame-no-diversity": (8, True, {"diversity_weight": 0.0}),
-    "lame-short-warmup": (8, True, {"warmup_steps": 10, "joint_steps": 290}),
-    "control-decoder-reads-embed": (8, True, {"decoder_reads": "embed"}),
-}
+ALL = "all"
 
 
-def run_job(name: str, seed: int, output: Path, base: QuickstartSettings = QuickstartSettings()) -> dict:
-    """One (variant, seed) run; its result is written to ``output/runs/<variant>-seed<seed>.json``."""
-    k, use_decoder, changes = GRID[name]
-    settings = replace(base, seed=seed, **changes)
-    run = run_variant(name, settings, k, use_decoder, output / f"seed{seed}", show_progress=False, timing=False,
-                      decode_samples=0)
-    result = {"variant": name, "seed": seed, "test": run["test"], "curve": run["curve"],
-              "train_seconds": run["train_seconds"]}
-    path = output / "runs" / f"{name}-seed{seed}.json"
+def run_name(method: str, seed: int, pairs: int | None) -> str:
+    return f"{method}-{pairs or ALL}-seed{seed}"
+
+
+def run_job(method: str, seed: int, pairs: int | None, output: Path, base: QuickstartSettings) -> dict:
+    """One (method, seed, pairs) run; its result goes to ``output/runs/<name>.json``."""
+    from lame.experiments.quickstart.run import run_method
+
+    name = run_name(method, seed, pairs)
+    settings = replace(base, seed=seed, train_pairs=pairs)
+    run = run_method(method, settings, output / "work" / name, show_progress=False, timing=False)
+    result = {"method": method, "seed": seed, "pairs": pairs, **{k: v for k, v in run.items()}}
+    path = output / "runs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def run_quality(output: Path, variants: list[str], seeds: list[int], jobs: int = 1,
-                base: QuickstartSettings = QuickstartSettings()) -> dict:
-    """Runs every (variant, seed) not already in ``output/runs`` (so an interrupted grid resumes), each in
-    its own process, ``jobs`` at a time, and summarises them all."""
-    unknown = sorted(set(variants) - set(GRID))
+def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 1,
+                base: QuickstartSettings = QuickstartSettings(), sweep_methods: list[str] = (),
+                sweep_pairs: list[int] = (), timing_threads: int = 1) -> dict:
+    """Runs every missing (method, seed, pairs) job, times the methods side by side, summarises."""
+    unknown = sorted(set(methods) | set(sweep_methods) - set(METHODS))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(GRID)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    from lame.experiments.digit_vlm import reference_backbone
+    from lame.experiments.quickstart.run import ensure_data
+
     output.mkdir(parents=True, exist_ok=True)
-    ensure_backbone(ensure_data(), base.pretrain)  # once, before the workers start
+    ensure_data()
+    reference_backbone()  # checksums verified once, before the workers start
     (output / "base_settings.json").write_text(json.dumps(asdict(base)))
-    todo = [(n, s) for n in variants for s in seeds if not (output / "runs" / f"{n}-seed{s}.json").is_file()]
+    grid = [(m, s, None) for m in methods for s in seeds]
+    grid += [(m, s, p) for m in sweep_methods for p in sweep_pairs for s in seeds]
+    todo = [job for job in dict.fromkeys(grid) if not (output / "runs" / f"{run_name(*job)}.json").is_file()]
+    _run_jobs(output, todo, jobs)
+    runs = [json.loads((output / "runs" / f"{run_name(*job)}.json").read_text()) for job in dict.fromkeys(grid)
+            if (output / "runs" / f"{run_name(*job)}.json").is_file()]
+    timing = time_methods({m: _model_dir(runs, m, seeds[0]) for m in methods}, threads=timing_threads)
+    report = {"settings": asdict(base), "seeds": seeds, "runs": runs, "timing": timing,
+              "summary": summarize([r for r in runs if r["pairs"] is None]),
+              "sweep": summarize_sweep([r for r in runs if r["method"] in sweep_methods])}
+    report["targets"] = check_targets(report)
+    (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    from .quality_plots import plot_quality
+
+    report["plots"] = [str(p) for p in plot_quality(report, output) if p]
+    return report
+
+
+def _run_jobs(output: Path, todo: list[tuple], jobs: int) -> None:
     threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     running: list[tuple[subprocess.Popen, str]] = []
-    for name, seed in todo:
+    for method, seed, pairs in todo:
         while len(running) >= jobs:
             running = _reap(running)
-        command = [sys.executable, "-m", "lame.experiments.bench.quality", str(output), name, str(seed)]
-        log = open(output / f"{name}-seed{seed}.log", "w")
-        running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), f"{name}-{seed}"))
+        name = run_name(method, seed, pairs)
+        command = [sys.executable, "-m", "lame.experiments.bench.quality", str(output), method, str(seed),
+                   str(pairs or ALL)]
+        log = open(output / f"{name}.log", "w")
+        running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), name))
     while running:
         running = _reap(running)
-    runs = [json.loads(p.read_text()) for p in sorted((output / "runs").glob("*.json"))
-            if p.stem.rsplit("-seed", 1)[0] in variants and int(p.stem.rsplit("-seed", 1)[1]) in seeds]
-    report = {"settings": asdict(base), "seeds": seeds, "runs": runs, "summary": summarize(runs)}
-    (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def _reap(running):
@@ -87,51 +102,138 @@ def _reap(running):
     return still
 
 
+def _model_dir(runs: list[dict], method: str, seed: int) -> str | None:
+    return next((r["model_dir"] for r in runs if r["method"] == method and r["seed"] == seed
+                 and r["pairs"] is None), None)
+
+
+def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: int = 3, count: int = 64) -> dict:
+    """Milliseconds per query of ``encode`` at batch 1 and 32 for each trained method, in this process,
+    the methods interleaved round by round (median of ``repeats``), on the same test queries."""
+    import torch
+
+    from lame.experiments.quickstart.run import digits_task, ensure_data
+    from lame.modeling import LaMEModel
+
+    torch.set_num_threads(threads)
+    task = digits_task(ensure_data() / "test")
+    items = [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
+    models = {m: LaMEModel.from_pretrained(d) for m, d in model_dirs.items() if d}
+    times: dict[str, dict[str, list[float]]] = {m: {"batch1": [], "batch32": []} for m in models}
+    for model in models.values():
+        model.encode(items[:4], batch_size=4)  # warm-up
+    for _ in range(repeats):
+        for name, model in models.items():
+            for batch in (1, 32):
+                started = time.perf_counter()
+                model.encode(items, batch_size=batch)
+                times[name][f"batch{batch}"].append(1000 * (time.perf_counter() - started) / len(items))
+    return {"threads": threads, "queries": len(items), "repeats": repeats,
+            "ms_per_query": {m: {k: float(np.median(v)) for k, v in t.items()} for m, t in times.items()}}
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
 def summarize(runs: list[dict]) -> dict:
-    """Mean and standard deviation over seeds per variant and level; steps to the baseline's final Hit@1."""
-    by_variant: dict[str, list[dict]] = {}
+    """Mean and standard deviation over seeds per method: test Hit@1 per level and decoded accuracy."""
+    by_method: dict[str, list[dict]] = {}
     for run in runs:
-        by_variant.setdefault(run["variant"], []).append(run)
+        by_method.setdefault(run["method"], []).append(run)
     summary = {}
-    baseline_final = None
-    if "baseline" in by_variant:
-        baseline_final = float(np.mean([r["curve"][-1]["hit@1"] for r in by_variant["baseline"]]))
-    for name, group in by_variant.items():
-        keys = sorted(group[0]["test"])
-        row = {key: {"mean": float(np.mean([r["test"][key] for r in group])),
-                     "std": float(np.std([r["test"][key] for r in group]))} for key in keys}
-        if baseline_final is not None:
-            reached = [_first_step_reaching(r["curve"], baseline_final) for r in group]
-            row["steps_to_baseline_final"] = reached
-        row["seeds"] = len(group)
+    for name, group in by_method.items():
+        row = {key: _stats([r["test"][key] for r in group]) for key in sorted(group[0]["test"])}
+        if all("decoded_accuracy" in r for r in group):
+            row |= {f"decoded/{key}": _stats([r["decoded_accuracy"][key] for r in group])
+                    for key in sorted(group[0]["decoded_accuracy"])}
+        row["train_seconds"] = _stats([r["train_seconds"] for r in group])
         summary[name] = row
     return summary
 
 
-def _first_step_reaching(curve: list[dict], target: float) -> int | None:
-    for point in curve:
-        if point["hit@1"] >= target:
-            return point["step"]
-    return None
+def summarize_sweep(runs: list[dict]) -> dict:
+    """Per method and number of training pairs: mean/std of Hit@1 on the reasoning levels and overall."""
+    table: dict[str, dict[str, dict]] = {}
+    for method in sorted({r["method"] for r in runs}):
+        for pairs in sorted({r["pairs"] or 10**9 for r in runs if r["method"] == method}):
+            group = [r for r in runs if r["method"] == method and (r["pairs"] or 10**9) == pairs]
+            table.setdefault(method, {})[str(pairs if pairs < 10**9 else ALL)] = {
+                key: _stats([r["test"][key] for r in group]) for key in ("hit@1/reasoning", "hit@1", "hit@1/level0")}
+    return table
+
+
+def check_targets(report: dict) -> dict:
+    """The goals of the comparison, each with the measured numbers and whether it is met."""
+    s, targets = report["summary"], {}
+    if s:
+        targets["level0_at_least_0.90_for_every_method"] = {
+            "values": {m: row["hit@1/level0"]["mean"] for m, row in s.items()},
+            "met": all(row["hit@1/level0"]["mean"] >= 0.90 for row in s.values())}
+    if "lame" in s and "decoded/level0" in s["lame"]:
+        values = [s["lame"]["decoded/level0"]["mean"], s["lame"]["decoded/level1"]["mean"]]
+        targets["lame_decoded_accuracy_at_least_0.80_on_levels_0_1"] = {"values": values,
+                                                                         "met": min(values) >= 0.80}
+    regimes = {}
+    if "lame" in s and "discriminative" in s:
+        regimes[ALL] = (s["lame"], s["discriminative"])
+    for pairs, row in report.get("sweep", {}).get("lame", {}).items():
+        other = report["sweep"].get("discriminative", {}).get(pairs)
+        if other:
+            regimes[pairs] = (row, other)
+    gaps = {}
+    for pairs, (lame, disc) in regimes.items():
+        key = "hit@1/reasoning"
+        gap = lame[key]["mean"] - disc[key]["mean"]
+        spread = 2 * max(lame[key]["std"], disc[key]["std"])
+        gaps[pairs] = {"gap": gap, "two_std": spread, "ahead_by_5_beyond_noise": gap >= 0.05 and gap > spread}
+    if gaps:
+        behind = {}
+        if "lame" in s and "discriminative" in s:
+            behind = {k: s["lame"][k]["mean"] - s["discriminative"][k]["mean"] for k in s["lame"]
+                      if k.startswith("hit@1") and k in s["discriminative"]}
+        targets["lame_ahead_of_discriminative_by_5_points_in_a_regime"] = {
+            "values": gaps, "met": any(g["ahead_by_5_beyond_noise"] for g in gaps.values())}
+        targets["lame_never_more_than_1_point_behind"] = {
+            "values": behind | {f"sweep {p}": g["gap"] for p, g in gaps.items()},
+            "met": all(v >= -0.01 for v in behind.values()) and all(g["gap"] >= -0.01 for g in gaps.values())}
+    ms = report.get("timing", {}).get("ms_per_query", {})
+    if "lame" in s and "cot" in s and "lame" in ms and "cot" in ms:
+        ratio = s["lame"]["hit@1/reasoning"]["mean"] / max(s["cot"]["hit@1/reasoning"]["mean"], 1e-9)
+        speedup = ms["cot"]["batch1"] / ms["lame"]["batch1"]
+        targets["lame_within_10_percent_of_cot_and_10x_faster"] = {
+            "values": {"quality_ratio": ratio, "speedup_batch1": speedup,
+                       "speedup_batch32": ms["cot"]["batch32"] / ms["lame"]["batch32"]},
+            "met": ratio >= 0.9 and speedup >= 10}
+    return targets
 
 
 def format_quality(report: dict) -> str:
-    summary = report["summary"]
-    levels = sorted(k for k in next(iter(summary.values())) if k.startswith("hit@1/level"))
-    lines = [f"{'variant':<30}" + "".join(f"{'L' + lv[-1]:>14}" for lv in levels) + f"{'all':>14}  steps to baseline"]
+    summary, ms = report["summary"], report["timing"]["ms_per_query"]
+    lines = [f"{'method':<28}{'L0':>13}{'L1':>13}{'L2':>13}{'L3':>13}{'L1-3':>13}{'decoded L0/L1':>15}"
+             f"{'ms/q b1':>9}{'b32':>7}"]
     for name, row in summary.items():
-        cells = "".join(f"{row[lv]['mean']:>8.3f}±{row[lv]['std']:.3f}" for lv in levels + ["hit@1"])
-        lines.append(f"{name:<30}{cells}  {row.get('steps_to_baseline_final', '')}")
-    lines.append(f"(mean ± std over seeds {report['seeds']}; Hit@1 on the held-out split)")
+        cells = "".join(f"{row[k]['mean']:>7.3f}±{row[k]['std']:.3f}" if k in row else f"{'-':>13}"
+                        for k in [f"hit@1/level{lv}" for lv in range(4)] + ["hit@1/reasoning"])
+        decoded = (f"{row['decoded/level0']['mean']:.2f}/{row['decoded/level1']['mean']:.2f}"
+                   if "decoded/level0" in row else "-")
+        t = ms.get(name, {})
+        lines.append(f"{name:<28}{cells}{decoded:>15}{t.get('batch1', float('nan')):>9.2f}"
+                     f"{t.get('batch32', float('nan')):>7.2f}")
+    lines.append(f"(test Hit@1, mean ± std over seeds {report['seeds']}; L1-3: mean of the reasoning levels)")
+    for method, row in report.get("sweep", {}).items():
+        cells = ", ".join(f"{pairs}: {v['hit@1/reasoning']['mean']:.3f}±{v['hit@1/reasoning']['std']:.3f}"
+                          for pairs, v in row.items())
+        lines.append(f"sweep {method:<16} L1-3 Hit@1 by training pairs: {cells}")
+    for name, target in report.get("targets", {}).items():
+        lines.append(f"target {name}: {'met' if target['met'] else 'NOT met'}")
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # one job: python -m lame.experiments.bench.quality OUTPUT VARIANT SEED
-    folder, variant, job_seed = sys.argv[1:4]
+if __name__ == "__main__":  # one job: python -m lame.experiments.bench.quality OUTPUT METHOD SEED PAIRS
+    folder, job_method, job_seed, job_pairs = sys.argv[1:5]
     settings_file = Path(folder) / "base_settings.json"
     base_settings = QuickstartSettings()
     if settings_file.is_file():
-        raw = json.loads(settings_file.read_text())
-        raw["pretrain"] = replace(base_settings.pretrain, **raw["pretrain"])
-        base_settings = replace(base_settings, **raw)
-    run_job(variant, int(job_seed), Path(folder), base_settings)
+        base_settings = replace(base_settings, **json.loads(settings_file.read_text()))
+    run_job(job_method, int(job_seed), None if job_pairs == ALL else int(job_pairs), Path(folder), base_settings)

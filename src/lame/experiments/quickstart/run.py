@@ -1,39 +1,54 @@
-"""`lame quickstart`: LaME vs the discriminative baseline on the offline digits benchmark, on a CPU.
+"""`lame quickstart`: LaME against the discriminative embedder on the offline digits benchmark, on a CPU.
 
-1. a tiny VLM of a real backbone class learns to read digits (cached between runs);
-2. LaME (K reason tokens + decoder head, two stages) and the baseline (K = 0, no decoder) train on
-   the same data with the same budget (steps, batch, learning rates);
-3. both are scored on the held-out split: Hit@1 per level, and encode time per query;
-4. a report folder gets the scores, both models, a plot and a sample of decoded latents.
+1. the shipped reference VLM (a tiny Qwen2-VL that reads digits and reasons step by step when it
+   generates, :mod:`lame.experiments.digit_vlm`) is the backbone of every method;
+2. each method trains on the benchmark's training records with the same budget (steps, batch,
+   learning rates), its curve measured on the validation split;
+3. each is scored on the test split: Hit@1 per level, what its latents decode to, ms per query;
+4. a report folder gets the scores, the models, plots and a few queries with what was retrieved.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from lame.experiments.digits import generate_digits_benchmark
 from lame.eval.jsonl import load_jsonl_task
 from lame.eval.runner import score_task
 from lame.eval.tasks import RetrievalTask
+from lame.experiments.digit_vlm import reference_backbone
+from lame.experiments.digit_vlm.probe import answer_of
+from lame.experiments.digits import NUMBER_WORDS, generate_digits_benchmark
 from lame.modeling import LaMEModel
 from lame.training.recipe import recipe_from_dict
 from lame.training.report import read_metrics
 from lame.training.trainer import Trainer
-from .pretrain import pretrain_digit_vlm
-from .settings import PretrainSettings, QuickstartSettings
 
-CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # benchmark data, pretrained VLM
+from .settings import METHODS, QUICKSTART_METHODS, QuickstartSettings
+
+CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # the generated benchmark
+REASONING_LEVELS = ("1", "2", "3")
 
 
-def digits_task(test_dir: Path, per_level: int | None = None) -> RetrievalTask:
-    """The digits test split as a retrieval task; a query never ranks its own image(s)."""
-    task = load_jsonl_task(test_dir)
+def ensure_data(seed: int = 0) -> Path:
+    """The digits benchmark (current version) generated once into the cache."""
+    from lame.experiments.digits import BENCHMARK_VERSION
+
+    folder = CACHE / f"digits-v{BENCHMARK_VERSION}-seed{seed}"
+    if not (folder / "summary.json").is_file():
+        generate_digits_benchmark(folder, seed=seed)
+    return folder
+
+
+def digits_task(split_dir: Path, per_level: int | None = None) -> RetrievalTask:
+    """A held-out split as a retrieval task grouped by level; a query never ranks its own image(s)."""
+    task = load_jsonl_task(split_dir)
     task.group_by = "level"
     if per_level is not None:
         kept, seen = [], {}
@@ -50,102 +65,94 @@ def digits_task(test_dir: Path, per_level: int | None = None) -> RetrievalTask:
     return task
 
 
-def hit_at_1_by_level(model, task: RetrievalTask, batch_size: int = 64) -> dict[str, float]:
+def hit_at_1_by_level(model, task: RetrievalTask, batch_size: int = 64, return_ranking: bool = False):
+    """Hit@1 overall, per level and on the mean of the reasoning levels (1-3)."""
     doc_ids = list(task.corpus)
     docs = model.encode([task.corpus[d] for d in doc_ids], batch_size=batch_size)
     queries = model.encode([q.item for q in task.queries], batch_size=batch_size)
-    result, _ = score_task(task, queries, docs, doc_ids)
+    result, ranking = score_task(task, queries, docs, doc_ids)
     scores = {f"hit@1/level{k}": v["hit@1"] for k, v in result["groups"].items()}
     scores["hit@1"] = result["hit@1"]
-    return scores
+    reasoning = [scores[f"hit@1/level{lv}"] for lv in REASONING_LEVELS if f"hit@1/level{lv}" in scores]
+    if reasoning:
+        scores["hit@1/reasoning"] = float(np.mean(reasoning))
+    return (scores, ranking) if return_ranking else scores
 
 
-def ensure_data(seed: int = 0) -> Path:
-    folder = CACHE / f"digits-benchmark-seed{seed}"
-    if not (folder / "summary.json").is_file():
-        generate_digits_benchmark(folder, seed=seed)
-    return folder
+def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path) -> Path:
+    """The training records, or ``pairs`` of them (a seeded shuffle, the same number per level)."""
+    source = data_dir / "train.jsonl"
+    if pairs is None:
+        return source
+    by_level: dict[int, list[str]] = {}
+    for line in source.read_text().splitlines():
+        by_level.setdefault(json.loads(line)["level"], []).append(line)
+    rng = random.Random(seed)
+    per_level = max(1, pairs // len(by_level))
+    kept = []
+    for level in sorted(by_level):
+        lines = by_level[level][:]
+        rng.shuffle(lines)
+        kept += lines[:per_level]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train-{pairs}-seed{seed}.jsonl"
+    # Relative image paths resolve against the file's folder: make them absolute.
+    rows = [_absolute_paths(json.loads(line), data_dir) for line in kept]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
-def ensure_backbone(data_dir: Path, settings: PretrainSettings, show_progress: bool = True) -> Path:
-    from lame.data.items import load_image
+def _absolute_paths(record: dict, base: Path) -> dict:
+    def fix(item):
+        if isinstance(item, dict):
+            out = dict(item)
+            if "image" in out:
+                out["image"] = str(base / out["image"])
+            if "images" in out:
+                out["images"] = [str(base / p) for p in out["images"]]
+            return out
+        return item
 
-    split = json.loads((data_dir / "split.json").read_text())
-    labels = _labels()
-    train_ids = split["train"]
-    images = [load_image(data_dir / "images" / f"{i:04d}.png") for i in train_ids]
-    queries = answer_pairs(data_dir / "train.jsonl", data_dir) if settings.with_queries else []
-    return pretrain_digit_vlm(images, labels[train_ids], CACHE / f"digit-vlm-{settings.key()}", settings,
-                              show_progress=show_progress, queries=queries)
-
-
-def answer_pairs(records: Path, base_dir: Path, per_level: int | None = None) -> list[tuple[dict, str, int]]:
-    """(query item with its images loaded, answer word, level) for the records of a digits JSONL file."""
-    from lame.data.items import load_image, resolve_paths
-
-    images: dict[Path, object] = {}
-
-    def loaded(path):
-        if path not in images:
-            images[path] = load_image(path)
-        return images[path]
-
-    pairs, seen = [], {}
-    for line in records.read_text().splitlines():
-        record = json.loads(line)
-        level = record["level"]
-        if per_level is not None and seen.get(level, 0) >= per_level:
-            continue
-        seen[level] = seen.get(level, 0) + 1
-        item = resolve_paths(record["query"], base_dir)
-        if "image" in item:
-            item["image"] = loaded(item["image"])
-        if "images" in item:
-            item["images"] = [loaded(path) for path in item["images"]]
-        pairs.append((item, record["answer"], level))
-    return pairs
+    return {**record, "query": fix(record["query"]), "positive": fix(record["positive"])}
 
 
-def _labels() -> np.ndarray:
-    from sklearn.datasets import load_digits
-
-    return load_digits().target
-
-
-def lame_recipe(settings: QuickstartSettings, backbone: Path, data_dir: Path, output: Path, k: int,
-                use_decoder: bool) -> dict:
-    """Two stages with the same budget for every variant; K = 0 without decoder is the baseline."""
-    pixels = settings.pretrain.min_pixels
+def method_recipe(name: str, settings: QuickstartSettings, backbone: Path, train_file: Path, output: Path) -> dict:
+    """The two-stage recipe of a method; every method gets the same steps, batch and learning rates."""
+    method = METHODS[name]
+    settings = replace(settings, **method.changes)
+    lame = {"num_reason_tokens": method.k, "temperature": settings.temperature, "max_length": 512,
+            "decoder_target": settings.decoder_target, "decoder_reads": settings.decoder_reads,
+            "reconstruction_weight": settings.reconstruction_weight,
+            "diversity_weight": settings.diversity_weight if method.k > 1 else 0.0}
+    if method.variant == "sequential":
+        lame |= {"variant": "sequential", "latent_steps": 8}
+    elif method.variant == "cot":
+        lame |= {"variant": "cot", "cot_max_new_tokens": settings.cot_max_new_tokens}
     heads = [{"pattern": "latent_embeddings", "lr": settings.lr_heads}]
-    if use_decoder:
+    if method.decoder:
         heads.append({"pattern": "decoder_head.*", "lr": settings.lr_heads})
-    backbone_group = {"pattern": "backbone.model.language_model.*", "lr": settings.lr_backbone}
+    language_model = {"pattern": "backbone.model.language_model.*", "lr": settings.lr_backbone}
     return {
-        "model": {
-            "backbone": str(backbone),
-            "decoder": str(backbone / "decoder") if use_decoder else None,
-            "seed": settings.seed,
-            "lame": {"num_reason_tokens": k, "temperature": settings.temperature, "max_length": 512,
-                     "min_pixels": pixels, "max_pixels": pixels, "decoder_target": settings.decoder_target,
-                     "decoder_reads": settings.decoder_reads,
-                     "reconstruction_weight": settings.reconstruction_weight,
-                     "diversity_weight": settings.diversity_weight if k > 1 else 0.0},
-        },
-        "data": {"sources": [{"path": str(data_dir / "train.jsonl")}]},
+        "model": {"backbone": str(backbone), "decoder": str(backbone / "decoder") if method.decoder else None,
+                  "seed": settings.seed, "lame": lame},
+        "data": {"sources": [{"path": str(train_file)}]},
         "train": {"output_dir": str(output), "seed": settings.seed, "save_every": 10**9, "keep_last": 1,
                   "log_every": 10, "eval_every": settings.eval_every, "tensorboard": False},
         "stages": [
             {"name": "warmup", "steps": settings.warmup_steps, "batch_size": settings.batch_size,
              "schedule": "constant", "trainable": heads},
             {"name": "joint", "steps": settings.joint_steps, "batch_size": settings.batch_size,
-             "schedule": "cosine", "warmup_steps": 10, "trainable": [backbone_group, *heads]},
+             "schedule": "cosine", "warmup_steps": 10, "trainable": [language_model, *heads]},
         ],
     }
 
 
-def train_variant(name: str, settings: QuickstartSettings, backbone: Path, data_dir: Path, output: Path,
-                  k: int, use_decoder: bool, curve_task: RetrievalTask, show_progress: bool = True) -> dict:
-    recipe = recipe_from_dict(lame_recipe(settings, backbone, data_dir, output / name, k, use_decoder))
+def train_method(name: str, settings: QuickstartSettings, output: Path, backbone: Path, data_dir: Path,
+                 show_progress: bool = True) -> dict:
+    """Trains one method; returns its model folder, training time and validation curve."""
+    curve_task = digits_task(data_dir / "val", per_level=settings.eval_queries_per_level)
+    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data")
+    recipe = recipe_from_dict(method_recipe(name, settings, backbone, train_file, output / name))
     trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_level(m, curve_task))
     started = time.perf_counter()
     model_dir = trainer.run()
@@ -154,60 +161,128 @@ def train_variant(name: str, settings: QuickstartSettings, backbone: Path, data_
     return {"model_dir": str(model_dir), "train_seconds": time.perf_counter() - started, "curve": curve}
 
 
-def run_variant(name: str, settings: QuickstartSettings, k: int, use_decoder: bool, output: Path,
-                show_progress: bool = True, timing: bool = True, decode_samples: int = 6) -> dict:
-    """Trains one variant on the digits data (benchmark and backbone cached) and scores it on the test split."""
-    data_dir = ensure_data()
-    backbone = ensure_backbone(data_dir, settings.pretrain, show_progress)
-    curve_task = digits_task(data_dir / "test", per_level=settings.eval_queries_per_level)
-    test_task = digits_task(data_dir / "test")
-    run = train_variant(name, settings, backbone, data_dir, output, k, use_decoder, curve_task, show_progress)
-    model = LaMEModel.from_pretrained(run["model_dir"])
-    run["test"] = hit_at_1_by_level(model, test_task)
-    if timing:
-        run["encode_ms_per_query"] = {f"batch{b}": encode_ms_per_query(model, test_task, b) for b in (1, 32)}
-    if model.decoder_head is not None and decode_samples:
-        sample = test_task.queries[::97][:decode_samples]
-        decoded = model.decode_latents([q.item for q in sample], max_new_tokens=8)
-        run["decoded_latents"] = [{"query": q.id, "instruction": q.item.get("instruction"),
-                                   "answer": q.meta.get("answer"), "decoded": text}
-                                  for q, text in zip(sample, decoded)]
-    return run
+def decoded_accuracy(model, task: RetrievalTask, per_level: int) -> dict[str, float]:
+    """Per level: the fraction of queries whose decoded latents name the answer (see ``answer_of``)."""
+    queries = digits_task_subset(task, per_level)
+    texts = model.decode_latents([q.item for q in queries], max_new_tokens=48)
+    result = {}
+    for level in sorted({q.meta["level"] for q in queries}):
+        mine = [(q, t) for q, t in zip(queries, texts) if q.meta["level"] == level]
+        result[f"level{level}"] = sum(answer_of(t) == q.meta["answer"] for q, t in mine) / len(mine)
+    return result
 
 
-def encode_ms_per_query(model, task: RetrievalTask, batch_size: int) -> float:
-    items = [q.item for q in task.queries][:128]
-    model.encode(items[:batch_size], batch_size=batch_size)  # warm-up
+def digits_task_subset(task: RetrievalTask, per_level: int) -> list:
+    seen: dict[int, int] = {}
+    kept = []
+    for q in task.queries:
+        level = q.meta["level"]
+        if seen.get(level, 0) < per_level:
+            kept.append(q)
+            seen[level] = seen.get(level, 0) + 1
+    return kept
+
+
+def encode_ms_per_query(model, task: RetrievalTask, batch_size: int, count: int = 128) -> float:
+    """Wall milliseconds per query of ``encode`` at ``batch_size`` (mixed levels, after one warm-up call)."""
+    items = [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
+    model.encode(items[:batch_size], batch_size=batch_size)
     started = time.perf_counter()
     model.encode(items, batch_size=batch_size)
     return 1000 * (time.perf_counter() - started) / len(items)
 
 
+def score_method(model, data_dir: Path, settings: QuickstartSettings, timing: bool = True) -> dict:
+    """Test-split Hit@1 per level, decoded-latent accuracy (models with a decoder) and ms per query."""
+    test_task = digits_task(data_dir / "test")
+    scores: dict = {"test": hit_at_1_by_level(model, test_task)}
+    if model.decoder_head is not None and settings.decode_queries_per_level:
+        scores["decoded_accuracy"] = decoded_accuracy(model, test_task, settings.decode_queries_per_level)
+    if timing:
+        scores["ms_per_query"] = {f"batch{b}": encode_ms_per_query(model, test_task, b) for b in (1, 32)}
+    return scores
+
+
+def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
+               timing: bool = True, backbone: Path | None = None) -> dict:
+    """Trains one method on the digits data and scores it on the test split."""
+    data_dir = ensure_data()
+    run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
+    model = LaMEModel.from_pretrained(run["model_dir"])
+    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), timing)}
+
+
+def retrieval_samples(model, data_dir: Path, count: int = 5, top: int = 3) -> list[dict]:
+    """A few test queries (one per level, then more): digits shown, answer, decoded latents, top hits."""
+    task = digits_task(data_dir / "test")
+    picked = []
+    for level in range(4):
+        picked += [q for q in task.queries if q.meta["level"] == level and q.meta["target_modality"] == "image"][:1]
+    picked += [q for q in task.queries if q.meta["target_modality"] == "text" and q.meta["level"] > 0][:count]
+    task.queries = picked[:count]
+    _, ranking = hit_at_1_by_level(model, task, return_ranking=True)
+    labels = _labels()
+    decoded = model.decode_latents([q.item for q in task.queries], max_new_tokens=48) if model.decoder_head else None
+    samples = []
+    for i, q in enumerate(task.queries):
+        hits = [_describe(doc, labels) for doc in ranking[q.id][:top]]
+        samples.append({"query": q.id, "level": q.meta["level"], "instruction": q.item.get("instruction"),
+                        "digits_shown": q.meta["query_digits"], "answer": q.meta["answer"],
+                        "decoded": decoded[i] if decoded else None, "top": hits,
+                        "top1_correct": ranking[q.id][0] in q.relevant})
+    return samples
+
+
+def _labels() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().target
+
+
+def _describe(doc_id: str, labels: np.ndarray) -> str:
+    if doc_id.startswith("word-"):
+        return f"word {NUMBER_WORDS[int(doc_id[5:])]!r}"
+    return f"image of a {labels[int(doc_id[4:])]}"
+
+
 def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettings(),
-                   show_progress: bool = True) -> dict:
+                   methods: tuple[str, ...] = QUICKSTART_METHODS, show_progress: bool = True) -> dict:
+    """Trains and scores ``methods`` on the shipped backbone; writes scores.json and the plots."""
     output.mkdir(parents=True, exist_ok=True)
-    variants = {"lame": (settings.num_reason_tokens, True), "baseline": (0, False)}
-    report = {"settings": asdict(settings), "variants": {}}
-    for name, (k, use_decoder) in variants.items():
-        report["variants"][name] = run_variant(name, settings, k, use_decoder, output, show_progress)
+    report: dict = {"settings": asdict(settings), "methods": {}}
+    for name in methods:
+        report["methods"][name] = run_method(name, settings, output, show_progress)
+    lame_name = next((n for n in methods if METHODS[n].decoder), methods[-1])
+    lame_model = LaMEModel.from_pretrained(report["methods"][lame_name]["model_dir"])
+    report["samples"] = {"method": lame_name, "queries": retrieval_samples(lame_model, ensure_data())}
     (output / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     from .plots import plot_quickstart
 
-    plot_quickstart(report, output / "quickstart.png")
+    report["plots"] = [str(p) for p in plot_quickstart(report, output) if p]
     return report
 
 
 def format_report(report: dict) -> str:
-    variants = report["variants"]
-    levels = sorted({k for v in variants.values() for k in v["test"] if k.startswith("hit@1/level")})
-    header = f"{'model':<10}" + "".join(f"{'L' + lv[-1] + ' Hit@1':>11}" for lv in levels) + \
-        f"{'all':>8}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"
-    lines = [header]
-    for name, v in variants.items():
-        lines.append(f"{name:<10}" + "".join(f"{v['test'][lv]:>11.3f}" for lv in levels)
-                     + f"{v['test']['hit@1']:>8.3f}{v['encode_ms_per_query']['batch1']:>9.2f}"
-                     + f"{v['encode_ms_per_query']['batch32']:>9.2f}{v['train_seconds']:>9.0f}")
-    for sample in variants.get("lame", {}).get("decoded_latents", [])[:3]:
-        lines.append(f"latents of {sample['query']} ({sample['instruction']!r}, answer {sample['answer']}) "
-                     f"decode to: {sample['decoded']!r}")
+    methods = report["methods"]
+    lines = [f"{'method':<16}{'L0':>7}{'L1':>7}{'L2':>7}{'L3':>7}{'L1-3':>7}{'decoded L0/L1':>15}"
+             f"{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
+    for name, run in methods.items():
+        test = run["test"]
+        decoded = run.get("decoded_accuracy")
+        decoded_text = f"{decoded['level0']:.2f}/{decoded['level1']:.2f}" if decoded else "-"
+        lines.append(f"{name:<16}" + "".join(f"{test.get(f'hit@1/level{lv}', float('nan')):>7.3f}" for lv in range(4))
+                     + f"{test.get('hit@1/reasoning', float('nan')):>7.3f}{decoded_text:>15}"
+                     + f"{run['ms_per_query']['batch1']:>9.2f}{run['ms_per_query']['batch32']:>9.2f}"
+                     + f"{run['train_seconds']:>9.0f}")
+    lines.append("Hit@1 on the test split (L1-3: mean of the reasoning levels); decoded: the fraction of test "
+                 "queries whose latents decode to the answer")
+    samples = report.get("samples")
+    if samples:
+        lines.append(f"\nSome test queries and what {samples['method']} retrieved:")
+        for s in samples["queries"]:
+            shown = " and ".join(str(d) for d in s["digits_shown"])
+            lines.append(f"  level {s['level']}: image(s) of {shown}, {s['instruction']!r} -> answer {s['answer']}")
+            if s["decoded"] is not None:
+                lines.append(f"    latents decode to: {s['decoded']!r}")
+            lines.append(f"    top {len(s['top'])}: {', '.join(s['top'])}" + ("" if s["top1_correct"] else "  (wrong)"))
     return "\n".join(lines)

@@ -1,37 +1,25 @@
-"""The quickstart's settings, apart from the code that runs it: ``lame --help`` shows these defaults
-without importing torch or transformers."""
+"""The quickstart's settings and the methods it compares, apart from the code that runs them: ``lame
+--help`` shows these defaults without importing torch or transformers."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    version: int = 2  # bump when the tiny tokenizer or architecture changes, to refresh caches
-    backbone_type: str = "qwen2_vl"
-    hidden_size: int = 64
-    num_layers: int = 2
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 3e-3
-    seed: int = 0
-    min_pixels: int = 56 * 56
-    max_pixels: int = 56 * 56
-    with_queries: bool = False  # also learn the benchmark's training queries -> answer word (a generative reference)
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+from dataclasses import dataclass, field
 
 
 @dataclass
 class QuickstartSettings:
+    """One training run on the digits benchmark: the budget and recipe every method shares.
+
+    Stage 1 (``warmup_steps``) trains the latent vectors and the heads (decoder head included) with the
+    backbone frozen; stage 2 (``joint_steps``) also trains the language model. The vision tower stays
+    frozen throughout. ``train_pairs`` limits the training records (the first ones of a seeded shuffle,
+    the same number per level) for the sample-efficiency sweep; None uses them all.
+    """
+
     seed: int = 0
     num_reason_tokens: int = 8
-    warmup_steps: int = 60
-    joint_steps: int = 240
+    warmup_steps: int = 50
+    joint_steps: int = 250
     batch_size: int = 32
     temperature: float = 0.05
     decoder_target: str = "answer"
@@ -40,6 +28,42 @@ class QuickstartSettings:
     decoder_reads: str = "reason"  # "reason" (LaME) or "embed" (control: the decoder reads [EMBED])
     lr_heads: float = 2e-3
     lr_backbone: float = 3e-4
-    eval_every: int = 60
-    eval_queries_per_level: int = 60
-    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    train_pairs: int | None = None
+    eval_every: int = 50
+    eval_queries_per_level: int = 50  # of the validation split, for the training curve
+    decode_queries_per_level: int = 100  # of the test split, for decoded-latent accuracy
+    cot_max_new_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method on the shared backbone: LaME with ``k`` reason tokens (0 = discriminative) with or without
+    its decoder head, or a peer (``variant`` "sequential" or "cot"); ``changes`` are settings it alters."""
+
+    k: int = 0
+    decoder: bool = False
+    variant: str = "lame"
+    changes: dict = field(default_factory=dict)
+    label: str = ""
+
+
+METHODS: dict[str, Method] = {
+    "discriminative": Method(label="discriminative (K = 0)"),
+    "lame": Method(k=8, decoder=True, label="LaME (K = 8)"),
+    "lame-K4": Method(k=4, decoder=True, label="LaME (K = 4)"),
+    "lame-K16": Method(k=16, decoder=True, label="LaME (K = 16)"),
+    "lame-no-decoder": Method(k=8, label="LaME without decoder (K = 8)"),
+    "sequential": Method(variant="sequential", label="sequential latent (8 steps)"),
+    "cot": Method(variant="cot", label="explicit CoT"),
+    # ablations of LaME (K = 8)
+    "lame-rationale-target": Method(k=8, decoder=True, changes={"decoder_target": "full"},
+                                    label="LaME, decoder target = rationale + answer"),
+    "lame-no-diversity": Method(k=8, decoder=True, changes={"diversity_weight": 0.0},
+                                label="LaME, diversity weight 0"),
+    "lame-short-warmup": Method(k=8, decoder=True, changes={"warmup_steps": 10, "joint_steps": 290},
+                                label="LaME, warm-up 10 + joint 290 steps"),
+    "control-decoder-reads-embed": Method(k=8, decoder=True, changes={"decoder_reads": "embed"},
+                                          label="control: decoder reads [EMBED]"),
+}
+QUICKSTART_METHODS = ("discriminative", "lame")
+PEERS = ("discriminative", "lame", "lame-K4", "lame-K16", "lame-no-decoder", "sequential", "cot")

@@ -1,0 +1,65 @@
+"""`lame bench quality` figures: the quality-speed picture and the sample-efficiency sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lame.experiments.quickstart.settings import METHODS
+from lame.extras import pyplot
+
+KEY = "hit@1/reasoning"
+
+
+def plot_quality(report: dict, folder: Path) -> list[Path | None]:
+    plt = pyplot("quality figures")
+    if plt is None:
+        return [None]
+    return [_quality_speed(plt, report, folder / "quality_speed.png"), _sweep(plt, report, folder / "sweep.png")]
+
+
+def _quality_speed(plt, report: dict, png: Path) -> Path | None:
+    """Hit@1 on the reasoning levels against ms per query at batch 1 (log scale), one point per method."""
+    summary, ms = report["summary"], report["timing"]["ms_per_query"]
+    points = [(name, ms[name]["batch1"], row[KEY]) for name, row in summary.items() if name in ms and KEY in row]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, speed, quality in points:
+        ax.errorbar(speed, quality["mean"], yerr=quality["std"], fmt="o", capsize=3)
+        ax.annotate(METHODS[name].label or name, (speed, quality["mean"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per query at batch 1 (log scale, same process, interleaved)")
+    ax.set_ylabel("Hit@1 on reasoning levels 1-3 (test, mean ± std)")
+    ax.set_title("Quality against speed on the reference digit VLM")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def _sweep(plt, report: dict, png: Path) -> Path | None:
+    """Hit@1 on the reasoning levels against the number of training pairs, per method."""
+    sweep = report.get("sweep") or {}
+    if not sweep:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, row in sweep.items():
+        total = report.get("train_records_total")
+        pairs = [(int(p) if p != "all" else total or 8000, v[KEY]) for p, v in row.items()]
+        pairs.sort()
+        xs = [p for p, _ in pairs]
+        means = [v["mean"] for _, v in pairs]
+        stds = [v["std"] for _, v in pairs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=METHODS[name].label or name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training pairs (log scale)")
+    ax.set_ylabel("Hit@1 on reasoning levels 1-3 (test, mean ± std)")
+    ax.set_title("Sample efficiency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
