@@ -327,13 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one verb. A :class:`lame.errors.UserError` (bad recipe, item, option or missing path) is
+    printed as one line with exit status 2; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    from .data.items import ItemError
-    from .training.recipe import RecipeError
+    from .errors import UserError
 
     try:
         return args.func(args)
-    except (RecipeError, ItemError, FileNotFoundError, ValueError) as exc:
+    except UserError as exc:
         print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

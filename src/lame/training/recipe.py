@@ -122,7 +122,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_paths: bool =
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _yaml(path.read_text(), str(path)) or {}
     for override in overrides:
         _apply_override(raw, override)
     recipe = _build(Recipe, raw, "")
@@ -158,6 +158,8 @@ def missing_paths(recipe: Recipe) -> list[str]:
         value = getattr(recipe.model, name)
         if value and not value.startswith("tiny") and not Path(value).is_dir():
             missing.append((f"model.{name}", value))
+    if recipe.train.deepspeed_config and not Path(recipe.train.deepspeed_config).is_file():
+        missing.append(("train.deepspeed_config", recipe.train.deepspeed_config))
     return [f"{key}: {path} does not exist" for key, path in missing]
 
 
@@ -188,7 +190,7 @@ def _validate_model(model: ModelSpec) -> None:
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.lame: {exc}") from exc
     if "use_decoder" in model.lame and config.use_decoder != (model.decoder is not None):
-        raise RecipeError(f"model.lame.use_decoder: {config.use_decoder} conflicts with model.decoder: "
+        raise RecipeError(f"model.lame.use_decoder: {str(config.use_decoder).lower()} conflicts with model.decoder: "
                           f"{model.decoder!r}; a decoder head is built exactly when model.decoder is set "
                           "(null for none), so leave use_decoder out")
     backbone = model.backbone
@@ -225,6 +227,9 @@ def _validate_train(train: TrainSpec) -> None:
     _check_at_least("train.featurize_workers", train.featurize_workers, 0)
     _check_choice("train.strategy", train.strategy, STRATEGIES)
     _check_choice("train.mixed_precision", train.mixed_precision, PRECISIONS)
+    if train.strategy == "fsdp" and train.mixed_precision == "fp16":
+        raise RecipeError("train.mixed_precision: fp16 needs loss scaling, which the fsdp strategy does not do; "
+                          "use bf16 (or the deepspeed strategy)")
 
 
 def _validate_stage(stage: StageSpec, where: str) -> None:
@@ -240,7 +245,12 @@ def _validate_stage(stage: StageSpec, where: str) -> None:
     for key in ("contrastive_weight", "reconstruction_weight", "diversity_weight"):
         if getattr(stage, key) is not None:
             _check_at_least(f"{where}.{key}", getattr(stage, key), 0)
-    _check_choice(f"{where}.schedule", stage.schedule, schedules())
+    if stage.schedule not in schedules():
+        from transformers import SchedulerType
+
+        problem = ("needs more than a warm-up and a length (a metric or options)"
+                   if stage.schedule in {s.value for s in SchedulerType} else "is not a transformers scheduler")
+        raise RecipeError(f"{where}.schedule: {stage.schedule!r} {problem}; use one of {', '.join(schedules())}")
     _check_at_least(f"{where}.warmup_steps", stage.warmup_steps, 0)
     if stage.warmup_steps > stage.steps:
         raise RecipeError(f"{where}.warmup_steps: {stage.warmup_steps} is more than the stage's {stage.steps} steps")
@@ -269,11 +279,18 @@ def _apply_override(raw: dict, override: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: depth + 1]))
     last = parts[-1]
-    parsed = yaml.safe_load(value)
+    parsed = _yaml(value, f"--set {override}")
     if isinstance(node, list):
         node[_index(node, last, key)] = parsed
     else:
         node[last] = parsed
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 def _child(node: Any, part: str, where: str) -> Any:

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 
 from ..config import LaMEConfig
 from ..data.items import ItemError
+from ..errors import UserError
 from ..extras import optional
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
@@ -57,7 +58,7 @@ class _Inline:
         return future
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -287,7 +288,7 @@ class Trainer:
             labels.append(label_id(example.label, draw))
         self._note_extra_fields()
         if global_sum([0 if queries else 1])[0]:  # every process stops together, none hangs in a collective
-            raise RuntimeError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
+            raise DataError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
                                f"see {self.skipped_file}")
         return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
 

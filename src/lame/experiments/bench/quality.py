@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lame.errors import InvalidInput
 from lame.experiments.quickstart.run import QuickstartSettings, ensure_backbone, ensure_data, run_variant
 
 # name -> (K, decoder on?, settings changes)
@@ -52,7 +53,7 @@ def run_quality(output: Path, variants: list[str], seeds: list[int], jobs: int =
     its own process, ``jobs`` at a time, and summarises them all."""
     unknown = sorted(set(variants) - set(GRID))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(GRID)}")
+        raise InvalidInput(f"unknown variant(s) {unknown}; choose from {sorted(GRID)}")
     output.mkdir(parents=True, exist_ok=True)
     ensure_backbone(ensure_data(), base.pretrain)  # once, before the workers start
     (output / "base_settings.json").write_text(json.dumps(asdict(base)))
