@@ -10,22 +10,19 @@ uninterrupted run ends.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import WORDS, free_port, subprocess_env
 from safetensors.torch import load_file
 
 from lame.modeling import LaMEModel
 
 PER_RANK_BATCH = 2
 STEPS = 3
-WORDS = "zero one two three four five six seven eight nine".split()
 TRAINABLE = [{"pattern": "latent_embeddings", "lr": 1e-3}, {"pattern": "decoder_head.*", "lr": 1e-3},
              {"pattern": "backbone.model.language_model.layers.1.mlp.*", "lr": 1e-3}]
 VARIANTS = {
@@ -99,21 +96,8 @@ for name, stage in variants.items():
 '''
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
-    return env
-
-
 def run(command: list[str], timeout: int) -> None:
-    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(command[:6])} ... exited {done.returncode}:\n{done.stdout[-3000:]}\n"
                              f"{done.stderr[-6000:]}")

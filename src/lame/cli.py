@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .config import DTYPES
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .experiments.demo import run_demo
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--backbone", default="qwen2_vl", choices=families,
                         help="the tiny model's backbone family when --model is not given")
     common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    common.add_argument("--dtype", default="float32", choices=DTYPES)
     common.add_argument("--repeats", type=int, help="timed rounds; medians are reported (default: speed 5, encode 3)")
     common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 on a busy shared CPU)")
     common.add_argument("--quick", action="store_true", help="small counts, for tests and smoke runs")
