@@ -120,7 +120,7 @@ def test_lockstep_runs_the_decoder_with_weight_zero_when_no_query_has_a_target(t
         train_model.zero_grad(set_to_none=True)
         loss = LaMELoss(train_model, LossWeights(1.0, 1.0, 0.0), lockstep=lockstep)
         reconstruction, _ = loss.side_terms(out, [None, None], others_have_targets)
-        assert float(reconstruction) == 0.0
+        assert float(reconstruction.detach()) == 0.0
         if lockstep:
             (reconstruction + out.embeddings.sum() * 0).backward()
             decoder = [p.grad for n, p in train_model.named_parameters() if n.startswith("decoder_head.")]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from ..config import LaMEConfig
-from ..losses import collective_device, diversity_loss, info_nce, world_size
+from ..losses import diversity_loss, info_nce, world_size
+from .collectives import global_sum
 
 
 @dataclass(frozen=True)
@@ -74,24 +75,6 @@ class Normalizers:
     lm_tokens: int
     queries: int
     world: int
-
-
-def global_sum(values: list[float]) -> list[float]:
-    """Sums numbers over all processes (identity on one process)."""
-    if world_size() == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=collective_device())
-    torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def global_max(values: list[int]) -> list[int]:
-    """Element-wise maximum over all processes (identity on one process)."""
-    if world_size() == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.int64, device=collective_device())
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-    return [int(v) for v in tensor.tolist()]
 
 
 class LaMELoss:

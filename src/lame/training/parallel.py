@@ -35,7 +35,6 @@ from . import checkpoint as ckpt
 from .recipe import RecipeError
 
 
-
 def resolve_strategy(name: str, accelerator) -> str:
     """The strategy to use: ``auto`` follows the distributed type ``accelerate launch`` set up."""
     if name != "auto":

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data.featurize import Features
-from .objective import LaMELoss, LossWeights, StepLosses, global_max
+from .collectives import global_max
+from .objective import LaMELoss, LossWeights, StepLosses
 
 
 @dataclass

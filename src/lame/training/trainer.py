@@ -28,8 +28,9 @@ from ..extras import optional
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
 from . import checkpoint as ckpt
+from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
-from .objective import global_sum, loss_weights
+from .objective import loss_weights
 from .parallel import make_strategy
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
