@@ -31,6 +31,8 @@ from .collectives import global_sum
 
 @dataclass(frozen=True)
 class LossWeights:
+    """The weights of the three terms (a stage's: :func:`loss_weights`)."""
+
     contrastive: float = 1.0
     reconstruction: float = 1.0
     diversity: float = 0.0
@@ -138,6 +140,7 @@ class LaMELoss:
 
     def report(self, contrastive, reconstruction, diversity) -> StepLosses:
         """The global loss values from the contrastive loss and this process's summed side shares."""
-        c, r, d = (float(x.detach()) if torch.is_tensor(x) else float(x) for x in (contrastive, reconstruction, diversity))
+        c, r, d = (float(x.detach()) if torch.is_tensor(x) else float(x)
+                   for x in (contrastive, reconstruction, diversity))
         r, d = (v / world_size() for v in global_sum([r, d]))
         return StepLosses(c, r, d, self.weights.combine(c, r, d))
