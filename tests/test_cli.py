@@ -11,6 +11,7 @@ import pytest
 import lame.training
 from lame.cli import main
 from lame.errors import InvalidInput, MissingPath, UserError
+from lame.extras import MissingExtra
 
 TINY_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny-digits.yaml"
 
@@ -65,6 +66,7 @@ def test_user_errors_are_the_built_in_kinds_callers_expect():
     for kind in (RecipeError, ItemError, DataError, InvalidInput):
         assert issubclass(kind, UserError) and issubclass(kind, ValueError)
     assert issubclass(MissingPath, FileNotFoundError) and issubclass(TrainingDiverged, UserError)
+    assert issubclass(MissingExtra, UserError) and issubclass(MissingExtra, ImportError)
 
 
 def test_the_tiny_digits_recipe_trains_through_the_cli(digits_data, tmp_path, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import gradients, sum_batch, sum_record, write_jsonl
+from helpers import gradients, noise, sum_batch, sum_record, write_jsonl
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -348,7 +348,7 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
     from lame.modeling.baselines import build_tiny_baseline
     from lame.training.data import TrainingExample
 
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    image = noise((28, 28), 0)
     example = TrainingExample(query={"text": "three plus four", "image": image}, positives=["seven", image],
                               negatives=["eight"], rationale="three and four make seven", where="train.jsonl:3")
     items = [example.query, *example.positives, *example.negatives]
