@@ -83,3 +83,9 @@ def test_the_tiny_digits_recipe_trains_through_the_cli(digits_data, tmp_path, ca
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["step"]) for r in rows] == [("warmup", 2), ("joint", 4)]
     assert all(r["reconstruction"] > 0 for r in rows)
+
+
+def test_backbone_families_are_checked_when_given(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--backbone", "nope"])
+    assert info.value.code == 2 and "no tiny config for 'nope'; choose from qwen2_5_vl" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from .errors import InvalidInput, MissingPath
 
 CONFIG_NAME = "lame_config.json"
 # The closed sets of the config's string fields, checked here and used by the code that reads them.
-VARIANTS = ("lame", "sequential", "cot")  # lame.modeling.baselines: the two baselines
+VARIANTS = ("lame", "sequential", "cot")  # their model classes: lame.modeling.variants
 POOLINGS = ("last", "mean", "attention")
 DECODER_TARGETS = ("answer", "full")  # the record's answer, or its rationale and answer
 DECODER_READS = ("reason", "embed")
