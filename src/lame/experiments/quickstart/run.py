@@ -138,7 +138,8 @@ def lame_recipe(settings: QuickstartSettings, backbone: Path, data_dir: Path, ou
             {"name": "warmup", "steps": settings.warmup_steps, "batch_size": settings.batch_size,
              "schedule": "constant", "trainable": heads},
             {"name": "joint", "steps": settings.joint_steps, "batch_size": settings.batch_size,
-             "schedule": "cosine", "warmup_steps": 10, "trainable": [backbone_group, *heads]},
+             "schedule": "cosine", "warmup_steps": min(10, settings.joint_steps),
+             "trainable": [backbone_group, *heads]},
         ],
     }
 
