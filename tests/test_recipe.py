@@ -79,7 +79,7 @@ def test_bad_values_are_named_errors(recipe_file, override, key):
 def test_pixel_bounds_and_decoder_agreement(recipe_file):
     with pytest.raises(RecipeError, match=r"^model\.lame\.min_pixels: 5000 is more than max_pixels 1000"):
         load_recipe(recipe_file, ["model.lame.min_pixels=5000", "model.lame.max_pixels=1000"])
-    with pytest.raises(RecipeError, match=r"^model\.lame\.use_decoder: true conflicts with model\.decoder: None"):
+    with pytest.raises(RecipeError, match=r"^model\.lame\.use_decoder: true conflicts with model\.decoder: null"):
         load_recipe(recipe_file, ["model.decoder=null", "model.lame.use_decoder=true"])
     # agreeing values, or use_decoder left out: a decoder head exactly when model.decoder is set
     assert model_config(load_recipe(recipe_file, ["model.lame.use_decoder=true"])).use_decoder

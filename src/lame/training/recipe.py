@@ -77,7 +77,7 @@ class StageSpec:
     contrastive_weight: float | None = None
     reconstruction_weight: float | None = None
     diversity_weight: float | None = None
-    schedule: str = "cosine"  # any transformers scheduler name: constant, linear, cosine, ...
+    schedule: str = "cosine"  # one of lame.training.schedules.schedules(): constant, linear, cosine, ...
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
 
@@ -190,9 +190,10 @@ def _validate_model(model: ModelSpec) -> None:
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.lame: {exc}") from exc
     if "use_decoder" in model.lame and config.use_decoder != (model.decoder is not None):
-        raise RecipeError(f"model.lame.use_decoder: {str(config.use_decoder).lower()} conflicts with model.decoder: "
-                          f"{model.decoder!r}; a decoder head is built exactly when model.decoder is set "
-                          "(null for none), so leave use_decoder out")
+        decoder = "null" if model.decoder is None else repr(model.decoder)
+        raise RecipeError(f"model.lame.use_decoder: {str(config.use_decoder).lower()} conflicts with "
+                          f"model.decoder: {decoder}; a decoder head is built exactly when model.decoder is "
+                          "set (null for none), so leave use_decoder out")
     backbone = model.backbone
     if backbone.startswith("tiny:"):
         from ..modeling.adapters import tiny_families
