@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import noise
+from helpers import noise, sum_record, write_jsonl
 from lame import LaMEModel
 from lame.modeling.baselines import (
     CoTOutput,
@@ -21,7 +21,9 @@ from lame.modeling.baselines import (
     variant_of,
 )
 from lame.training.recipe import recipe_from_dict
-from lame.training.steps import LossWeights, TrainBatch, compute_gradients
+from lame.losses import info_nce
+from lame.training.objective import LossWeights
+from lame.training.steps import TrainBatch, compute_gradients
 from lame.training.trainer import Trainer
 
 STEPS, NEW_TOKENS = 3, 6
@@ -254,36 +256,30 @@ def test_cot_teacher_forcing_loss_and_gradients():
     assert queries[1].lm_tokens == 0 and all(q.lm_tokens > 1 for q in queries[::2])
     positives = [model.featurizer(x) for x in ["seven", "zero", "two", "nine"]]
     batch = TrainBatch(queries, positives, [], [None] * 4, torch.arange(4))
-    losses = compute_gradients(model, batch, LossWeights(1.0, 1.0, 0.0))
-    assert math.isfinite(losses.total) and losses.reconstruction > 0
+    losses = compute_gradients(model, batch, LossWeights(1.0, 0.5, 0.0))
+    # by hand: the rationale term is the summed LM cross-entropy over every rationale token
+    with torch.no_grad():
+        out = model(model.collate(queries))
+        contrastive = info_nce(out.embeddings, model(model.collate(positives)).embeddings,
+                               temperature=model.config.temperature, labels=torch.arange(4))
+    reconstruction = float(out.lm_loss) / sum(q.lm_tokens for q in queries)
+    assert losses.contrastive == pytest.approx(float(contrastive), rel=1e-5)
+    assert losses.reconstruction == pytest.approx(reconstruction, rel=1e-5) and reconstruction > 0
+    assert losses.total == pytest.approx(float(contrastive) + 0.5 * reconstruction, rel=1e-5)
     assert model.latent_embeddings.grad.abs().sum() > 0
     assert model.backbone.model.language_model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
     # The LM term is a token mean: with GradCache chunks it is the same number.
     model.zero_grad()
-    chunked = compute_gradients(model, batch, LossWeights(1.0, 1.0, 0.0), chunk_size=2)
+    chunked = compute_gradients(model, batch, LossWeights(1.0, 0.5, 0.0), chunk_size=2)
     assert chunked.reconstruction == pytest.approx(losses.reconstruction, rel=1e-5)
     assert chunked.contrastive == pytest.approx(losses.contrastive, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------- through Trainer
-WORDS = "zero one two three four five six seven eight nine".split()
-
-
-def _records(n: int = 12) -> list[dict]:
-    out = []
-    for i in range(n):
-        a, b = i % 10, (i * 7 + 3) % 10
-        answer = WORDS[(a + b) % 10]
-        out.append({"query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
-                    "positive": answer, "answer": answer, "rationale": f"{WORDS[a]} plus {WORDS[b]} is {answer}",
-                    "label": (a + b) % 10})
-    return out
-
-
 @pytest.mark.parametrize("lame", [{"variant": "sequential", "latent_steps": 2},
                                   {"variant": "cot", "cot_max_new_tokens": 2}], ids=["sequential", "cot"])
 def test_training_run_through_trainer(tmp_path, lame):
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    write_jsonl(tmp_path / "train.jsonl", [sum_record(i) for i in range(12)])
     raw = {
         "model": {"backbone": "tiny:qwen2_vl", "decoder": None,
                   "lame": {"num_reason_tokens": 0, "temperature": 0.05, **lame}},

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import SMALL_DIGITS as SMALL
+from helpers import WORDS, read_jsonl
+
 import lame.experiments.digits as digits_module
 from lame.experiments.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
 from lame.data.items import to_item
-
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SMALL = {"train_queries_per_level": 300, "test_queries_per_level": 40, "test_text_queries_per_level": 10}
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,10 @@ def labels() -> np.ndarray:
     return load_digits().target
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    generate_digits_benchmark(out, seed=3, **SMALL)
-    return out
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+@pytest.fixture
+def bench(digits_data) -> Path:
+    """Written with seed 3 and SMALL counts (conftest)."""
+    return digits_data
 
 
 def image_paths(item) -> list[str]:

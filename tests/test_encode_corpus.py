@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import free_port, noise, subprocess_env
 
-from lame import LaMEModel, build_tiny_model
+from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
 from lame.embed import encode as encode_module
 
@@ -22,14 +20,13 @@ SHARD = 4
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, saved_tiny_model):
     """A saved tiny model and a corpus of 15 records (4 shards): text, images, and 3 bad records."""
     root = tmp_path_factory.mktemp("corpus")
-    build_tiny_model("qwen2_vl", seed=0).save_pretrained(root / "model")
+    (root / "model").symlink_to(saved_tiny_model, target_is_directory=True)
     (root / "images").mkdir()
     for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
-            root / "images" / f"{i}.png")
+        noise((12, 12), i, high=255).save(root / "images" / f"{i}.png")
     lines = [json.dumps({"id": f"t{i}", "item": f"document number {i} about digits"}) for i in range(8)]
     lines.insert(2, "{not json")  # line 3
     lines.insert(5, "")  # a blank line is not a record
@@ -137,12 +134,6 @@ Path(log + f"-{PartialState().process_index}.json").write_text(json.dumps({"shar
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(corpus, reference, tmp_path):
     """torchrun, 2 CPU processes (gloo), resuming a folder that already holds shards 0 and 2."""
     out = tmp_path / "out"
@@ -153,9 +144,7 @@ def test_two_processes_match_one_process(corpus, reference, tmp_path):
             shutil.copy2(reference[0] / name, out / name)
     shutil.copy2(reference[0] / "encode.json", out / "encode.json")
     (tmp_path / "script.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    env = subprocess_env()
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "script.py"),
                str(corpus / "model"), str(corpus / "corpus.jsonl"), str(out), str(tmp_path / "log"), str(SHARD)]

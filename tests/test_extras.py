@@ -76,15 +76,14 @@ print(json.dumps({{"heavy": [m for m in {HEAVY!r} if m in sys.modules], "helped"
 """)
     assert result["heavy"] == []
     assert all(text.startswith("usage: lame") for text in result["helped"].values())
-    assert "--backbone-hidden-size" in result["helped"]["bench quality"]
+    assert "--sweep-pairs" in result["helped"]["bench quality"]
 
 
 def test_quickstart_settings_are_the_ones_the_runner_uses():
-    from lame.experiments.quickstart import pretrain, run, settings
+    from lame.experiments.quickstart import run, settings
 
     assert run.QuickstartSettings is settings.QuickstartSettings
-    assert pretrain.PretrainSettings is settings.PretrainSettings
-    assert settings.PretrainSettings().key() == settings.PretrainSettings().key()
+    assert run.METHODS is settings.METHODS
 
 
 # ------------------------------------------------------------------------------------ missing extras
@@ -173,7 +172,7 @@ def test_quickstart_and_speed_plots_are_skipped_without_matplotlib(monkeypatch, 
     from lame.experiments.bench.speed import plot_speed
     from lame.experiments.quickstart.plots import plot_quickstart
 
-    assert plot_quickstart({"variants": {}}, tmp_path / "quickstart.png") is None
+    assert plot_quickstart({"methods": {}}, tmp_path) == [None]
     assert plot_speed({"rows": []}, tmp_path / "speed.png") is None
     assert list(tmp_path.iterdir()) == []
     notes = capsys.readouterr().err.splitlines()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lame import LaMEModel, build_tiny_model
+from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
 from lame.index import VectorIndex, search
 
@@ -17,10 +17,10 @@ TEXTS = [f"document {i}: the digit {i % 10} written {['small', 'large', 'bold', 
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
+def embedded(tmp_path_factory, saved_tiny_model):
     """A saved tiny model, and a corpus encoded with it into 6 embedding shards of 7 vectors."""
     root = tmp_path_factory.mktemp("index")
-    build_tiny_model("qwen2_vl", seed=0).save_pretrained(root / "model")
+    (root / "model").symlink_to(saved_tiny_model, target_is_directory=True)
     (root / "corpus.jsonl").write_text("".join(json.dumps({"id": f"doc{i}", "item": t}) + "\n"
                                                for i, t in enumerate(TEXTS)))
     encode_corpus(root / "model", root / "corpus.jsonl", root / "emb", batch_size=8, shard_size=7,

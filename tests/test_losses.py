@@ -1,5 +1,6 @@
-"""Tests for lame.losses: InfoNCE (hand-computed references), diversity, combine, and 2-process gloo
-equality of the gathered loss and its gradients with the single-process loss on the global batch."""
+"""Tests for lame.losses: InfoNCE (hand-computed references), diversity, and 2-process gloo equality of
+the gathered loss and its gradients with the single-process loss on the global batch. How the terms
+combine in training: test_objective.py."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import datetime
 import math
 import os
 import random
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import free_port
 
-from lame.losses import combine, diversity_loss, info_nce
+from lame.losses import diversity_loss, info_nce
 
 TEMPERATURE = 0.5
 
@@ -231,44 +232,6 @@ def test_diversity_loss_single_state_is_zero():
 
 
 # ---------------------------------------------------------------------------------------------------
-# combine
-# ---------------------------------------------------------------------------------------------------
-
-
-def test_combine_weighted_total():
-    c, r, d = torch.tensor(1.5), torch.tensor(0.25), torch.tensor(0.8)
-    parts = combine(c, r, d, reconstruction_weight=0.3, diversity_weight=2.0)
-    assert parts.total.item() == pytest.approx(1.5 + 0.3 * 0.25 + 2.0 * 0.8)
-    assert parts.contrastive.item() == pytest.approx(1.5)
-    assert parts.reconstruction.item() == pytest.approx(0.25)
-    assert parts.diversity.item() == pytest.approx(0.8)
-    floats = parts.as_floats()
-    assert floats == pytest.approx({"total": 1.5 + 0.075 + 1.6, "contrastive": 1.5, "reconstruction": 0.25,
-                                    "diversity": 0.8})
-
-
-def test_combine_none_parts_count_as_zero():
-    c = torch.tensor(1.5)
-    only_div = combine(c, None, torch.tensor(0.8), reconstruction_weight=0.3, diversity_weight=2.0)
-    assert only_div.total.item() == pytest.approx(1.5 + 1.6)
-    assert only_div.reconstruction.item() == 0.0
-    only_rec = combine(c, torch.tensor(0.25), None, reconstruction_weight=0.3, diversity_weight=2.0)
-    assert only_rec.total.item() == pytest.approx(1.5 + 0.075)
-    assert only_rec.diversity.item() == 0.0
-    neither = combine(c, None, None, reconstruction_weight=0.3, diversity_weight=2.0)
-    assert neither.total.item() == pytest.approx(1.5)
-    assert neither.as_floats()["reconstruction"] == 0.0 and neither.as_floats()["diversity"] == 0.0
-
-
-def test_combine_gradient_flows_with_weights():
-    c = torch.tensor(1.0, requires_grad=True)
-    r = torch.tensor(2.0, requires_grad=True)
-    d = torch.tensor(3.0, requires_grad=True)
-    combine(c, r, d, reconstruction_weight=0.3, diversity_weight=2.0).total.backward()
-    assert (c.grad.item(), r.grad.item(), d.grad.item()) == pytest.approx((1.0, 0.3, 2.0))
-
-
-# ---------------------------------------------------------------------------------------------------
 # Distributed: 2 gloo processes vs. single process on the global batch
 # ---------------------------------------------------------------------------------------------------
 
@@ -285,12 +248,6 @@ def _global_batch():
     # repeats inside a rank (rows 0,1) and across ranks (rows 2,5 and 3,7)
     labels = torch.tensor([0, 0, 1, 2, 3, 1, 4, 2])
     return queries, positives, negatives, labels
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -329,7 +286,7 @@ def test_info_nce_gathered_two_gloo_processes_match_single_process(tmp_path):
         pytest.skip("torch.distributed with gloo not available")
 
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_dist_worker, args=(r, WORLD, port, str(tmp_path))) for r in range(WORLD)]
     for proc in procs:
         proc.start()

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from helpers import noise
 from PIL import Image
 
 from lame import build_tiny_model
@@ -25,9 +26,8 @@ DOCS = [f"document {i} about the digit {i % 10}" for i in range(12)]
 
 
 def png(size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:
-    array = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
+    noise(size, seed, high=255).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -295,11 +295,9 @@ def test_allow_listed_image_host_is_fetched(model):
 
 
 # ---------------------------------------------------------------------------------------- benchmark
-def run_bench(tmp_path, capsys, *extra: str) -> tuple[dict, str]:
+def run_bench(model_dir, tmp_path, capsys, *extra: str) -> tuple[dict, str]:
     from lame.cli import main
 
-    model_dir = tmp_path / "model"
-    build_tiny_model("qwen2_vl", seed=0).save_pretrained(model_dir)
     report_path = tmp_path / "bench.json"
     assert main(["bench", "serve", "--model", str(model_dir), "--requests", "6", "--max-seconds", "10",
                  "--json-output", str(report_path), *extra]) == 0
@@ -317,10 +315,10 @@ def check_bench_report(report: dict, table: str) -> None:
     assert sum("throughput(c=32)/throughput(c=1)" in line for line in lines) == 2
 
 
-def test_bench_serve_quick_reports_every_row(tmp_path, capsys):
-    check_bench_report(*run_bench(tmp_path, capsys, "--in-process"))
+def test_bench_serve_quick_reports_every_row(saved_tiny_model, tmp_path, capsys):
+    check_bench_report(*run_bench(saved_tiny_model, tmp_path, capsys, "--in-process"))
 
 
 @pytest.mark.slow
-def test_bench_serve_with_server_processes(tmp_path, capsys):
-    check_bench_report(*run_bench(tmp_path, capsys))
+def test_bench_serve_with_server_processes(saved_tiny_model, tmp_path, capsys):
+    check_bench_report(*run_bench(saved_tiny_model, tmp_path, capsys))

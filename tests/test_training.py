@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import gradients, noise, sum_batch, sum_record, write_jsonl
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -20,30 +21,15 @@ from lame.training import trainer as trainer_module
 from lame.training.parallel import resolve_strategy
 from lame.training.params import select_trainable
 from lame.training.recipe import ParamGroupSpec, RecipeError, load_recipe, recipe_from_dict
-from lame.training.steps import LossWeights, StepLosses, TrainBatch, compute_gradients
+from lame.training.objective import LossWeights, StepLosses
 from lame.training.trainer import Trainer, TrainingDiverged, build_model, dry_run, train
 
-WORDS = "zero one two three four five six seven eight nine".split()
 PROBE_ITEMS = ["three plus four", {"text": "six plus nine", "instruction": "add mod ten"}, "seven"]
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def record(i: int) -> dict:
-    a, b = i % 10, (i * 7 + 3) % 10
-    answer = WORDS[(a + b) % 10]
-    return {"id": str(i), "query": {"text": f"{WORDS[a]} plus {WORDS[b]}", "instruction": "add mod ten"},
-            "positive": answer, "negatives": [WORDS[(a + b + 1) % 10]], "answer": answer,
-            "label": (a + b) % 10}
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
 def make_data(folder: Path, n: int = 24) -> Path:
-    return write_jsonl(folder / "train.jsonl", [record(i) for i in range(n)])
+    return write_jsonl(folder / "train.jsonl", [sum_record(i) for i in range(n)])
 
 
 WARMUP = [{"pattern": "latent_embeddings", "lr": 1e-2}, {"pattern": "decoder_head.*", "lr": 1e-2}]
@@ -234,41 +220,12 @@ def test_warmup_stage_trains_exactly_its_patterns(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 3. GradCache
-@pytest.fixture(scope="module")
-def grad_model():
-    model = build_tiny_model("qwen2_vl", seed=1, config=LaMEConfig(num_reason_tokens=3, temperature=0.05,
-                                                                   max_length=512))
-    return model.train()
-
-
-def grad_batch(model) -> TrainBatch:
-    f = model.featurizer
-    n = 5
-    queries = [f({"text": f"{WORDS[i]} plus {WORDS[(3 * i + 1) % 10]}", "instruction": "add mod ten"})
-               for i in range(n)]
-    positives = [f(f"{WORDS[(i + j) % 10]} is the answer" if j else WORDS[(4 * i + 1) % 10])
-                 for i in range(n) for j in range(2)]
-    negatives = [f(f"the digit {WORDS[(i + 5) % 10]}") for i in range(n)]
-    targets = ["seven", None, "the answer is three because", "nine", None]
-    labels = torch.tensor([7, 3, 7, 1, 9])  # queries 0 and 2 share a label: masked false negatives
-    return TrainBatch(queries, positives, negatives, targets, labels)
-
-
-def gradients(model, batch, weights, chunk):
-    model.zero_grad(set_to_none=True)
-    losses = compute_gradients(model, batch, weights, chunk)
-    grads = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-             for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    return losses, grads
-
-
 @pytest.mark.parametrize("weights", [LossWeights(1.0, 0.0, 0.0), LossWeights(0.0, 1.0, 0.0),
                                      LossWeights(0.0, 0.0, 1.0), LossWeights(1.0, 0.7, 0.3)],
                          ids=["contrastive", "decoder", "diversity", "all"])
-def test_grad_cache_equals_full_batch(grad_model, weights):
-    batch = grad_batch(grad_model)
-    full_losses, full = gradients(grad_model, batch, weights, None)
+def test_grad_cache_equals_full_batch(train_model, weights):
+    batch = sum_batch(train_model)
+    full_losses, full = gradients(train_model, batch, weights, None)
     assert full["latent_embeddings"].abs().max() > 1e-4
     if weights.reconstruction:
         for name in ("decoder_head.projector.0.weight",
@@ -277,7 +234,7 @@ def test_grad_cache_equals_full_batch(grad_model, weights):
     if weights.contrastive:
         assert full["backbone.model.language_model.layers.0.self_attn.q_proj.weight"].abs().max() > 1e-6
     for chunk in (2, 3):
-        losses, chunked = gradients(grad_model, batch, weights, chunk)
+        losses, chunked = gradients(train_model, batch, weights, chunk)
         for key in ("contrastive", "reconstruction", "diversity", "total"):
             expected = getattr(full_losses, key)
             assert math.isclose(getattr(losses, key), expected, rel_tol=1e-5, abs_tol=1e-6), key
@@ -354,7 +311,7 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
     good = (tmp_path / "img" / "good0.png").read_bytes()
     (tmp_path / "img" / "truncated.png").write_bytes(good[: len(good) // 2])
 
-    records = [record(i) for i in range(12)]
+    records = [sum_record(i) for i in range(12)]
     for i in (1, 4, 6):
         records[i]["query"]["image"] = f"img/good{i % 3}.png"
     bad = {2: "missing.png", 7: "corrupt.png", 10: "truncated.png"}
@@ -391,7 +348,7 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
     from lame.modeling.baselines import build_tiny_baseline
     from lame.training.data import TrainingExample
 
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    image = noise((28, 28), 0)
     example = TrainingExample(query={"text": "three plus four", "image": image}, positives=["seven", image],
                               negatives=["eight"], rationale="three and four make seven", where="train.jsonl:3")
     items = [example.query, *example.positives, *example.negatives]

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .config import DTYPES
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .experiments.demo import run_demo
@@ -171,16 +173,24 @@ def _bench_encode(args: argparse.Namespace) -> int:
     return 0 if report["allclose"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .modeling.adapters import tiny_families  # the registry (the package imports it anyway)
+def _tiny_family(value: str) -> str:
+    """An argparse type: a backbone family with a tiny config. The registry imports the model code,
+    so it is read only when the option is given (``lame --help`` stays light)."""
+    from .modeling.adapters import tiny_families
 
-    families = tiny_families()
+    if value not in tiny_families():
+        raise argparse.ArgumentTypeError(f"no tiny config for {value!r}; choose from {', '.join(tiny_families())}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lame", description="LaME: latent-reasoning multimodal embeddings")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     demo = verbs.add_parser("demo", help="embed, search, save and reload a tiny LaME model on digit images (CPU)")
     demo.add_argument("--output", default="lame-demo", help="folder for the saved model (default: lame-demo)")
-    demo.add_argument("--backbone", default="qwen2_vl", choices=families)
+    demo.add_argument("--backbone", default="qwen2_vl", type=_tiny_family,
+                      help="tiny backbone family (default: qwen2_vl)")
     demo.set_defaults(func=_demo)
 
     train = verbs.add_parser("train", help="run a training recipe (YAML)")
@@ -282,10 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)  # what `bench speed` and `bench encode` share
     common.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
-    common.add_argument("--backbone", default="qwen2_vl", choices=families,
-                        help="the tiny model's backbone family when --model is not given")
+    common.add_argument("--backbone", default="qwen2_vl", type=_tiny_family,
+                        help="the tiny model's backbone family when --model is not given (default: qwen2_vl)")
     common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    common.add_argument("--dtype", default="float32", choices=DTYPES)
     common.add_argument("--repeats", type=int, help="timed rounds; medians are reported (default: speed 5, encode 3)")
     common.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 on a busy shared CPU)")
     common.add_argument("--quick", action="store_true", help="small counts, for tests and smoke runs")
@@ -325,13 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one verb. A :class:`lame.errors.UserError` (bad recipe, item, option or missing path) is
+    printed as one line with exit status 2; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    from .data.items import ItemError
-    from .training.recipe import RecipeError
+    from .errors import UserError
 
     try:
         return args.func(args)
-    except (RecipeError, ItemError, FileNotFoundError, ValueError) as exc:
+    except UserError as exc:
         print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,9 +7,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InvalidInput, MissingPath
+
 CONFIG_NAME = "lame_config.json"
+# The closed sets of the config's string fields, checked here and used by the code that reads them.
+VARIANTS = ("lame", "sequential", "cot")  # their model classes: lame.modeling.variants
 POOLINGS = ("last", "mean", "attention")
-DECODER_TARGETS = ("answer", "full")
+DECODER_TARGETS = ("answer", "full")  # the record's answer, or its rationale and answer
+DECODER_READS = ("reason", "embed")
+DECODER_PROJECTORS = ("linear", "mlp")
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names a checkpoint can be loaded in
+
+
+class ConfigError(InvalidInput):
+    """A bad :class:`LaMEConfig` value; ``key`` names the field."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
 
 
 @dataclass
@@ -56,22 +71,22 @@ class LaMEConfig:
     embed_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.variant not in ("lame", "sequential", "cot"):
-            raise ValueError(f"variant must be 'lame', 'sequential' or 'cot', got {self.variant!r}")
-        if self.num_reason_tokens < 0:
-            raise ValueError(f"num_reason_tokens must be >= 0, got {self.num_reason_tokens}")
-        if self.num_embed_tokens < 1:
-            raise ValueError(f"num_embed_tokens must be >= 1, got {self.num_embed_tokens}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.decoder_target not in DECODER_TARGETS:
-            raise ValueError(f"decoder_target must be one of {DECODER_TARGETS}, got {self.decoder_target!r}")
-        if self.decoder_reads not in ("reason", "embed"):
-            raise ValueError(f"decoder_reads must be 'reason' or 'embed', got {self.decoder_reads!r}")
-        if self.decoder_projector not in ("linear", "mlp"):
-            raise ValueError(f"decoder_projector must be 'linear' or 'mlp', got {self.decoder_projector!r}")
+        for key, allowed in (("variant", VARIANTS), ("pooling", POOLINGS), ("decoder_target", DECODER_TARGETS),
+                             ("decoder_reads", DECODER_READS), ("decoder_projector", DECODER_PROJECTORS)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        for key, low in (("num_reason_tokens", 0), ("num_embed_tokens", 1), ("latent_steps", 0),
+                         ("cot_max_new_tokens", 0), ("max_length", 1), ("decoder_max_length", 2),
+                         ("reconstruction_weight", 0), ("diversity_weight", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(key, f"must be >= {low}, got {getattr(self, key)}")
+        for key in ("projection_dim", "min_pixels", "max_pixels"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(key, f"must be >= 1 or null, got {getattr(self, key)}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ConfigError("min_pixels", f"{self.min_pixels} is more than max_pixels {self.max_pixels}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise ConfigError("temperature", f"must be > 0, got {self.temperature}")
 
     @property
     def num_latent_tokens(self) -> int:
@@ -96,7 +111,7 @@ class LaMEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown LaME config key(s): {', '.join(unknown)}")
+            raise InvalidInput(f"unknown LaME config key(s): {', '.join(unknown)}")
         return cls(**values)
 
     def replace(self, **changes) -> "LaMEConfig":
@@ -110,5 +125,5 @@ class LaMEConfig:
     def load(cls, directory: str | Path) -> "LaMEConfig":
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {directory} is not a saved LaME model folder")
+            raise MissingPath(f"{path} not found: {directory} is not a saved LaME model folder")
         return cls.from_dict(json.loads(path.read_text()))

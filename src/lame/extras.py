@@ -19,8 +19,10 @@ import importlib
 import sys
 from types import ModuleType
 
+from .errors import UserError
 
-class MissingExtra(ImportError):
+
+class MissingExtra(UserError, ImportError):
     """A feature's optional dependency is not installed; ``extra`` names the pip extra that brings it."""
 
     def __init__(self, message: str, *, extra: str, name: str | None = None):

@@ -1,8 +1,7 @@
-"""LaME's training losses: InfoNCE over gathered negatives, reconstruction, latent diversity.
+"""The loss functions of LaME's training: InfoNCE over gathered negatives, latent diversity.
 
-Total loss::
-
-    L = L_contrastive + reconstruction_weight * L_reconstruction + diversity_weight * L_diversity
+How they combine with the decoder's reconstruction loss into the training objective, under which
+weights and across processes: :mod:`lame.training.objective`.
 
 **Contrastive** (InfoNCE, several positives allowed). For query i with candidate set C (every
 positive and hard negative of every query in the GLOBAL batch, gathered across processes) and its
@@ -29,8 +28,6 @@ W processes, so a trainer multiplies this loss by W before ``backward`` to get t
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -122,25 +119,3 @@ def diversity_loss(reason_states: torch.Tensor) -> torch.Tensor:
     gram = unit @ unit.transpose(1, 2)  # (B, K, K)
     off_diagonal = gram.pow(2).sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).pow(2).sum(dim=1)
     return (off_diagonal / (k * (k - 1))).mean()
-
-
-@dataclass
-class LossParts:
-    total: torch.Tensor
-    contrastive: torch.Tensor
-    reconstruction: torch.Tensor
-    diversity: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {name: float(getattr(self, name).detach()) for name in ("total", "contrastive", "reconstruction",
-                                                                     "diversity")}
-
-
-def combine(contrastive: torch.Tensor, reconstruction: torch.Tensor | None, diversity: torch.Tensor | None,
-            reconstruction_weight: float, diversity_weight: float) -> LossParts:
-    """Weighted total; a missing part counts as zero."""
-    zero = contrastive.new_zeros(())
-    reconstruction = zero if reconstruction is None else reconstruction
-    diversity = zero if diversity is None else diversity
-    total = contrastive + reconstruction_weight * reconstruction + diversity_weight * diversity
-    return LossParts(total, contrastive, reconstruction, diversity)

@@ -24,11 +24,13 @@ from typing import Any, Union
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InvalidInput
+
 ItemLike = Union[str, Image.Image, Path, list, dict]
 _ITEM_KEYS = {"text", "image", "images", "parts", "instruction"}
 
 
-class ItemError(ValueError):
+class ItemError(InvalidInput):
     """An item that cannot be embedded; ``index`` is its position in the caller's input."""
 
     def __init__(self, index: int | None, reason: str):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..data.items import resolve_paths
+from ..errors import InvalidInput
 
 
 @dataclass
@@ -37,7 +38,7 @@ class ShardSpan:
 def plan_shards(path: str | Path, shard_size: int) -> list[ShardSpan]:
     """One pass over the file: the spans of consecutive ``shard_size`` records."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InvalidInput(f"shard_size must be >= 1, got {shard_size}")
     spans: list[ShardSpan] = []
     offset, records, start = 0, 0, None  # start: (offset, line) of the current shard's first record
     with open(path, "rb") as f:

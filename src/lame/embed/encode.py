@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InvalidInput
 from .corpus import ShardSpan, plan_shards, read_span
 from .shards import MANIFEST, REPORT, SETTINGS, ShardFiles, atomic_write, atomic_write_json
 
@@ -79,7 +80,7 @@ def _check_settings(output: Path, settings: dict) -> None:
     changed = [f"{k}: {previous.get(k)!r} then, {v!r} now" for k, v in settings.items()
                if k != "input" and previous.get(k) != v]  # the same file may have moved
     if changed:
-        raise ValueError(f"{output} holds shards of another run ({'; '.join(changed)}); use a new output folder")
+        raise InvalidInput(f"{output} holds shards of another run ({'; '.join(changed)}); use a new output folder")
 
 
 def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_size: int, batch_size: int) -> None:
@@ -105,7 +106,7 @@ def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: st
         ids = json.loads(files.ids.read_text())
         shape = np.load(files.embeddings, mmap_mode="r").shape
         if shape != (len(ids), dim):
-            raise ValueError(f"{files.embeddings}: shape {shape} does not match {len(ids)} ids of dimension {dim}")
+            raise InvalidInput(f"{files.embeddings}: shape {shape} does not match {len(ids)} ids of dimension {dim}")
         skipped += json.loads(files.skipped.read_text())
         shards.append({"number": span.number, "embeddings": files.embeddings.name, "ids": files.ids.name,
                        "count": len(ids)})

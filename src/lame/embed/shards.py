@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..errors import MissingPath
+
 MANIFEST = "manifest.json"
 SETTINGS = "encode.json"
 REPORT = "skipped.jsonl"
@@ -80,7 +82,7 @@ class EmbeddingShards:
         path = self.directory / MANIFEST
         if not path.is_file():
             hint = " (an unfinished run: run `lame encode` again to resume it)" if (self.directory / SETTINGS).is_file() else ""
-            raise FileNotFoundError(f"{path} does not exist{hint}")
+            raise MissingPath(f"{path} does not exist{hint}")
         self.manifest = json.loads(path.read_text())
         self.dim: int = self.manifest["dim"]
         self.count: int = self.manifest["count"]

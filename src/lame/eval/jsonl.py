@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..data.items import resolve_paths
+from ..errors import InvalidInput, MissingPath
 from .tasks import Query, RetrievalTask
 
 TASK_KEYS = {"name", "metric", "category", "group_by"}
@@ -25,9 +26,9 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: invalid JSON ({exc})") from exc
+            raise InvalidInput(f"{path}:{number}: invalid JSON ({exc})") from exc
         if not isinstance(row, dict) or "id" not in row:
-            raise ValueError(f"{path}:{number}: a record must be an object with an 'id'")
+            raise InvalidInput(f"{path}:{number}: a record must be an object with an 'id'")
         row["_where"] = f"{path}:{number}"
         rows.append(row)
     return rows
@@ -40,23 +41,23 @@ def is_task_folder(path: Path) -> bool:
 def load_jsonl_task(folder: str | Path) -> RetrievalTask:
     folder = Path(folder)
     if not is_task_folder(folder):
-        raise FileNotFoundError(f"{folder}: a JSONL task folder needs corpus.jsonl and queries.jsonl")
+        raise MissingPath(f"{folder}: a JSONL task folder needs corpus.jsonl and queries.jsonl")
     settings = json.loads((folder / "task.json").read_text()) if (folder / "task.json").is_file() else {}
     unknown = sorted(set(settings) - TASK_KEYS)
     if unknown:
-        raise ValueError(f"{folder / 'task.json'}: unknown key(s) {unknown}; allowed {sorted(TASK_KEYS)}")
+        raise InvalidInput(f"{folder / 'task.json'}: unknown key(s) {unknown}; allowed {sorted(TASK_KEYS)}")
     corpus = {}
     for row in _read_jsonl(folder / "corpus.jsonl"):
         if "item" not in row:
-            raise ValueError(f"{row['_where']}: missing field 'item'")
+            raise InvalidInput(f"{row['_where']}: missing field 'item'")
         corpus[str(row["id"])] = resolve_paths(row["item"], folder)
     queries = []
     for row in _read_jsonl(folder / "queries.jsonl"):
         for key in ("query", "relevant"):
             if key not in row:
-                raise ValueError(f"{row['_where']}: missing field {key!r}")
+                raise InvalidInput(f"{row['_where']}: missing field {key!r}")
         if not isinstance(row["relevant"], dict):
-            raise ValueError(f"{row['_where']}: 'relevant' must map doc ids to grades")
+            raise InvalidInput(f"{row['_where']}: 'relevant' must map doc ids to grades")
         meta = {k: v for k, v in row.items() if k not in ("id", "query", "relevant", "candidates", "_where")}
         candidates = [str(c) for c in row["candidates"]] if row.get("candidates") is not None else None
         queries.append(Query(str(row["id"]), resolve_paths(row["query"], folder),
@@ -78,5 +79,5 @@ def load_jsonl_benchmark(path: str | Path) -> list[RetrievalTask]:
         return [load_jsonl_task(path)]
     folders = sorted(p for p in path.iterdir() if p.is_dir() and is_task_folder(p)) if path.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"{path}: no task folder (corpus.jsonl + queries.jsonl) found")
+        raise MissingPath(f"{path}: no task folder (corpus.jsonl + queries.jsonl) found")
     return [load_jsonl_task(p) for p in folders]

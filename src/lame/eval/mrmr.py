@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInput, MissingPath
 from .mmeb import ImageStore, load_beir_qrels, read_records, select_tasks
 from .tasks import Query, RetrievalTask
 
@@ -118,7 +119,7 @@ def _subdir(task_dir: Path, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         if (task_dir / name).exists():
             return task_dir / name
-    raise FileNotFoundError(f"{what}: no {names[0]}/ in {task_dir}")
+    raise MissingPath(f"{what}: no {names[0]}/ in {task_dir}")
 
 
 def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalTask:
@@ -128,10 +129,10 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
     for i, row in enumerate(read_records(_subdir(task_dir, ("corpus",), what), split="test")):
         where = f"{what}, corpus row {i} ({row['_source']})"
         if "id" not in row:
-            raise ValueError(f"{where}: missing field 'id'")
+            raise InvalidInput(f"{where}: missing field 'id'")
         parts = interleave(row, images, where)
         if not parts:
-            raise ValueError(f"{where}: empty document (no text and no image)")
+            raise InvalidInput(f"{where}: empty document (no text and no image)")
         corpus[str(row["id"])] = parts
     if (task_dir / "pin_p").exists():  # extra corpus documents of the Knowledge/Theorem data
         for i, row in enumerate(read_records(task_dir / "pin_p", split="test")):
@@ -145,20 +146,20 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
     for i, row in enumerate(read_records(_subdir(task_dir, ("query", "queries"), what), split="test")):
         where = f"{what}, query row {i} ({row['_source']})"
         if "id" not in row:
-            raise ValueError(f"{where}: missing field 'id'")
+            raise InvalidInput(f"{where}: missing field 'id'")
         qid = str(row["id"])
         if qid not in qrels:  # no relevant document: not scored (as in the MTEB evaluation)
             continue
         parts = interleave(row, images, where)
         if not parts:
-            raise ValueError(f"{where}: empty query (no text and no image)")
+            raise InvalidInput(f"{where}: empty query (no text and no image)")
         meta = {}
         if row.get("category"):
             meta = {"category": str(row["category"]), "domain": spec.domains.get(str(row["category"]),
                                                                                  str(row["category"]))}
         queries.append(Query(qid, {"instruction": spec.instruction, "parts": parts}, qrels[qid], None, meta))
     if not queries:
-        raise ValueError(f"{what}: no query has a relevant document in qrels")
+        raise InvalidInput(f"{what}: no query has a relevant document in qrels")
     return RetrievalTask(spec.name, queries, corpus, metric=spec.metric, category=spec.category,
                          group_by="domain" if spec.domains else None)
 
@@ -174,13 +175,13 @@ def load_mrmr(root: str | Path, tasks: Iterable[str] | str | None = None, *,
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"MRMR root {root} is not a folder")
+        raise MissingPath(f"MRMR root {root} is not a folder")
     groups = {g: [n for n, s in MRMR_TASKS.items() if s.category == g] for g in MRMR_GROUPS}
     names = select_tasks(MRMR_TASKS, tasks, groups, "MRMR")
     dirs = {name: _task_dir(root, MRMR_TASKS[name]) for name in names}
     missing = [name for name, d in dirs.items() if d is None]
     if missing:
         expected = {n: str(root / MRMR_TASKS[n].folder) for n in missing}
-        raise FileNotFoundError(f"MRMR task(s) {missing} not found; expected folders {expected}")
+        raise MissingPath(f"MRMR task(s) {missing} not found; expected folders {expected}")
     images = ImageStore(Path(extract_dir) if extract_dir else root / ".lame_images")
     return [_load_task(MRMR_TASKS[name], dirs[name], images) for name in names]

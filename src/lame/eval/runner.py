@@ -5,16 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from .metrics import METRIC_NAMES, all_metrics
 from .tasks import RetrievalTask
 
+Embed = Callable[[Sequence[Any]], np.ndarray]  # items -> (len(items), dim) embeddings
 
-def _fingerprint(items: Sequence) -> str:
+
+class Encoder(Protocol):
+    """What :func:`evaluate` needs of a model (a :class:`lame.LaMEModel`, or any embedder)."""
+
+    def encode(self, items: list, batch_size: int = ..., show_progress_bar: bool = ...) -> np.ndarray: ...
+
+
+def _fingerprint(items: Sequence[Any]) -> str:
     """A content hash of a list of items (text, paths with their size and mtime, image pixels)."""
     digest = hashlib.sha256()
 
@@ -46,7 +55,7 @@ class EmbeddingCache:
     def __init__(self, root: str | Path | None, model_key: str | None):
         self.root = Path(root) / model_key if root and model_key else None
 
-    def get_or_compute(self, items: Sequence, compute) -> np.ndarray:
+    def get_or_compute(self, items: Sequence[Any], compute: Embed) -> np.ndarray:
         if self.root is None:
             return compute(items)
         path = self.root / f"{_fingerprint(items)}.npy"
@@ -73,8 +82,12 @@ def model_cache_key(model_dir: str | Path | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def score_task(task: RetrievalTask, query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: list[str]) -> dict:
-    """Ranks every query's pool and averages the metrics (overall and per ``task.group_by`` value)."""
+def score_task(task: RetrievalTask, query_emb: np.ndarray, doc_emb: np.ndarray,
+               doc_ids: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Ranks every query's pool and averages the metrics (overall and per ``task.group_by`` value).
+
+    Returns the scores and each query's top 10 document ids (query id -> ranking).
+    """
     position = {d: i for i, d in enumerate(doc_ids)}
     sums: dict[str, float] = defaultdict(float)
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -103,15 +116,16 @@ def score_task(task: RetrievalTask, query_emb: np.ndarray, doc_emb: np.ndarray, 
     return result, rankings
 
 
-def evaluate(model, tasks: list[RetrievalTask], batch_size: int = 32, cache_dir: str | Path | None = None,
-             model_dir: str | Path | None = None, show_progress_bar: bool = True) -> dict:
+def evaluate(model: Encoder, tasks: Sequence[RetrievalTask], batch_size: int = 32,
+             cache_dir: str | Path | None = None, model_dir: str | Path | None = None,
+             show_progress_bar: bool = True) -> dict[str, Any]:
     """Scores ``model`` (anything with ``encode(items, batch_size=..., show_progress_bar=...)``) on tasks.
 
     Returns ``{"tasks": {name: scores}, "categories": {category: mean score}, "overall": mean}``.
     """
     cache = EmbeddingCache(cache_dir, model_cache_key(model_dir))
 
-    def encode(items):
+    def encode(items: Sequence[Any]) -> np.ndarray:
         return np.asarray(model.encode(list(items), batch_size=batch_size, show_progress_bar=show_progress_bar),
                           dtype=np.float32)
 
@@ -131,7 +145,7 @@ def evaluate(model, tasks: list[RetrievalTask], batch_size: int = 32, cache_dir:
     }
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict[str, Any]) -> str:
     """A plain-text table: one row per task (and per group), main metric plus the common ones."""
     cols = ("score", "hit@1", "recall@5", "mrr", "ndcg@5", "ndcg@10")
     lines = [f"{'task':<32} {'metric':<8} " + " ".join(f"{c:>9}" for c in cols) + f" {'queries':>8}"]
@@ -147,7 +161,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def save_report(report: dict, path: str | Path) -> None:
+def save_report(report: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

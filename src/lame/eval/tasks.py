@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidInput
 from .metrics import METRIC_NAMES
 
 
@@ -28,11 +29,11 @@ class RetrievalTask:
 
     def __post_init__(self) -> None:
         if self.metric not in METRIC_NAMES:
-            raise ValueError(f"task {self.name}: unknown metric {self.metric!r}; choose from {METRIC_NAMES}")
+            raise InvalidInput(f"task {self.name}: unknown metric {self.metric!r}; choose from {METRIC_NAMES}")
         for q in self.queries:
             pool = q.candidates if q.candidates is not None else self.corpus
             missing = [d for d in (q.candidates or []) if d not in self.corpus]
             if missing:
-                raise ValueError(f"task {self.name}, query {q.id}: candidate ids not in the corpus: {missing[:5]}")
+                raise InvalidInput(f"task {self.name}, query {q.id}: candidate ids not in the corpus: {missing[:5]}")
             if not any(d in pool for d, g in q.relevant.items() if g > 0):
-                raise ValueError(f"task {self.name}, query {q.id}: no relevant document among its candidates")
+                raise InvalidInput(f"task {self.name}, query {q.id}: no relevant document among its candidates")

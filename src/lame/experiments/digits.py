@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidInput
+
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LEVELS = (0, 1, 2, 3)
 BENCHMARK_VERSION = 2  # 2: a validation split carved from the training images; 56-pixel images
@@ -419,7 +421,7 @@ def generate_digits_benchmark(
     from sklearn.datasets import load_digits
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     counts = {
         "train_queries_per_level": train_queries_per_level,
         "test_queries_per_level": test_queries_per_level,
@@ -429,18 +431,18 @@ def generate_digits_benchmark(
     }
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
     levels = list(dict.fromkeys(int(level) for level in levels))
     if not levels or any(level not in LEVELS for level in levels):
-        raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
+        raise InvalidInput(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        raise InvalidInput(f"train_fraction must be in (0, 1), got {train_fraction}")
     if not 0.0 <= val_fraction < train_fraction:
-        raise ValueError(f"val_fraction must be in [0, train_fraction), got {val_fraction}")
+        raise InvalidInput(f"val_fraction must be in [0, train_fraction), got {val_fraction}")
     if not 0.0 <= train_text_fraction <= 1.0:
-        raise ValueError(f"train_text_fraction must be in [0, 1], got {train_text_fraction}")
+        raise InvalidInput(f"train_text_fraction must be in [0, 1], got {train_text_fraction}")
     if image_size < 8:
-        raise ValueError(f"image_size must be at least 8, got {image_size}")
+        raise InvalidInput(f"image_size must be at least 8, got {image_size}")
     seed = int(seed)
 
     out = Path(output_dir)

@@ -7,6 +7,8 @@ import math
 import faiss
 import numpy as np
 
+from ..errors import InvalidInput
+
 KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -24,7 +26,7 @@ def new_index(kind: str, dim: int, nlist: int = 1, m: int = 32, ef_construction:
         index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
         return index
-    raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
 def train(index: faiss.Index, sample: np.ndarray, nlist: int) -> None:
@@ -32,7 +34,7 @@ def train(index: faiss.Index, sample: np.ndarray, nlist: int) -> None:
     if index.is_trained:
         return
     if len(sample) < nlist:
-        raise ValueError(f"IVF with nlist={nlist} needs at least {nlist} vectors to train on, got {len(sample)}")
+        raise InvalidInput(f"IVF with nlist={nlist} needs at least {nlist} vectors to train on, got {len(sample)}")
     index.train(sample)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.items import resolve_paths
+from ..errors import InvalidInput
 from .vector_index import VectorIndex
 
 
@@ -16,7 +17,7 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
     image paths relative to ``base_dir``, default the working folder)."""
     given = [x is not None for x in (text, image, json_item)]
     if sum(given) != 1:
-        raise ValueError("give exactly one of a text query, an image file or a JSON item")
+        raise InvalidInput("give exactly one of a text query, an image file or a JSON item")
     if text is not None:
         return text
     if image is not None:
@@ -24,7 +25,7 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
     try:
         item = json.loads(json_item)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"the JSON query is not valid JSON ({exc})") from exc
+        raise InvalidInput(f"the JSON query is not valid JSON ({exc})") from exc
     return resolve_paths(item, base_dir or Path.cwd())
 
 

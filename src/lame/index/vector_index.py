@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from ..embed.shards import EmbeddingShards, atomic_write_json
+from ..errors import InvalidInput, MissingPath
 from . import kinds
 
 MANIFEST = "index.json"
@@ -74,11 +75,11 @@ class VectorIndex:
         """
         source = _Source.open(embeddings)
         if source.count == 0:
-            raise ValueError("nothing to index: the embeddings hold no vectors")
+            raise InvalidInput("nothing to index: the embeddings hold no vectors")
         if kind not in kinds.KINDS:
-            raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(kinds.KINDS)}")
+            raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(kinds.KINDS)}")
         if shard_size is not None and shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            raise InvalidInput(f"shard_size must be >= 1, got {shard_size}")
         nlist = (nlist or kinds.default_nlist(source.count)) if kind == "ivf" else None
         template = kinds.new_index(kind, source.dim, nlist or 1, m, ef_construction)
         if kind == "ivf":
@@ -117,7 +118,7 @@ class VectorIndex:
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: not an index folder (build one with `lame index build`)")
+            raise MissingPath(f"{path} does not exist: not an index folder (build one with `lame index build`)")
         manifest = json.loads(path.read_text())
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         shards = [_Shard(faiss.read_index(str(directory / s["index"]), flags),
@@ -140,7 +141,7 @@ class VectorIndex:
         ``None`` ids at the end of a row.
         """
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise InvalidInput(f"k must be >= 1, got {k}")
         queries = _normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
         nprobe = nprobe or self.manifest["nprobe"]
         ef_search = ef_search or self.manifest["ef_search"]
@@ -182,7 +183,7 @@ class _Source:
             vectors, ids = embeddings
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or len(vectors) != len(ids):
-                raise ValueError(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
+                raise InvalidInput(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
             return cls([(vectors, list(ids))], [len(ids)], vectors.shape[1], None, None)
         store = EmbeddingShards(embeddings)
         return cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()))

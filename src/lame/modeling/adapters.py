@@ -42,6 +42,7 @@ from transformers import (
 )
 
 from ..data.featurize import ImageLayout
+from ..errors import InvalidInput
 
 TINY_HIDDEN = 64
 
@@ -253,7 +254,7 @@ def get_adapter(model_type: str) -> BackboneAdapter:
     try:
         return ADAPTERS[model_type]
     except KeyError:
-        raise ValueError(
+        raise InvalidInput(
             f"unsupported backbone type {model_type!r}; supported: {', '.join(sorted(ADAPTERS))}"
         ) from None
 

@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from ..config import LaMEConfig
 from ..data.featurize import Features, Featurizer, collate
 from ..data.items import ItemError, ItemLike
+from ..errors import MissingPath
 from .adapters import get_adapter
 from .heads import EmbeddingHead, LatentDecoderHead
 from .lora import add_lora, is_lora_name, plain_backbone_name
@@ -112,7 +113,7 @@ class LaMEModel(nn.Module):
         """
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"backbone folder {path} does not exist")
+            raise MissingPath(f"backbone folder {path} does not exist")
         config = config or LaMEConfig()
         adapter = get_adapter(AutoConfig.from_pretrained(path, local_files_only=True).model_type)
         backbone = adapter.model_class.from_pretrained(path, dtype=dtype, local_files_only=True)

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..config import LaMEConfig
+from ..errors import MissingPath
 from .adapters import get_adapter
 from .tiny import build_tiny_tokenizer
 
@@ -45,14 +46,14 @@ def build_on_meta(backbone: str, decoder: str | None, config: LaMEConfig):
 
     backbone_config = architecture_of(backbone)
     if backbone_config is None:
-        raise FileNotFoundError(f"{backbone}: no such folder, and no shipped architecture named "
-                                f"{Path(backbone).name!r} (known: {', '.join(sorted(known_architectures()))})")
+        raise MissingPath(f"{backbone}: no such folder, and no shipped architecture named "
+                          f"{Path(backbone).name!r} (known: {', '.join(sorted(known_architectures()))})")
     decoder_config = None
     if decoder is not None and config.use_decoder and config.num_reason_tokens > 0:
         decoder_config = architecture_of(decoder)
         if decoder_config is None:
-            raise FileNotFoundError(f"{decoder}: no such folder, and no shipped architecture named "
-                                    f"{Path(decoder).name!r}")
+            raise MissingPath(f"{decoder}: no such folder, and no shipped architecture named "
+                              f"{Path(decoder).name!r}")
     adapter = get_adapter(backbone_config["model_type"])
     with torch.device("meta"):
         model = adapter.model_class(AutoConfig.for_model(**backbone_config))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -25,6 +27,6 @@ class ServeSettings:
         for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_items", "max_images_per_item",
                      "max_image_pixels", "max_k"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+            raise InvalidInput(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")

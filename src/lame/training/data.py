@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from ..data.items import resolve_paths
+from ..errors import InvalidInput, MissingPath
 
 RECORD_KEYS = {"id", "query", "positive", "positives", "negatives", "answer", "rationale", "label"}
 
 
-class DataError(ValueError):
+class DataError(InvalidInput):
     """A record that does not follow the schema; the message names the file, line and field."""
 
 
@@ -89,7 +90,7 @@ class JsonlSource:
     def __init__(self, path: str | Path, name: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"data file {self.path} does not exist")
+            raise MissingPath(f"data file {self.path} does not exist")
         self.name = name or self.path.stem
         offsets, numbers = [], []
         with self.path.open("rb") as f:

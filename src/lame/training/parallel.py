@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from ..extras import require
 from . import checkpoint as ckpt
-
+from .recipe import RecipeError
 
 
 def resolve_strategy(name: str, accelerator) -> str:
@@ -185,8 +185,8 @@ class FullySharded(DataParallel):
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         if mixed_precision == "fp16":
-            raise ValueError("train.mixed_precision fp16 needs loss scaling, which the fsdp strategy does not do; "
-                             "use bf16 (or the deepspeed strategy)")
+            raise RecipeError("train.mixed_precision fp16 needs loss scaling, which the fsdp strategy does not do; "
+                              "use bf16 (or the deepspeed strategy)")
         return super().make_optimizer(model, groups, stage, "no")
 
     def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
@@ -266,8 +266,8 @@ class DeepSpeedZero(DataParallel):
         if plugin is None and os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
             return json.loads(Path(os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).read_text())
         if plugin is None:
-            raise ValueError("train.strategy 'deepspeed' needs train.deepspeed_config (a DeepSpeed JSON file) "
-                             "or an accelerate DeepSpeed config (accelerate launch --config_file ...)")
+            raise RecipeError("train.strategy 'deepspeed' needs train.deepspeed_config (a DeepSpeed JSON file) "
+                              "or an accelerate DeepSpeed config (accelerate launch --config_file ...)")
         return dict(plugin.deepspeed_config)
 
     def describe(self) -> str:

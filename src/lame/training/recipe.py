@@ -2,6 +2,9 @@
 
 Every key is checked before anything is built: an unknown key, a missing data file or a bad value
 raises :class:`RecipeError` naming the key path (``stages[1].trainable[0].lr``).
+
+YAML reads a bare ``no`` as the boolean false: a string field whose value may be ``no`` (such as
+``train.mixed_precision``) declares it with ``field(metadata={FALSE_MEANS: "no"})``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..config import LaMEConfig
+from ..config import DTYPES, ConfigError, LaMEConfig
+from ..errors import InvalidInput
+
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")  # auto: what `accelerate launch` set up (parallel.py)
+PRECISIONS = ("no", "bf16", "fp16")  # autocast dtype of the training step
+FALSE_MEANS = "false_means"  # field metadata: the string a YAML boolean false stands for
 
 
-class RecipeError(ValueError):
-    pass
+class RecipeError(InvalidInput):
+    """A bad recipe: the message starts with the key path."""
 
 
 @dataclass
@@ -65,10 +73,11 @@ class StageSpec:
     batch_size: int = 8
     trainable: list[ParamGroupSpec] = field(default_factory=list)
     lora: LoraSpec | None = None
-    contrastive_weight: float = 1.0
-    reconstruction_weight: float | None = None  # None: the model config's value
+    # Loss weights of this stage; None: the model config's (lame.training.objective.loss_weights).
+    contrastive_weight: float | None = None
+    reconstruction_weight: float | None = None
     diversity_weight: float | None = None
-    schedule: str = "cosine"  # any transformers scheduler name: constant, linear, cosine, ...
+    schedule: str = "cosine"  # one of lame.training.schedules.schedules(): constant, linear, cosine, ...
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
 
@@ -77,7 +86,7 @@ class StageSpec:
 class TrainSpec:
     output_dir: str = "runs/lame"
     seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str = field(default="no", metadata={FALSE_MEANS: "no"})  # one of PRECISIONS
     gradient_checkpointing: bool = False
     grad_cache_chunk: int | None = None  # GradCache sub-batch size; None = whole batch at once
     save_every: int = 100
@@ -86,7 +95,7 @@ class TrainSpec:
     eval_every: int | None = None  # steps between evaluator calls (Trainer(evaluator=...)); also run at the end
     tensorboard: bool = True
     featurize_workers: int = 2  # threads featurising the next batch during a step; 0 = in the step
-    strategy: str = "auto"  # auto (follow accelerate launch) | ddp | fsdp | deepspeed
+    strategy: str = "auto"  # one of STRATEGIES
     deepspeed_config: str | None = None  # DeepSpeed JSON (ZeRO stage, offload); else accelerate's DeepSpeed config
 
 
@@ -113,7 +122,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_paths: bool =
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _yaml(path.read_text(), str(path)) or {}
     for override in overrides:
         _apply_override(raw, override)
     recipe = _build(Recipe, raw, "")
@@ -149,28 +158,43 @@ def missing_paths(recipe: Recipe) -> list[str]:
         value = getattr(recipe.model, name)
         if value and not value.startswith("tiny") and not Path(value).is_dir():
             missing.append((f"model.{name}", value))
+    if recipe.train.deepspeed_config and not Path(recipe.train.deepspeed_config).is_file():
+        missing.append(("train.deepspeed_config", recipe.train.deepspeed_config))
     return [f"{key}: {path} does not exist" for key, path in missing]
 
 
 def validate(recipe: Recipe, check_paths: bool = True) -> None:
+    """Raises :class:`RecipeError` naming the first bad key (the stage patterns are checked later)."""
     if check_paths:
         problems = missing_paths(recipe)
         if problems:
             raise RecipeError(problems[0])
     if not recipe.stages:
         raise RecipeError("stages: a recipe needs at least one stage")
-    if not recipe.data.sources:
-        raise RecipeError("data.sources: at least one data source is needed")
-    if recipe.train.featurize_workers < 0:
-        raise RecipeError(f"train.featurize_workers: must be >= 0, got {recipe.train.featurize_workers}")
-    for i, source in enumerate(recipe.data.sources):
-        if source.weight <= 0:
-            raise RecipeError(f"data.sources[{i}].weight: must be > 0, got {source.weight}")
+    _validate_model(recipe.model)
+    _validate_data(recipe.data)
+    _validate_train(recipe.train)
+    names = set()
+    for i, stage in enumerate(recipe.stages):
+        if stage.name in names:
+            raise RecipeError(f"stages[{i}].name: duplicate stage name {stage.name!r}")
+        names.add(stage.name)
+        _validate_stage(stage, f"stages[{i}]")
+
+
+def _validate_model(model: ModelSpec) -> None:
     try:
-        LaMEConfig.from_dict(recipe.model.lame)
+        config = LaMEConfig.from_dict(model.lame)
+    except ConfigError as exc:
+        raise RecipeError(f"model.lame.{exc}") from exc
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.lame: {exc}") from exc
-    backbone = recipe.model.backbone
+    if "use_decoder" in model.lame and config.use_decoder != (model.decoder is not None):
+        decoder = "null" if model.decoder is None else repr(model.decoder)
+        raise RecipeError(f"model.lame.use_decoder: {str(config.use_decoder).lower()} conflicts with "
+                          f"model.decoder: {decoder}; a decoder head is built exactly when model.decoder is "
+                          "set (null for none), so leave use_decoder out")
+    backbone = model.backbone
     if backbone.startswith("tiny:"):
         from ..modeling.adapters import tiny_families
 
@@ -178,32 +202,73 @@ def validate(recipe: Recipe, check_paths: bool = True) -> None:
         if family not in tiny_families():
             raise RecipeError(f"model.backbone: no tiny config for backbone type {family!r}; "
                               f"tiny families: {', '.join(tiny_families())}")
-    elif recipe.model.decoder == "tiny":
+        if model.decoder not in (None, "tiny"):
+            raise RecipeError("model.decoder: a tiny backbone takes decoder 'tiny' or null")
+    elif model.decoder == "tiny":
         raise RecipeError("model.decoder: 'tiny' goes with a tiny backbone; give a causal LM folder or null")
-    if recipe.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise RecipeError(f"model.dtype: expected float32, bfloat16 or float16, got {recipe.model.dtype!r}")
-    if recipe.train.strategy not in ("auto", "ddp", "fsdp", "deepspeed"):
-        raise RecipeError(f"train.strategy: expected auto, ddp, fsdp or deepspeed, got {recipe.train.strategy!r}")
-    if recipe.train.mixed_precision not in ("no", "bf16", "fp16"):
-        raise RecipeError(f"train.mixed_precision: expected no, bf16 or fp16, got {recipe.train.mixed_precision!r}")
-    names = set()
-    for i, stage in enumerate(recipe.stages):
-        where = f"stages[{i}]"
-        if stage.name in names:
-            raise RecipeError(f"{where}.name: duplicate stage name {stage.name!r}")
-        names.add(stage.name)
-        if stage.steps < 1:
-            raise RecipeError(f"{where}.steps: must be >= 1, got {stage.steps}")
-        if stage.batch_size < 2:
-            raise RecipeError(f"{where}.batch_size: contrastive training needs >= 2, got {stage.batch_size}")
-        if not stage.trainable:
-            raise RecipeError(f"{where}.trainable: list at least one parameter group")
-        for j, group in enumerate(stage.trainable):
-            if group.lr <= 0:
-                raise RecipeError(f"{where}.trainable[{j}].lr: must be > 0, got {group.lr}")
-    chunk = recipe.train.grad_cache_chunk
-    if chunk is not None and chunk < 1:
-        raise RecipeError(f"train.grad_cache_chunk: must be >= 1 or null, got {chunk}")
+    _check_choice("model.dtype", model.dtype, DTYPES)
+
+
+def _validate_data(data: DataSpec) -> None:
+    if not data.sources:
+        raise RecipeError("data.sources: at least one data source is needed")
+    for i, source in enumerate(data.sources):
+        _check_at_least(f"data.sources[{i}].weight", source.weight, 0, strict=True)
+    _check_at_least("data.positives_per_query", data.positives_per_query, 1)
+    _check_at_least("data.negatives_per_query", data.negatives_per_query, 0)
+
+
+def _validate_train(train: TrainSpec) -> None:
+    for key in ("save_every", "log_every", "keep_last"):
+        _check_at_least(f"train.{key}", getattr(train, key), 1)
+    if train.eval_every is not None:
+        _check_at_least("train.eval_every", train.eval_every, 1)
+    if train.grad_cache_chunk is not None:
+        _check_at_least("train.grad_cache_chunk", train.grad_cache_chunk, 1)
+    _check_at_least("train.featurize_workers", train.featurize_workers, 0)
+    _check_choice("train.strategy", train.strategy, STRATEGIES)
+    _check_choice("train.mixed_precision", train.mixed_precision, PRECISIONS)
+    if train.strategy == "fsdp" and train.mixed_precision == "fp16":
+        raise RecipeError("train.mixed_precision: fp16 needs loss scaling, which the fsdp strategy does not do; "
+                          "use bf16 (or the deepspeed strategy)")
+
+
+def _validate_stage(stage: StageSpec, where: str) -> None:
+    from .schedules import schedules
+
+    _check_at_least(f"{where}.steps", stage.steps, 1)
+    if stage.batch_size < 2:
+        raise RecipeError(f"{where}.batch_size: contrastive training needs >= 2, got {stage.batch_size}")
+    if not stage.trainable:
+        raise RecipeError(f"{where}.trainable: list at least one parameter group")
+    for j, group in enumerate(stage.trainable):
+        _check_at_least(f"{where}.trainable[{j}].lr", group.lr, 0, strict=True)
+    for key in ("contrastive_weight", "reconstruction_weight", "diversity_weight"):
+        if getattr(stage, key) is not None:
+            _check_at_least(f"{where}.{key}", getattr(stage, key), 0)
+    if stage.schedule not in schedules():
+        from transformers import SchedulerType
+
+        problem = ("needs more than a warm-up and a length (a metric or options)"
+                   if stage.schedule in {s.value for s in SchedulerType} else "is not a transformers scheduler")
+        raise RecipeError(f"{where}.schedule: {stage.schedule!r} {problem}; use one of {', '.join(schedules())}")
+    _check_at_least(f"{where}.warmup_steps", stage.warmup_steps, 0)
+    if stage.warmup_steps > stage.steps:
+        raise RecipeError(f"{where}.warmup_steps: {stage.warmup_steps} is more than the stage's {stage.steps} steps")
+    if stage.max_grad_norm is not None:
+        _check_at_least(f"{where}.max_grad_norm", stage.max_grad_norm, 0)  # 0 or null: no clipping
+    if stage.lora is not None:
+        _check_at_least(f"{where}.lora.r", stage.lora.r, 1)
+
+
+def _check_at_least(key: str, value, low, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        raise RecipeError(f"{key}: must be {'>' if strict else '>='} {low}, got {value}")
+
+
+def _check_choice(key: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RecipeError(f"{key}: expected one of {', '.join(allowed)}; got {value!r}")
 
 
 def _apply_override(raw: dict, override: str) -> None:
@@ -215,11 +280,18 @@ def _apply_override(raw: dict, override: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: depth + 1]))
     last = parts[-1]
-    parsed = yaml.safe_load(value)
+    parsed = _yaml(value, f"--set {override}")
     if isinstance(node, list):
         node[_index(node, last, key)] = parsed
     else:
         node[last] = parsed
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 def _child(node: Any, part: str, where: str) -> Any:
@@ -246,8 +318,11 @@ def _build(cls: type, raw: Any, where: str):
     if unknown:
         prefix = f"{where}." if where else ""
         raise RecipeError(f"unknown key(s) {', '.join(prefix + u for u in unknown)}; known: {sorted(fields)}")
+    false_means = {f.name: f.metadata[FALSE_MEANS] for f in dataclasses.fields(cls) if FALSE_MEANS in f.metadata}
     values = {}
     for name, value in raw.items():
+        if value is False and name in false_means:
+            value = false_means[name]
         values[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
     try:
         return cls(**values)

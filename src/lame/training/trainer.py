@@ -20,19 +20,22 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from transformers import get_scheduler
 
 from ..config import LaMEConfig
 from ..data.items import ItemError
+from ..errors import UserError
 from ..extras import optional
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
 from . import checkpoint as ckpt
+from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
+from .objective import loss_weights
 from .parallel import make_strategy
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
-from .steps import LossWeights, TrainBatch, compute_gradients, global_sum
+from .schedules import make_scheduler
+from .steps import TrainBatch, compute_gradients
 
 
 @dataclass
@@ -56,7 +59,7 @@ class _Inline:
         return future
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -69,6 +72,7 @@ class Progress:
 
 
 def model_config(recipe: Recipe) -> LaMEConfig:
+    """The recipe's LaME config; a decoder head exists exactly when ``model.decoder`` is set."""
     return LaMEConfig.from_dict(recipe.model.lame).replace(use_decoder=recipe.model.decoder is not None)
 
 
@@ -76,8 +80,6 @@ def build_model(recipe: Recipe) -> LaMEModel:
     spec = recipe.model
     config = model_config(recipe)
     if spec.backbone.startswith("tiny:"):
-        if spec.decoder not in (None, "tiny"):
-            raise RecipeError("model.decoder: a tiny backbone takes decoder 'tiny' or null")
         return build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
     dtype = getattr(torch, spec.dtype)
     return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
@@ -211,18 +213,13 @@ class Trainer:
         groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable",
                                   without_lora=not lora_begun)  # adapters added early for sharding stay frozen
         optimizer = self.strategy.make_optimizer(self.model, groups, stage, self.recipe.train.mixed_precision)
-        scheduler = get_scheduler(stage.schedule, optimizer, num_warmup_steps=stage.warmup_steps,
-                                  num_training_steps=stage.steps)
+        scheduler = make_scheduler(stage.schedule, optimizer, stage.warmup_steps, stage.steps)
         if self.resume_from is not None and self.progress.step_in_stage > 0:
             self.strategy.load_optimizer(self.model, optimizer, self.resume_from)
             scheduler.load_state_dict(self._scheduler_state)
             ckpt.load_rng(self.resume_from, self.rank)
         self.resume_from = None
-        weights = LossWeights(
-            stage.contrastive_weight,
-            self.model.config.reconstruction_weight if stage.reconstruction_weight is None else stage.reconstruction_weight,
-            self.model.config.diversity_weight if stage.diversity_weight is None else stage.diversity_weight,
-        )
+        weights = loss_weights(self.model.config, stage)
         self._log_line(self._describe_stage(stage, groups))
         self.model.train()
         bar = self._bar(stage)
@@ -292,7 +289,7 @@ class Trainer:
             labels.append(label_id(example.label, draw))
         self._note_extra_fields()
         if global_sum([0 if queries else 1])[0]:  # every process stops together, none hangs in a collective
-            raise RuntimeError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
+            raise DataError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
                                f"see {self.skipped_file}")
         return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ...errors import InvalidInput, MissingPath
 from ..tasks import RetrievalTask
 from .common import CandidatePool, MMEBTask, _assemble, _Context, make_item
 from .files import DATA_SUFFIXES, ImageStore, data_files, read_file, read_records, sample_frames
@@ -74,8 +75,8 @@ def select_tasks(registry: dict, tasks: Iterable[str] | str | None, groups: dict
         else:
             unknown.append(name)
     if unknown:
-        raise ValueError(f"unknown {benchmark} task(s) {unknown}; known: {sorted(registry)}"
-                         + (f" or a group {sorted(groups)}" if groups else ""))
+        raise InvalidInput(f"unknown {benchmark} task(s) {unknown}; known: {sorted(registry)}"
+                           + (f" or a group {sorted(groups)}" if groups else ""))
     return list(dict.fromkeys(chosen))
 
 
@@ -102,20 +103,20 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *, 
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"MMEB-V2 root {root} is not a folder")
+        raise MissingPath(f"MMEB-V2 root {root} is not a folder")
     if num_frames is not None and num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1 or None, got {num_frames}")
+        raise InvalidInput(f"num_frames must be >= 1 or None, got {num_frames}")
     groups = {g: [n for n, s in MMEB_V2_TASKS.items() if s.modality == g] for g in MMEB_V2_GROUPS}
     names = select_tasks(MMEB_V2_TASKS, tasks, groups, "MMEB-V2")
     overrides = dict(eval_type or {})
     bad = {n: v for n, v in overrides.items() if n not in MMEB_V2_TASKS or v not in ("local", "global")}
     if bad:
-        raise ValueError(f"eval_type overrides must map MMEB-V2 task names to 'local' or 'global': {bad}")
+        raise InvalidInput(f"eval_type overrides must map MMEB-V2 task names to 'local' or 'global': {bad}")
     paths = {name: mmeb_task_path(root, MMEB_V2_TASKS[name]) for name in names}
     missing = [name for name, path in paths.items() if path is None]
     if missing:
         where = {n: str(Path(*_expected(MMEB_V2_TASKS[n]))) for n in missing[:5]}
-        raise FileNotFoundError(f"MMEB-V2 task(s) {missing} not found under {root}; expected e.g. {where}")
+        raise MissingPath(f"MMEB-V2 task(s) {missing} not found under {root}; expected e.g. {where}")
     ctx = _Context(root, num_frames, ImageStore(Path(extract_dir) if extract_dir else root / ".lame_images"))
     loaded = []
     for name in names:
@@ -127,7 +128,7 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *, 
                             split=spec.params.get("split", "test"))
         entries = _parser(spec)(spec, rows, ctx)
         if not entries:
-            raise ValueError(f"MMEB-V2 task {name}: no records in {paths[name]}")
+            raise InvalidInput(f"MMEB-V2 task {name}: no records in {paths[name]}")
         loaded.append(_assemble(spec, entries, overrides.get(name, spec.eval_type)))
     return loaded
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...errors import InvalidInput
 from ..tasks import Query, RetrievalTask
 from .files import ImageStore, sample_frames
 
@@ -133,7 +134,7 @@ def _where(spec: MMEBTask, i: int, row: dict) -> str:
 def _require(row: dict, keys: Iterable[str], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}")
+        raise InvalidInput(f"{where}: missing field(s) {missing}")
 
 
 def _positive_first(candidates: list, positive: int) -> tuple[list, list[int]]:

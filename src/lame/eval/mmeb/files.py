@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import InvalidInput, MissingPath
+
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -24,7 +26,7 @@ def data_files(path: Path, config: str | None = None, split: str | None = None) 
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingPath(f"{path} does not exist")
     base = path / config if config and (path / config).is_dir() else path
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(base).parts))
@@ -32,7 +34,7 @@ def data_files(path: Path, config: str | None = None, split: str | None = None) 
         chosen = [p for p in files if p.name.startswith(split) or split in p.relative_to(base).parts[:-1]]
         files = chosen or files
     if not files:
-        raise FileNotFoundError(f"{path}: no .parquet, .jsonl or .json data file")
+        raise MissingPath(f"{path}: no .parquet, .jsonl or .json data file")
     return files
 
 
@@ -51,7 +53,7 @@ def read_file(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: invalid JSON ({exc})") from exc
+                    raise InvalidInput(f"{path}:{number}: invalid JSON ({exc})") from exc
         return rows
     data = json.loads(path.read_text())
     return data if isinstance(data, list) else [data]
@@ -63,7 +65,7 @@ def read_records(path: Path, config: str | None = None, split: str | None = None
     for file in data_files(path, config, split):
         for row in read_file(file):
             if not isinstance(row, dict):
-                raise ValueError(f"{file}: a record must be an object, got {type(row).__name__}")
+                raise InvalidInput(f"{file}: a record must be an object, got {type(row).__name__}")
             row["_source"] = file
             rows.append(row)
     return rows
@@ -107,13 +109,13 @@ class ImageStore:
             if cell.get("path"):
                 return self.file(Path(cell["path"]), base_dir, where)
             return None
-        raise ValueError(f"{where}: unsupported image value of type {type(cell).__name__}")
+        raise InvalidInput(f"{where}: unsupported image value of type {type(cell).__name__}")
 
     def file(self, path: Path, base_dir: Path, where: str) -> Path:
         path = path if path.is_absolute() else base_dir / path
         if path not in self._seen:
             if not path.is_file():
-                raise FileNotFoundError(f"{where}: image file {path} does not exist")
+                raise MissingPath(f"{where}: image file {path} does not exist")
             self._seen.add(path)
         return path
 
@@ -140,11 +142,11 @@ def sample_frames(frame_dir: Path, num_frames: int | None, where: str) -> list[P
     keeps all of them (no padding). ``num_frames=None`` keeps every frame.
     """
     if not frame_dir.is_dir():
-        raise FileNotFoundError(f"{where}: frame folder {frame_dir} does not exist")
+        raise MissingPath(f"{where}: frame folder {frame_dir} does not exist")
     frames = sorted((p for p in frame_dir.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES),
                     key=lambda p: _natural_key(p.name))
     if not frames:
-        raise FileNotFoundError(f"{where}: no frame images (.jpg/.jpeg/.png) in {frame_dir}")
+        raise MissingPath(f"{where}: no frame images (.jpg/.jpeg/.png) in {frame_dir}")
     if num_frames is None or num_frames >= len(frames):
         return frames
     return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).astype(int)]

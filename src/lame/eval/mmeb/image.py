@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...errors import InvalidInput
 from .common import MMEBTask, _as_list, _clean, _Context, _Entry, _require, _where, make_item
 
 IMAGE_TASKS = {
@@ -32,19 +33,19 @@ def parse_image(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]
                     for p in _as_list(row.get("qry_img_path")) if p]
         query = make_item(_clean(row.get("qry_text")), q_images, _clean(row.get("qry_inst")) or None)
         if query is None:
-            raise ValueError(f"{where}: empty query (no text and no image)")
+            raise InvalidInput(f"{where}: empty query (no text and no image)")
         texts, paths = _as_list(row.get("tgt_text")), _as_list(row.get("tgt_img_path"))
         if paths and texts and len(paths) != len(texts):
-            raise ValueError(f"{where}: tgt_text has {len(texts)} entries but tgt_img_path {len(paths)}")
+            raise InvalidInput(f"{where}: tgt_text has {len(texts)} entries but tgt_img_path {len(paths)}")
         candidates = []
         for k in range(max(len(texts), len(paths))):
             text = _clean(texts[k]) if k < len(texts) else ""
             path = paths[k] if k < len(paths) else ""
             cand = make_item(text, [ctx.images.file(Path(path), image_root, where)] if path else [])
             if cand is None:
-                raise ValueError(f"{where}: target {k} is empty (no text and no image)")
+                raise InvalidInput(f"{where}: target {k} is empty (no text and no image)")
             candidates.append(cand)
         if not candidates:
-            raise ValueError(f"{where}: no targets")
+            raise InvalidInput(f"{where}: no targets")
         entries.append(_Entry(f"q{i}", query, candidates, [0]))
     return entries

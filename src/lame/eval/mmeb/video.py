@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...errors import InvalidInput, MissingPath
 from .common import MMEBTask, _as_list, _Context, _Entry, _positive_first, _require, _where, make_item
 from .files import _natural_key
 
@@ -109,7 +110,7 @@ def _parse_video_ret(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_E
             video = Path(video).stem
         captions = _as_list(row[p["text"]])
         if not captions:
-            raise ValueError(f"{where}: empty {p['text']!r}")
+            raise InvalidInput(f"{where}: empty {p['text']!r}")
         frames = ctx.frames(spec, ctx.frames_root(spec) / video, where)
         query = make_item(str(captions[0]).strip(), (), p["instruction"])
         entries.append(_Entry(f"q{i}", query, [make_item("", frames)], [0], {"video_id": video}))
@@ -125,14 +126,14 @@ def _parse_moment(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entr
         _require(row, ["query", "video_path"], where)
         video_dir = ctx.frames_root(spec) / Path(str(row["video_path"])).stem
         if not video_dir.is_dir():
-            raise FileNotFoundError(f"{where}: frame folder {video_dir} does not exist")
+            raise MissingPath(f"{where}: frame folder {video_dir} does not exist")
         query = make_item(str(row["query"]).strip(), ctx.frames(spec, video_dir / "query", where),
                           spec.params["instruction"])
         clips = sorted((d for d in video_dir.iterdir() if d.is_dir() and d.name != "query"),
                        key=lambda d: (not d.name.startswith("positive"), _natural_key(d.name)))
         positives = [k for k, d in enumerate(clips) if d.name.startswith("positive")]
         if not positives:
-            raise FileNotFoundError(f"{where}: no positive* clip folder in {video_dir}")
+            raise MissingPath(f"{where}: no positive* clip folder in {video_dir}")
         candidates = [make_item("", ctx.frames(spec, d, where)) for d in clips]
         entries.append(_Entry(f"q{i}", query, candidates, positives, {"video_id": video_dir.name}))
     return entries
@@ -166,7 +167,7 @@ def _parse_momentseeker(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list
 
         positive, negative = clips(row["positive_frames"]), clips(row["negative_frames"])
         if not positive:
-            raise ValueError(f"{where}: no positive clip")
+            raise InvalidInput(f"{where}: no positive clip")
         candidates = [make_item("", ctx.frames(spec, root / "video_frames" / _clip_name(c), where))
                       for c in positive + negative]
         entries.append(_Entry(f"q{i}", query, candidates, list(range(len(positive)))))
@@ -184,7 +185,7 @@ def _options_block(question: str, options: list[str]) -> str:
 def _qa_entry(spec: MMEBTask, i: int, frames: list[Path], text: str, options: list[str], answer: int,
               where: str, meta: dict) -> _Entry:
     if not 0 <= answer < len(options):
-        raise ValueError(f"{where}: answer index {answer} outside the {len(options)} options")
+        raise InvalidInput(f"{where}: answer index {answer} outside the {len(options)} options")
     candidates, positives = _positive_first([str(o) for o in options], answer)
     return _Entry(f"q{i}", make_item(text, frames, spec.params["instruction"]), candidates, positives, meta)
 
@@ -198,7 +199,7 @@ def _parse_videomme(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_En
         options = [str(o) for o in _as_list(row["options"])]
         letter = str(row["answer"]).strip()
         if len(letter) != 1 or not letter.isalpha():
-            raise ValueError(f"{where}: answer {row['answer']!r} is not an option letter")
+            raise InvalidInput(f"{where}: answer {row['answer']!r} is not an option letter")
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["videoID"]), where)
         text = str(row["question"]).strip() + "\n" + "\n".join(options)
         meta = {k: row[k] for k in ("question_id", "domain", "sub_category") if k in row}
@@ -244,7 +245,7 @@ def _parse_activitynetqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> lis
         _require(row, ["video_name", "question", "answer"], where)
         answer = str(row["answer"]).strip().lower()
         if answer not in ("yes", "no"):
-            raise ValueError(f"{where}: answer {row['answer']!r} is neither 'yes' nor 'no'")
+            raise InvalidInput(f"{where}: answer {row['answer']!r} is neither 'yes' nor 'no'")
         frames = ctx.frames(spec, ctx.frames_root(spec) / f"v_{row['video_name']}", where)
         text = str(row["question"]).strip() + "? (A) yes; (B) no."
         entries.append(_qa_entry(spec, i, frames, text, ["yes", "no"], ["yes", "no"].index(answer), where,
@@ -270,7 +271,7 @@ def _parse_mvbench(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Ent
         options = [str(c) for c in _as_list(row["candidates"])]
         answer = str(row["answer"])
         if answer not in options:
-            raise ValueError(f"{where}: answer {answer!r} is not among the candidates {options}")
+            raise InvalidInput(f"{where}: answer {answer!r} is not among the candidates {options}")
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(subset) / str(row["video"]), where)
         text = _options_block(str(row["question"]).strip(), options)
         entries.append(_qa_entry(spec, i, frames, text, options, options.index(answer), where,

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from ...errors import InvalidInput, MissingPath
 from ..tasks import Query, RetrievalTask
 from .common import MMEBTask, _Context, make_item
 from .files import read_records
@@ -64,7 +65,7 @@ def _field(row: dict, names: tuple[str, ...], where: str) -> Any:
     for name in names:
         if name in row:
             return row[name]
-    raise ValueError(f"{where}: missing field {names[0]!r}")
+    raise InvalidInput(f"{where}: missing field {names[0]!r}")
 
 
 def load_beir_qrels(rows: list[dict], what: str) -> dict[str, dict[str, float]]:
@@ -99,8 +100,8 @@ def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
         if page is None:
             page = ctx.images.path(row.get("image"), Path(row["_source"]).parent, where)
         if page is None:
-            raise FileNotFoundError(f"{where}: no page image {name} in {image_dirs[0]} and none in the "
-                                    "corpus file")
+            raise MissingPath(f"{where}: no page image {name} in {image_dirs[0]} and none in the "
+                              "corpus file")
         corpus[did] = page
     queries = []
     for i, row in enumerate(read_records(data_dir / "queries", split=split)):
@@ -111,8 +112,8 @@ def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
         meta = {"language": row["language"]} if row.get("language") else {}
         text = str(_field(row, ("query",), where)).strip()
         if not text:
-            raise ValueError(f"{where}: empty query text")
+            raise InvalidInput(f"{where}: empty query text")
         queries.append(Query(qid, make_item(text, (), spec.params["instruction"]), qrels[qid], None, meta))
     if not queries:
-        raise ValueError(f"{what}: no query has a relevant document in qrels")
+        raise InvalidInput(f"{what}: no query has a relevant document in qrels")
     return RetrievalTask(spec.name, queries, corpus, metric=spec.metric, category=spec.modality)

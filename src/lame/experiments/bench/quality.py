@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lame.errors import InvalidInput
 from lame.experiments.quickstart.settings import METHODS, QuickstartSettings
 
 ALL = "all"
@@ -48,7 +49,7 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     """Runs every missing (method, seed, pairs) job, times the methods side by side, summarises."""
     unknown = sorted(set(methods) | set(sweep_methods) - set(METHODS))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+        raise InvalidInput(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     from lame.experiments.digit_vlm import reference_backbone
     from lame.experiments.quickstart.run import ensure_data
 

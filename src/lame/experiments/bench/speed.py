@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lame.errors import InvalidInput
 from lame.extras import pyplot
 from lame.modeling.baselines import variant_of
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
@@ -109,8 +110,8 @@ def make_queries(model, count: int, tokens: int, image_size: int) -> tuple[list,
                 break
         tail, current = "", length(build(n))
         if current > tokens:
-            raise ValueError(f"a query cannot be as short as {tokens} tokens (the template and image take "
-                             f"{current}); raise --query-tokens or lower --image-size")
+            raise InvalidInput(f"a query cannot be as short as {tokens} tokens (the template and image take "
+                               f"{current}); raise --query-tokens or lower --image-size")
         while current < tokens:
             for filler in (" 1", " a", ".", " x"):
                 longer = length(build(n, tail + filler))
@@ -144,9 +145,9 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
                                num_reason_tokens=max(settings.lame_k))
     device = base.device
     if settings.clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
+        raise InvalidInput(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
     if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
-        raise ValueError("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
+        raise InvalidInput("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
     models = build_models(base, settings)
     queries, lengths = make_queries(models["discriminative"], max(settings.batch_sizes), settings.query_tokens,
                                     settings.image_size)

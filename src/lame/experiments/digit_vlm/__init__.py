@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...errors import MissingPath
+
 REFERENCE_DIR = Path(__file__).parent / "reference"
 
 
@@ -17,8 +19,8 @@ def reference_backbone(verify: bool = True) -> Path:
     from .card import verify_checksums
 
     if not (REFERENCE_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the reference VLM is missing from {REFERENCE_DIR}; rebuild it with "
-                                "python -m lame.experiments.digit_vlm.pretrain " + str(REFERENCE_DIR))
+        raise MissingPath(f"the reference VLM is missing from {REFERENCE_DIR}; rebuild it with "
+                          "python -m lame.experiments.digit_vlm.pretrain " + str(REFERENCE_DIR))
     if verify:
         verify_checksums(REFERENCE_DIR)
     return REFERENCE_DIR

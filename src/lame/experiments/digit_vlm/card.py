@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ...errors import InvalidInput
+
 CHECKSUMS = "SHA256SUMS"
 
 
@@ -28,7 +30,7 @@ def write_checksums(folder: Path) -> None:
 
 
 def verify_checksums(folder: Path) -> None:
-    """Raises ``ValueError`` naming the first file that is missing, extra or differs from ``SHA256SUMS``."""
+    """Raises ``InvalidInput`` (a ``ValueError``) naming the first file that is missing, extra or differs from ``SHA256SUMS``."""
     listed = {}
     for line in (folder / CHECKSUMS).read_text().splitlines():
         digest, name = line.split("  ", 1)
@@ -36,11 +38,11 @@ def verify_checksums(folder: Path) -> None:
     present = {p.relative_to(folder).as_posix() for p in checksummed_files(folder)}
     for name in sorted(set(listed) | present):
         if name not in present:
-            raise ValueError(f"{folder}: {name} is listed in {CHECKSUMS} but missing")
+            raise InvalidInput(f"{folder}: {name} is listed in {CHECKSUMS} but missing")
         if name not in listed:
-            raise ValueError(f"{folder}: {name} is not listed in {CHECKSUMS}")
+            raise InvalidInput(f"{folder}: {name} is not listed in {CHECKSUMS}")
         if sha256(folder / name) != listed[name]:
-            raise ValueError(f"{folder}: {name} does not match its checksum in {CHECKSUMS}")
+            raise InvalidInput(f"{folder}: {name} does not match its checksum in {CHECKSUMS}")
 
 
 def write_card(folder: Path, record: dict, command: str) -> None:

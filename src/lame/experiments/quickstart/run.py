@@ -142,7 +142,8 @@ def method_recipe(name: str, settings: QuickstartSettings, backbone: Path, train
             {"name": "warmup", "steps": settings.warmup_steps, "batch_size": settings.batch_size,
              "schedule": "constant", "trainable": heads},
             {"name": "joint", "steps": settings.joint_steps, "batch_size": settings.batch_size,
-             "schedule": "cosine", "warmup_steps": 10, "trainable": [language_model, *heads]},
+             "schedule": "cosine", "warmup_steps": min(10, settings.joint_steps),
+             "trainable": [language_model, *heads]},
         ],
     }
 
