@@ -124,3 +124,78 @@ def test_summary_and_targets_from_runs():
     cot = targets["lame_within_10_percent_of_cot_and_10x_faster"]
     assert cot["values"]["quality_ratio"] == pytest.approx(0.51 / 0.55)
     assert cot["values"]["speedup_batch1"] == pytest.approx(15.0) and cot["met"]
+
+
+# ------------------------------------------------------------------ the shipped reference VLM
+def test_the_shipped_reference_vlm_is_intact_and_small():
+    from lame.experiments.digit_vlm import REFERENCE_DIR, reference_backbone
+    from lame.experiments.digit_vlm.card import checksummed_files
+
+    folder = reference_backbone()  # raises if a file differs from SHA256SUMS
+    assert folder == REFERENCE_DIR
+    weights = sum(p.stat().st_size for p in checksummed_files(folder) if p.suffix == ".safetensors")
+    assert weights <= 25 * 2**20
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))  # safetensors only
+    record = json.loads((folder / "pretrain.json").read_text())
+    card = (folder / "README.md").read_text()
+    assert "python -m lame.experiments.digit_vlm.pretrain" in card
+    for level, row in record["probe"]["test"].items():  # the card's table is the recorded probe
+        assert f"{row['accuracy']:.3f} ({row['queries']})" in card, level
+
+
+def test_an_altered_reference_file_is_named(tmp_path):
+    import shutil
+
+    from lame.errors import UserError
+    from lame.experiments.digit_vlm import REFERENCE_DIR
+    from lame.experiments.digit_vlm.card import verify_checksums
+
+    copy = tmp_path / "reference"
+    shutil.copytree(REFERENCE_DIR, copy)
+    verify_checksums(copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    with pytest.raises((UserError, ValueError), match="config.json"):
+        verify_checksums(copy)
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "extra.txt").write_text("x")
+    with pytest.raises((UserError, ValueError), match="extra.txt"):
+        verify_checksums(copy)
+
+
+def test_the_reference_vlm_reads_held_out_digits(digits):
+    """A behaviour check of the shipped weights: it names the digit of held-out images when it generates."""
+    from lame.experiments.digit_vlm import reference_backbone
+    from lame.experiments.digit_vlm.probe import load_vlm, probe
+
+    model, featurizer, tokenizer = load_vlm(reference_backbone())
+    scores = probe(model, featurizer, tokenizer, digits, "test", per_level=12)
+    assert scores["0"]["accuracy"] >= 0.75 and scores["1"]["accuracy"] >= 0.5
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("The image shows 4. 4 plus 3 is 7. The answer is seven.", "seven"),
+    ("The image shows 4. The answer is four. The answer is five.", "five"),
+    ("seven", "seven"), ("three then nine", "nine"), ("no number here", None), ("", None)])
+def test_the_answer_of_a_generated_text(text, answer):
+    from lame.experiments.digit_vlm.probe import answer_of
+
+    assert answer_of(text) == answer
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
+    """The whole quickstart at a toy budget on the shipped VLM: both methods, scores, samples, plot."""
+    from lame.experiments.quickstart import run as quickstart
+
+    monkeypatch.setattr(quickstart, "CACHE", tmp_path / "cache")
+    settings = replace(QuickstartSettings(), warmup_steps=2, joint_steps=2, batch_size=4, eval_every=2,
+                       eval_queries_per_level=2, decode_queries_per_level=3)
+    report = quickstart.run_quickstart(tmp_path / "out", settings, show_progress=False)
+    assert set(report["methods"]) == {"discriminative", "lame"}
+    assert (tmp_path / "out" / "quickstart.png").is_file() and (tmp_path / "out" / "scores.json").is_file()
+    assert len(report["samples"]["queries"]) == 5
+    assert all(len(s["top"]) == 3 and s["decoded"] is not None for s in report["samples"]["queries"])
+    assert set(report["methods"]["lame"]["decoded_accuracy"]) == {"level0", "level1", "level2", "level3"}
+    text = quickstart.format_report(report)
+    assert "discriminative" in text and "latents decode to" in text

@@ -165,7 +165,7 @@ def train_method(name: str, settings: QuickstartSettings, output: Path, backbone
 def decoded_accuracy(model, task: RetrievalTask, per_level: int) -> dict[str, float]:
     """Per level: the fraction of queries whose decoded latents name the answer (see ``answer_of``)."""
     queries = digits_task_subset(task, per_level)
-    texts = model.decode_latents([q.item for q in queries], max_new_tokens=48)
+    texts = model.decode_latents([q.item for q in queries], max_new_tokens=64)
     result = {}
     for level in sorted({q.meta["level"] for q in queries}):
         mine = [(q, t) for q, t in zip(queries, texts) if q.meta["level"] == level]
@@ -193,10 +193,12 @@ def encode_ms_per_query(model, task: RetrievalTask, batch_size: int, count: int 
     return 1000 * (time.perf_counter() - started) / len(items)
 
 
-def score_method(model, data_dir: Path, settings: QuickstartSettings, timing: bool = True) -> dict:
-    """Test-split Hit@1 per level, decoded-latent accuracy (models with a decoder) and ms per query."""
-    test_task = digits_task(data_dir / "test")
-    scores: dict = {"test": hit_at_1_by_level(model, test_task)}
+def score_method(model, data_dir: Path, settings: QuickstartSettings, timing: bool = True,
+                 split: str = "test") -> dict:
+    """Hit@1 per level on ``split`` (under the key "test" for the test split, else the split's name),
+    decoded-latent accuracy (models with a decoder) and ms per query."""
+    test_task = digits_task(data_dir / split)
+    scores: dict = {split: hit_at_1_by_level(model, test_task)}
     if model.decoder_head is not None and settings.decode_queries_per_level:
         scores["decoded_accuracy"] = decoded_accuracy(model, test_task, settings.decode_queries_per_level)
     if timing:
@@ -205,12 +207,12 @@ def score_method(model, data_dir: Path, settings: QuickstartSettings, timing: bo
 
 
 def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
-               timing: bool = True, backbone: Path | None = None) -> dict:
-    """Trains one method on the digits data and scores it on the test split."""
+               timing: bool = True, backbone: Path | None = None, split: str = "test") -> dict:
+    """Trains one method on the digits data and scores it on ``split`` (tune on "val", report "test")."""
     data_dir = ensure_data()
     run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
     model = LaMEModel.from_pretrained(run["model_dir"])
-    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), timing)}
+    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), timing, split)}
 
 
 def retrieval_samples(model, data_dir: Path, count: int = 5, top: int = 3) -> list[dict]:
@@ -223,7 +225,7 @@ def retrieval_samples(model, data_dir: Path, count: int = 5, top: int = 3) -> li
     task.queries = picked[:count]
     _, ranking = hit_at_1_by_level(model, task, return_ranking=True)
     labels = _labels()
-    decoded = model.decode_latents([q.item for q in task.queries], max_new_tokens=48) if model.decoder_head else None
+    decoded = model.decode_latents([q.item for q in task.queries], max_new_tokens=64) if model.decoder_head else None
     samples = []
     for i, q in enumerate(task.queries):
         hits = [_describe(doc, labels) for doc in ranking[q.id][:top]]

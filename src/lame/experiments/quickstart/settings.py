@@ -32,7 +32,7 @@ class QuickstartSettings:
     eval_every: int = 50
     eval_queries_per_level: int = 50  # of the validation split, for the training curve
     decode_queries_per_level: int = 100  # of the test split, for decoded-latent accuracy
-    cot_max_new_tokens: int = 48
+    cot_max_new_tokens: int = 64  # the longest worked answer (level 3) is 62 tokens
 
 
 @dataclass(frozen=True)
