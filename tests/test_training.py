@@ -621,6 +621,84 @@ def test_bad_strategy_and_zero3_with_grad_cache_are_rejected_before_training(tmp
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
+# ------------------------------------------------------------------------- 7b. evaluation in a recipe
+def write_sums_benchmark(folder: Path) -> Path:
+    """A JSONL benchmark of two tasks on the toy sums: "sums" ranks the ten number words (global, grouped
+    by level), "sums-local" ranks three candidates per query."""
+    words = "zero one two three four five six seven eight nine".split()
+    corpus = [{"id": str(d), "item": w} for d, w in enumerate(words)]
+    queries = []
+    for i in range(12):
+        record = sum_record(i)
+        answer = str(record["label"])
+        queries.append({"id": f"q{i}", "query": record["query"], "relevant": {answer: 1}, "level": i % 2,
+                        "candidates": [answer, str((int(answer) + 1) % 10), str((int(answer) + 5) % 10)]})
+    for name, settings in {"sums": {"group_by": "level"}, "sums-local": {"metric": "mrr"}}.items():
+        rows = [{k: v for k, v in q.items() if name == "sums-local" or k != "candidates"} for q in queries]
+        write_jsonl(folder / name / "corpus.jsonl", corpus)
+        write_jsonl(folder / name / "queries.jsonl", rows)
+        (folder / name / "task.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_a_recipe_names_a_benchmark_scored_during_training(tmp_path, capsys):
+    """The recipe's eval section: scores every eval_every steps and at the end in metrics.jsonl,
+    TensorBoard and the plot; the final report in the model card and next to the model."""
+    from lame.eval.jsonl import load_jsonl_benchmark
+    from lame.eval.runner import evaluate
+    from lame.training.evaluation import first_queries
+
+    make_data(tmp_path)
+    write_sums_benchmark(tmp_path / "bench")
+    raw = one_stage("out", steps=4, eval_every=3, log_every=2, tensorboard=True)
+    raw["eval"] = {"benchmark": "bench", "max_queries": 3, "batch_size": 4}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert recipe.eval.benchmark == str(tmp_path / "bench")  # relative to the recipe's folder
+    recipe.train.output_dir = str(tmp_path / "out")
+    trainer = Trainer(recipe, show_progress=True)
+    final = trainer.run()
+    out = capsys.readouterr().out
+    assert f"evaluating every 3 steps and at the end on {tmp_path / 'bench'}: 2 task(s), 6 queries, " \
+           "at most 3 per task" in out
+
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/overall" in r]
+    assert [r["step"] for r in evals] == [3, 4]
+    assert set(evals[-1]) == {"step", "stage", "eval/overall", "eval/sums/hit@1", "eval/sums-local/mrr"}
+    assert evals[-1]["eval/overall"] == pytest.approx((evals[-1]["eval/sums/hit@1"] + evals[-1]["eval/sums-local/mrr"]) / 2)
+
+    # the same numbers as evaluating the saved model on the same queries
+    tasks = [first_queries(t, 3) for t in load_jsonl_benchmark(tmp_path / "bench")]
+    assert len(tasks[1].corpus) < 10 and len(tasks[0].corpus) == 10  # a local task embeds only its candidates
+    report = evaluate(LaMEModel.from_pretrained(final), tasks, show_progress_bar=False)
+    assert report["overall"] == pytest.approx(evals[-1]["eval/overall"], abs=1e-6)
+
+    saved = json.loads((final / "scores-bench-step-000004.json").read_text())
+    assert saved["overall"] == pytest.approx(report["overall"], abs=1e-6) and saved["step"] == 4
+    assert set(saved["tasks"]["sums"]["groups"]) == {"0", "1"}  # group_by level
+    card = (final / "README.md").read_text()
+    scores = card.split("## Scores", 1)[1]
+    assert f"Benchmark `{tmp_path / 'bench'}` after step 4, first 3 queries per task" in scores
+    assert "sums-local" in scores and f"overall: {report['overall']:.4f}" in scores
+    assert f"scores after step 4: overall {report['overall']:.4f}" in out
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"))
+    events.Reload()
+    assert {"eval/overall", "eval/sums/hit@1", "train/loss", "train/grad_norm"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("eval/overall")] == [3, 4]
+    with Image.open(tmp_path / "out" / "loss_curves.png") as image:
+        assert image.width > 1000  # a second panel for the scores
+
+
+def test_eval_every_without_anything_to_evaluate_says_so(tmp_path, capsys):
+    make_data(tmp_path)
+    Trainer(recipe_from_dict(one_stage(tmp_path / "out", steps=1, eval_every=2), tmp_path))
+    assert "note: train.eval_every is set but nothing is evaluated: add an eval section" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------- 8. artefacts
 def test_end_of_run_artefacts(run_a):
     out, recipe = run_a["out"], run_a["recipe"]

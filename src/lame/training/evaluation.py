@@ -4,7 +4,8 @@ The tasks are loaded once, through the same loaders as ``lame eval``
 (:func:`lame.eval.loaders.load_benchmark`), and scored with :func:`lame.eval.runner.evaluate`
 every ``train.eval_every`` steps and at the end. The scores go to metrics.jsonl as
 ``eval/overall`` and ``eval/<task>/<metric>``, to TensorBoard and the loss-curves plot; the final
-report goes into the model card and ``scores-<benchmark>.json`` of the trained model.
+report goes into the model card and ``scores-<benchmark>-step-<N>.json`` next to the
+trained model.
 """
 
 from __future__ import annotations

@@ -261,6 +261,19 @@ def _cpu_accelerator_hint():
         os.environ.pop("DS_ACCELERATOR", None)
 
 
+def quiet_deepspeed_import() -> None:
+    """Imports DeepSpeed, when it is installed, without its CPU-fallback warning: accelerate imports it
+    whenever a model is saved (to unwrap engines), which would print the warning in every CPU run."""
+    import importlib.util
+    import sys
+
+    if "deepspeed" not in sys.modules and importlib.util.find_spec("deepspeed") is not None:
+        with _cpu_accelerator_hint():
+            import deepspeed
+
+            deepspeed.accelerator.get_accelerator()
+
+
 def import_deepspeed():
     """The ``deepspeed`` module (the ``deepspeed`` extra), imported without its CPU-fallback warning."""
     with _cpu_accelerator_hint():

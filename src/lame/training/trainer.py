@@ -14,6 +14,7 @@ import shutil
 import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,7 @@ from . import checkpoint as ckpt
 from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .objective import loss_weights
-from .parallel import make_strategy
+from .parallel import make_strategy, quiet_deepspeed_import
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .schedules import make_scheduler
@@ -125,6 +126,22 @@ def check_stage_patterns(model, recipe: Recipe) -> None:
                                   f"(top-level names: {tops})")
 
 
+@contextmanager
+def quiet_saving():
+    """Without transformers' per-file progress bars ("Writing model shards", "Loading weights") and
+    DeepSpeed's CPU-fallback warning, which would interleave with the training progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    quiet_deepspeed_import()
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def nonfinite_weights(model, trainable_only: bool = True) -> list[str]:
     """Names of this process's parameters holding NaN or inf, looking at what the process holds: the
     whole tensor (replicated, ZeRO-2), its FSDP shard or its ZeRO-3 partition."""
@@ -187,7 +204,8 @@ class Trainer:
         if resume and self.resume_from is None:
             self._log_line(f"--resume: no checkpoint in {self.checkpoints}; starting from the beginning")
         if self.resume_from is not None:
-            self.model = LaMEModel.from_pretrained(self.resume_from / "model")
+            with quiet_saving():
+                self.model = LaMEModel.from_pretrained(self.resume_from / "model")
             bad = nonfinite_weights(self.model, trainable_only=False)
             if bad:  # written before checkpoints were checked, or by something else
                 raise InvalidInput(f"--resume: {self.resume_from} holds non-finite weights ({len(bad)} tensors, "
@@ -508,8 +526,9 @@ class Trainer:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
-        self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
-        self.strategy.save_optimizer(self.model, optimizer, tmp)
+        with quiet_saving():
+            self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
+            self.strategy.save_optimizer(self.model, optimizer, tmp)
         if self.accelerator.is_main_process:
             state = {"progress": self.progress.__dict__, "sampler": sampler_state or self.sampler.state_dict(),
                      "scheduler": scheduler.state_dict()}
@@ -524,7 +543,8 @@ class Trainer:
     def _finish(self) -> Path:
         final = self.output / "model"
         self._check_weights(self.recipe.stages[-1], "saving the trained model")
-        self.strategy.save_model(self.model, final)
+        with quiet_saving():
+            self.strategy.save_model(self.model, final)
         if self.accelerator.is_main_process:
             from .report import plot_losses, write_model_card
 
@@ -541,7 +561,7 @@ class Trainer:
 
     def _final_evaluation(self, model_dir: Path) -> dict | None:
         """The last evaluation for the model card; a benchmark's full report is also written next to
-        the model as ``scores-<benchmark>.json`` (the file ``lame eval`` would write)."""
+        the model as ``scores-<benchmark>-step-<N>.json``."""
         if self.final_scores is None:
             return None
         step, scores = self.final_scores
@@ -551,7 +571,7 @@ class Trainer:
             from ..eval.runner import format_table, save_report
 
             spec = self.recipe.eval
-            path = model_dir / f"scores-{self.evaluator.name}.json"
+            path = model_dir / f"scores-{self.evaluator.name}-{ckpt.PREFIX}{step:06d}.json"  # not lame eval's file
             save_report({**report, "model": str(model_dir), "benchmark": spec.benchmark, "step": step,
                          "max_queries": spec.max_queries}, path)
             evaluation.update(benchmark=spec.benchmark, max_queries=spec.max_queries, table=format_table(report),
