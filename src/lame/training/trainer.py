@@ -261,6 +261,11 @@ class Trainer:
             self.featurize_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, stop_after: int | None) -> Path | None:
+        stages, final = self.recipe.stages, self.output / "model"
+        if (self.resumed_from is not None and self.progress.stage_index == len(stages) - 1
+                and self.progress.step_in_stage >= stages[-1].steps and final.is_dir()):
+            self._log_line(f"the run already finished at step {self.progress.global_step}; nothing to do")
+            return final
         if self.accelerator.is_main_process:
             (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         for stage_index in range(self.progress.stage_index, len(self.recipe.stages)):
