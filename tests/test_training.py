@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -201,12 +202,16 @@ def test_overrides_and_bad_overrides(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 2. freezing
-def test_warmup_stage_trains_exactly_its_patterns(tmp_path):
+def test_warmup_stage_trains_exactly_its_patterns(tmp_path, capsys):
     make_data(tmp_path)
-    recipe = recipe_from_dict(two_stage(tmp_path / "out"), tmp_path)
+    raw = two_stage(tmp_path / "out")
+    raw["stages"][0]["warmup_steps"] = 2  # the printed groups show their own rates, not the schedule's first (0)
+    recipe = recipe_from_dict(raw, tmp_path)
     initial = state(build_model(recipe))
-    trainer = Trainer(recipe, show_progress=False)
+    trainer = Trainer(recipe, show_progress=True)
     assert trainer.run(stop_after=2) is None  # stopped inside the warm-up stage
+    out = capsys.readouterr().out
+    assert re.search(r"latent_embeddings +\d+ params  lr 1\.0e-02", out), out
     after = state(trainer.model)
     assert after.keys() == initial.keys()
 
