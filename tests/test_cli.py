@@ -43,6 +43,25 @@ def test_missing_user_paths_are_one_line_and_exit_2(tmp_path, capsys):
     assert "no-such-bench" in error_line(capsys)
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_an_error_every_process_raises_is_printed_once(tmp_path, monkeypatch, capsys, rank):
+    """Under torchrun / accelerate launch every process raises a divergence alike: only rank 0 prints it;
+    an error of one process (a missing file) is printed by whichever process meets it."""
+    from lame.training.trainer import TrainingDiverged
+
+    def diverged(*args, **kwargs):
+        raise TrainingDiverged("training diverged at step 3")
+
+    monkeypatch.setattr(lame.training, "train", diverged)
+    monkeypatch.setenv("RANK", rank)
+    (tmp_path / "train.jsonl").write_text('{"query": "a", "positive": "b"}\n')
+    assert main(["train", str(TINY_RECIPE), "--set", f"data.sources.0.path={tmp_path / 'train.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("lame train: error: training diverged at step 3\n" if rank == "0" else "")
+    assert main(["train", str(TINY_RECIPE) + ".absent"]) == 2
+    assert "does not exist" in error_line(capsys)
+
+
 @pytest.mark.parametrize("error", [ValueError("a check deep inside a library"), KeyError("hidden_size"),
                                    FileNotFoundError(2, "No such file", "/internal/cache/file.bin")],
                          ids=["ValueError", "KeyError", "FileNotFoundError"])

@@ -263,8 +263,8 @@ def test_mmeb_selection_and_errors(tmp_path):
     with pytest.raises(ValueError, match="eval_type"):
         load_mmeb_v2(tmp_path, ["ImageNet-1K"], eval_type={"ImageNet-1K": "sideways"})
     (tmp_path / "image-tasks" / "MMEB" / "ImageNet-1K" / "a.png").unlink()
-    with pytest.raises(FileNotFoundError, match="ImageNet-1K.*a.png"):
-        load_mmeb_v2(tmp_path, ["ImageNet-1K"])
+    with pytest.raises(FileNotFoundError, match=r"ImageNet-1K, .*ImageNet-1K/test-00000-of-00001\.jsonl:1: .*a.png"):
+        load_mmeb_v2(tmp_path, ["ImageNet-1K"])  # the record by its 1-based line
 
 
 def test_mmeb_scores_by_hand(mmeb):

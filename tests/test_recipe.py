@@ -65,6 +65,13 @@ BAD = [
     ("model.lame.pooling=max", "model.lame.pooling"),
     ("model.lame.use_decoder=false", "model.lame.use_decoder"),  # model.decoder is 'tiny'
     ("model.lame.nonsense=1", "model.lame"),
+    ("eval={benchmark: nowhere}", "eval.benchmark"),  # neither a known name nor a folder
+    ("eval={benchmark: mmeb-v2}", "eval.data_root"),
+    ("eval={benchmark: mrmr, data_root: nowhere}", "eval.data_root"),
+    ("eval={benchmark: mrmr, data_root: ., batch_size: 0}", "eval.batch_size"),
+    ("eval={benchmark: mrmr, data_root: ., max_queries: 0}", "eval.max_queries"),
+    ("eval={benchmark: mrmr, data_root: ., tasks: []}", "eval.tasks"),
+    ("eval={benchmrk: x}", "unknown key(s) eval.benchmrk"),
 ]
 
 

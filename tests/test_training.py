@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from lame import LaMEConfig, LaMEModel, build_tiny_model
+from lame.errors import InvalidInput
 from lame.modeling.lora import add_lora, merge_lora
 from lame.training import trainer as trainer_module
 from lame.training.parallel import resolve_strategy
@@ -199,12 +202,16 @@ def test_overrides_and_bad_overrides(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 2. freezing
-def test_warmup_stage_trains_exactly_its_patterns(tmp_path):
+def test_warmup_stage_trains_exactly_its_patterns(tmp_path, capsys):
     make_data(tmp_path)
-    recipe = recipe_from_dict(two_stage(tmp_path / "out"), tmp_path)
+    raw = two_stage(tmp_path / "out")
+    raw["stages"][0]["warmup_steps"] = 2  # the printed groups show their own rates, not the schedule's first (0)
+    recipe = recipe_from_dict(raw, tmp_path)
     initial = state(build_model(recipe))
-    trainer = Trainer(recipe, show_progress=False)
+    trainer = Trainer(recipe, show_progress=True)
     assert trainer.run(stop_after=2) is None  # stopped inside the warm-up stage
+    out = capsys.readouterr().out
+    assert re.search(r"latent_embeddings +\d+ params  lr 1\.0e-02", out), out
     after = state(trainer.model)
     assert after.keys() == initial.keys()
 
@@ -301,7 +308,7 @@ def test_lora_save_reload_merge(run_a, tmp_path):
 
 
 # ------------------------------------------------------------------------------- 6. bad samples
-def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
+def test_missing_and_corrupt_images_are_skipped_counted_and_summarised(tmp_path, capsys):
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()
     for i in range(3):
@@ -317,25 +324,41 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
     bad = {2: "missing.png", 7: "corrupt.png", 10: "truncated.png"}
     for i, name in bad.items():
         records[i]["query"]["image"] = f"img/{name}"
-    write_jsonl(tmp_path / "train.jsonl", records)
+    # a blank line before record 5: line numbers are the file's, 1-based
+    text = "".join(json.dumps(r) + "\n" + ("\n" if i == 4 else "") for i, r in enumerate(records))
+    (tmp_path / "train.jsonl").write_text(text)
+    line_of = {i: i + 1 + (i > 4) for i in range(12)}
 
     # 3 steps x batch 4 = 12 draws = exactly one pass over the 12 records: each bad one is met once
     recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=3), tmp_path)
-    final = train(recipe, show_progress=False)
+    final = train(recipe, show_progress=True)
     assert (final / "lame_heads.safetensors").is_file()
 
-    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped-0.jsonl").read_text().splitlines()]
+    listing = tmp_path / "out" / "skipped-0.jsonl"
+    skipped = [json.loads(line) for line in listing.read_text().splitlines()]
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped"] == len(skipped) == len(bad)
-    assert sorted(s["line_index"] for s in skipped) == sorted(bad)
-    for entry in skipped:
-        i = entry["line_index"]
-        assert bad[i] in entry["reason"]  # names the image file
-        assert f"train.jsonl:{i + 1}" in entry["reason"]  # and the record
-    reasons = {bad[s["line_index"]]: s["reason"] for s in skipped}
+    by_line = {s["line"]: s for s in skipped}
+    assert sorted(by_line) == sorted(line_of[i] for i in bad)
+    for i, name in bad.items():
+        entry = by_line[line_of[i]]
+        assert entry["file"] == str(tmp_path / "train.jsonl") and entry["source"] == "train"
+        assert 1 <= entry["step"] <= 3
+        assert name in entry["reason"]  # names the image file
+        assert f"train.jsonl:{line_of[i]}: query:" in entry["reason"]  # and the record, by its line
+    reasons = {bad[i]: by_line[line_of[i]]["reason"] for i in bad}
     assert "does not exist" in reasons["missing.png"]
     assert "could not be decoded" in reasons["corrupt.png"]
     assert "could not be decoded" in reasons["truncated.png"]
+
+    # one line during the run (at a logged step) and one after it: count, first reasons, the list's path
+    out = capsys.readouterr().out.splitlines()
+    during = [line for line in out if line.startswith("skipped ") and "so far" in line]
+    after = [line for line in out if line.startswith("skipped 3 of 12 samples drawn (25.0%): ")]
+    assert during and len(after) == 1
+    assert after[0].endswith(f"Every skipped sample is listed in {listing}")
+    assert all(f"train.jsonl:{line_of[i]}: query: image" in after[0] for i in bad)
+    assert str(tmp_path / "img") not in after[0]  # the summary names files, not their folders
 
 
 def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch):
@@ -390,7 +413,8 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
         trainer.run()
     message = str(info.value)
     assert "step 5" in message
-    assert "last good checkpoint" in message and "step-000004" in message
+    assert "the step was not applied and nothing was saved. Last good checkpoint: " in message
+    assert "step-000004" in message
     assert len(calls) == 5
 
     checkpoints = tmp_path / "out" / "checkpoints"
@@ -403,6 +427,102 @@ def test_nan_loss_stops_with_training_diverged(tmp_path, monkeypatch):
         assert torch.equal(value, trainer.model.state_dict()[name]), name
     resumed = Trainer(recipe, resume=True, show_progress=False)
     assert resumed.progress.global_step == 4
+
+
+def finite_checkpoints(folder: Path) -> dict[str, bool]:
+    """Checkpoint name -> whether every weight it holds is finite."""
+    return {c.name: all(torch.isfinite(v).all() for v in saved_weights(c / "model").values())
+            for c in sorted(folder.glob("step-*"))}
+
+
+def test_a_learning_rate_of_1e6_stops_in_one_line_and_never_saves_non_finite_weights(tmp_path, capsys):
+    """lr 1e6 (with weight decay) turns gradients and weights non-finite within a few steps: the run stops
+    before applying or saving them, with one line and exit status 2 naming a checkpoint that is finite.
+    Resuming with a lower learning rate trains at that rate; a checkpoint whose finite weights already
+    lead to non-finite values is named as such at the first step after resuming from it."""
+    from lame.cli import main
+
+    make_data(tmp_path)
+    raw = one_stage(tmp_path / "out", steps=8, save_every=1, keep_last=20, featurize_workers=0)
+    raw["stages"][0].update(schedule="constant", trainable=[
+        {"pattern": p, "lr": 1e6, "weight_decay": 0.01} for p in ("latent_embeddings", "decoder_head.*")])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    checkpoints = tmp_path / "out" / "checkpoints"
+
+    def error_line() -> str:
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lame train: error:")]
+        assert len(lines) == 1
+        return lines[0]
+
+    assert main(["train", str(recipe)]) == 2
+    line = error_line()
+    assert line.startswith("lame train: error: training diverged at step ")
+    step = int(line.split("at step ")[1].split()[0])
+    saved = finite_checkpoints(checkpoints)
+    assert step >= 2 and list(saved) == [f"step-{s:06d}" for s in range(1, step)]
+    assert all(saved.values())  # nothing non-finite was written ...
+    assert f"Last good checkpoint: {checkpoints / f'step-{step - 1:06d}'}. " in line  # ... or named
+    assert "nothing was saved" in line and line.endswith(
+        f"To go on, lower the learning rate (now 1e+06, 1e+06) and continue from it with --resume (step {step} "
+        "started from its weights: should the resumed run diverge at once, delete it and resume from an earlier one)")
+    assert not (tmp_path / "out" / "model").exists()
+
+    lower = ["--set", "stages.0.trainable.0.lr=1e-3", "--set", "stages.0.trainable.1.lr=1e-3"]
+    for attempt in range(step):  # back through the checkpoints until one can go on
+        last = checkpoints / f"step-{step - 1 - attempt:06d}"
+        if main(["train", str(recipe), "--resume", *lower]) == 0:
+            break
+        line = error_line()
+        assert f"the first step after resuming from {last}: " in line
+        assert "delete it and resume from an earlier checkpoint" in line
+        shutil.rmtree(last)
+    out = capsys.readouterr().out
+    assert f"resuming from {last}: stage 'only' at step {step - 1 - attempt} of 8" in out
+    assert "resumed stage 'only' with the recipe's values: trainable[0].lr 1e+06 -> 0.001, " \
+           "trainable[1].lr 1e+06 -> 0.001" in out
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 8 and rows[-1]["lr"] == 1e-3 and math.isfinite(rows[-1]["grad_norm"])
+    assert all(finite_checkpoints(checkpoints).values())
+
+
+def test_non_finite_weights_are_never_written(tmp_path, monkeypatch):
+    """Weights that turn non-finite in an update with a finite gradient norm stop the run before the
+    checkpoint of that step is written; a checkpoint holding them is refused by --resume."""
+    make_data(tmp_path)
+    recipe = recipe_from_dict(one_stage(tmp_path / "out", steps=4, save_every=1, keep_last=5), tmp_path)
+    original = torch.optim.AdamW.step
+    steps = []
+
+    def poisoned(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 3:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
+    trainer = Trainer(recipe, show_progress=False)
+    with pytest.raises(TrainingDiverged, match=r"at step 3 .*weights are not finite \(latent_embeddings\) after "
+                                               r"the step, before writing checkpoint step-000003.*Last good checkpoint: "
+                       ) as info:
+        trainer.run()
+    assert str(info.value).count("step-000002") == 1 and "\n" not in str(info.value)
+    assert list(finite_checkpoints(tmp_path / "out" / "checkpoints").items()) == [("step-000001", True),
+                                                                                 ("step-000002", True)]
+    assert not list((tmp_path / "out" / "checkpoints").glob(".tmp-*"))
+
+    # a non-finite checkpoint (from elsewhere) is refused by name, before anything is trained
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    bad = tmp_path / "out" / "checkpoints" / "step-000002" / "model"
+    model = LaMEModel.from_pretrained(bad)
+    with torch.no_grad():
+        model.latent_embeddings.view(-1)[1] = float("nan")
+    model.save_pretrained(bad)
+    with pytest.raises(InvalidInput, match=r"--resume: .*step-000002 holds non-finite weights \(1 tensors, "
+                                           r"e.g. latent_embeddings\)"):
+        Trainer(recipe, resume=True, show_progress=False)
 
 
 def test_background_featurisation_trains_exactly_like_inline(tmp_path):
@@ -504,6 +624,84 @@ def test_bad_strategy_and_zero3_with_grad_cache_are_rejected_before_training(tmp
     with pytest.raises(RecipeError, match="grad_cache_chunk.*ZeRO-3"):
         Trainer(recipe, show_progress=False)
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------- 7b. evaluation in a recipe
+def write_sums_benchmark(folder: Path) -> Path:
+    """A JSONL benchmark of two tasks on the toy sums: "sums" ranks the ten number words (global, grouped
+    by level), "sums-local" ranks three candidates per query."""
+    words = "zero one two three four five six seven eight nine".split()
+    corpus = [{"id": str(d), "item": w} for d, w in enumerate(words)]
+    queries = []
+    for i in range(12):
+        record = sum_record(i)
+        answer = str(record["label"])
+        queries.append({"id": f"q{i}", "query": record["query"], "relevant": {answer: 1}, "level": i % 2,
+                        "candidates": [answer, str((int(answer) + 1) % 10), str((int(answer) + 5) % 10)]})
+    for name, settings in {"sums": {"group_by": "level"}, "sums-local": {"metric": "mrr"}}.items():
+        rows = [{k: v for k, v in q.items() if name == "sums-local" or k != "candidates"} for q in queries]
+        write_jsonl(folder / name / "corpus.jsonl", corpus)
+        write_jsonl(folder / name / "queries.jsonl", rows)
+        (folder / name / "task.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_a_recipe_names_a_benchmark_scored_during_training(tmp_path, capsys):
+    """The recipe's eval section: scores every eval_every steps and at the end in metrics.jsonl,
+    TensorBoard and the plot; the final report in the model card and next to the model."""
+    from lame.eval.jsonl import load_jsonl_benchmark
+    from lame.eval.runner import evaluate
+    from lame.training.evaluation import first_queries
+
+    make_data(tmp_path)
+    write_sums_benchmark(tmp_path / "bench")
+    raw = one_stage("out", steps=4, eval_every=3, log_every=2, tensorboard=True)
+    raw["eval"] = {"benchmark": "bench", "max_queries": 3, "batch_size": 4}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert recipe.eval.benchmark == str(tmp_path / "bench")  # relative to the recipe's folder
+    recipe.train.output_dir = str(tmp_path / "out")
+    trainer = Trainer(recipe, show_progress=True)
+    final = trainer.run()
+    out = capsys.readouterr().out
+    assert f"evaluating every 3 steps and at the end on {tmp_path / 'bench'}: 2 task(s), 6 queries, " \
+           "at most 3 per task" in out
+
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/overall" in r]
+    assert [r["step"] for r in evals] == [3, 4]
+    assert set(evals[-1]) == {"step", "stage", "eval/overall", "eval/sums/hit@1", "eval/sums-local/mrr"}
+    assert evals[-1]["eval/overall"] == pytest.approx((evals[-1]["eval/sums/hit@1"] + evals[-1]["eval/sums-local/mrr"]) / 2)
+
+    # the same numbers as evaluating the saved model on the same queries
+    tasks = [first_queries(t, 3) for t in load_jsonl_benchmark(tmp_path / "bench")]
+    assert len(tasks[1].corpus) < 10 and len(tasks[0].corpus) == 10  # a local task embeds only its candidates
+    report = evaluate(LaMEModel.from_pretrained(final), tasks, show_progress_bar=False)
+    assert report["overall"] == pytest.approx(evals[-1]["eval/overall"], abs=1e-6)
+
+    saved = json.loads((final / "scores-bench-step-000004.json").read_text())
+    assert saved["overall"] == pytest.approx(report["overall"], abs=1e-6) and saved["step"] == 4
+    assert set(saved["tasks"]["sums"]["groups"]) == {"0", "1"}  # group_by level
+    card = (final / "README.md").read_text()
+    scores = card.split("## Scores", 1)[1]
+    assert f"Benchmark `{tmp_path / 'bench'}` after step 4, first 3 queries per task" in scores
+    assert "sums-local" in scores and f"overall: {report['overall']:.4f}" in scores
+    assert f"scores after step 4: overall {report['overall']:.4f}" in out
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"))
+    events.Reload()
+    assert {"eval/overall", "eval/sums/hit@1", "train/loss", "train/grad_norm"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("eval/overall")] == [3, 4]
+    with Image.open(tmp_path / "out" / "loss_curves.png") as image:
+        assert image.width > 1000  # a second panel for the scores
+
+
+def test_eval_every_without_anything_to_evaluate_says_so(tmp_path, capsys):
+    make_data(tmp_path)
+    Trainer(recipe_from_dict(one_stage(tmp_path / "out", steps=1, eval_every=2), tmp_path))
+    assert "note: train.eval_every is set but nothing is evaluated: add an eval section" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------- 8. artefacts

@@ -99,6 +99,32 @@ for name, stage in variants.items():
 '''
 
 
+DIVERGE_SCRIPT = r'''
+import json, sys
+from pathlib import Path
+from lame.training.recipe import recipe_from_dict
+from lame.training.trainer import Trainer, TrainingDiverged
+
+data_dir, out_root, configs = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+for name, settings in configs.items():  # one launch, one strategy after the other
+    raw = {
+        "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny", "lame": {"num_reason_tokens": 2, "temperature": 0.05}},
+        "data": {"sources": [{"path": "train.jsonl"}]},
+        "train": {"output_dir": str(out_root / name), "save_every": 1, "keep_last": 20, "log_every": 1,
+                  "tensorboard": False, "featurize_workers": 0, **settings},
+        "stages": [{"name": "only", "steps": 12, "batch_size": 2, "schedule": "constant", "trainable": [
+            {"pattern": p, "lr": 1e6, "weight_decay": 0.01} for p in ("latent_embeddings", "decoder_head.*")]}],
+    }
+    trainer = Trainer(recipe_from_dict(raw, data_dir), show_progress=False)
+    try:
+        trainer.run()
+        message = "finished"
+    except TrainingDiverged as exc:
+        message = str(exc)
+    (out_root / f"{name}-rank{trainer.rank}.txt").write_text(message)
+'''
+
+
 def run(command: list[str], timeout: int) -> None:
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -121,6 +147,7 @@ def write_data(folder):
                 record["answer"] = target
             f.write(json.dumps(record) + "\n")
     (folder / "train_script.py").write_text(SCRIPT)
+    (folder / "diverge_script.py").write_text(DIVERGE_SCRIPT)
 
 
 def train_two_processes(folder, output, variants: dict, train_settings: dict, resume: bool = False) -> None:
@@ -234,3 +261,34 @@ def test_sharded_training_matches_one_process_and_resumes(runs, strategy, grad_c
         torch.testing.assert_close(saved[key], one[key], atol=tolerance, rtol=0, msg=lambda m: f"weight {key}: {m}")
         torch.testing.assert_close(resumed[key], saved[key], atol=1e-6, rtol=0,
                                    msg=lambda m: f"resumed weight {key}: {m}")
+
+
+def test_divergence_stops_every_process_together_under_every_strategy(runs):
+    """lr 1e6 on 2 processes under ddp, FSDP and ZeRO-2/3: every process stops at the same step with the
+    same one-line message, and no checkpoint with non-finite weights is written or named."""
+    configs = {"ddp": {"strategy": "ddp"}, "fsdp": {"strategy": "fsdp"}}
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        configs.update({f"zero{stage}": {"strategy": "deepspeed",
+                                         "deepspeed_config": str(DEEPSPEED_CONFIGS / f"zero{stage}.json")}
+                        for stage in (2, 3)})
+    output = runs["folder"] / "diverged"
+    output.mkdir()
+    run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(runs["folder"] / "diverge_script.py"),
+         str(runs["folder"]), str(output), json.dumps(configs)], timeout=300)
+    for name in configs:
+        messages = [(output / f"{name}-rank{rank}.txt").read_text() for rank in (0, 1)]
+        assert messages[0] == messages[1] and messages[0].startswith("training diverged at step "), (name, messages)
+        step = int(messages[0].split("at step ")[1].split()[0])
+        checkpoints = sorted((output / name / "checkpoints").glob("step-*"))
+        assert [c.name for c in checkpoints] == [f"step-{s:06d}" for s in range(1, step)], name
+        for checkpoint in checkpoints:
+            weights = LaMEModel.from_pretrained(checkpoint / "model").state_dict()
+            assert all(torch.isfinite(v).all() for v in weights.values()), checkpoint
+        if checkpoints:
+            assert f"Last good checkpoint: {checkpoints[-1]}." in messages[0]
+        assert not (output / name / "model").exists()

@@ -343,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
+        # an error every process of a distributed run raises alike is printed once, by the main process
+        if not getattr(exc, "every_process", False) or int(os.environ.get("RANK", "0")) == 0:
+            print(f"lame {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import InvalidInput, MissingPath
 from .mmeb import ImageStore, load_beir_qrels, read_records, select_tasks
+from .mmeb.files import row_where
 from .tasks import Query, RetrievalTask
 
 
@@ -127,7 +128,7 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
     qrels = load_beir_qrels(read_records(_subdir(task_dir, ("qrels",), what), split="test"), what)
     corpus: dict[str, Any] = {}
     for i, row in enumerate(read_records(_subdir(task_dir, ("corpus",), what), split="test")):
-        where = f"{what}, corpus row {i} ({row['_source']})"
+        where = f"{what}, corpus {row_where(row, i)}"
         if "id" not in row:
             raise InvalidInput(f"{where}: missing field 'id'")
         parts = interleave(row, images, where)
@@ -136,7 +137,7 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
         corpus[str(row["id"])] = parts
     if (task_dir / "pin_p").exists():  # extra corpus documents of the Knowledge/Theorem data
         for i, row in enumerate(read_records(task_dir / "pin_p", split="test")):
-            where = f"{what}, pin_p row {i} ({row['_source']})"
+            where = f"{what}, pin_p {row_where(row, i)}"
             own = str(row["id"]) if row.get("id") is not None else None
             doc_id = own if own is not None and own not in corpus else f"pin_p-{i}"
             parts = interleave(row, images, where)
@@ -144,7 +145,7 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
                 corpus[doc_id] = parts
     queries = []
     for i, row in enumerate(read_records(_subdir(task_dir, ("query", "queries"), what), split="test")):
-        where = f"{what}, query row {i} ({row['_source']})"
+        where = f"{what}, query {row_where(row, i)}"
         if "id" not in row:
             raise InvalidInput(f"{where}: missing field 'id'")
         qid = str(row["id"])

@@ -18,11 +18,18 @@ global gradient (:mod:`lame.training.steps`); every strategy averages.
   the last is a gradient-accumulation boundary, so GradCache's several backwards make one update.
 
 ``auto`` follows ``accelerate launch``: an FSDP or DeepSpeed accelerate config selects that strategy.
+
+Every ``step`` returns the global gradient norm (the clipping norm, the same number on every
+process) and applies nothing when it is not finite: weights, optimizer state and schedule stay as
+they were, so the trainer can stop every process together with the last good state intact. With
+fp16 loss scaling an infinite norm is the scaler's business instead (the step is skipped and the
+scale shrinks), not divergence: ``loss_scaled`` tells the trainer which case it is in.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,24 +94,40 @@ class DataParallel:
         self.scaler = torch.amp.GradScaler(self.accelerator.device.type) if mixed_precision == "fp16" else None
         return torch.optim.AdamW(groups)
 
+    @property
+    def loss_scaled(self) -> bool:
+        """fp16 loss scaling: an infinite gradient norm is an overflow the scaler skips, not divergence."""
+        return getattr(self, "scaler", None) is not None
+
     # --- one step
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         """One of a step's backward passes; ``last`` marks the final one of the step."""
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
-    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> float | None:
+        """Makes the gradients global, clips them and updates; returns the global gradient norm
+        (before clipping). A non-finite norm updates nothing (see the module's docstring)."""
         self._all_reduce_gradients()
         if self.scaler:
             self.scaler.unscale_(optimizer)  # the averaged gradients: every process decides alike
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
+        norm = self._clip(max_grad_norm)
         if self.scaler:
             self.scaler.step(optimizer)  # skipped when a gradient is inf/NaN; the scale then shrinks
             self.scaler.update()
-        else:
+        elif math.isfinite(norm):
             optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            return norm
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _clip(self, max_grad_norm: float | None) -> float:
+        """Clips to ``max_grad_norm`` (0 or None: no clipping); returns the norm before clipping. On
+        sharded (DTensor) gradients the norm is the global one; replicated gradients are already global."""
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm or math.inf)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     def _all_reduce_gradients(self) -> None:
         """A parameter without a gradient on any process keeps ``grad=None``, so the optimizer
@@ -189,12 +212,13 @@ class FullySharded(DataParallel):
                               "use bf16 (or the deepspeed strategy)")
         return super().make_optimizer(model, groups, stage, "no")
 
-    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
-        if max_grad_norm:  # on sharded (DTensor) gradients the norm is the global one
-            torch.nn.utils.clip_grad_norm_(self.trainable, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> float | None:
+        norm = self._clip(max_grad_norm)  # FSDP reduce-scattered the gradients in the backward
+        if math.isfinite(norm):
+            optimizer.step()
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        return norm
 
     def save_model(self, model, directory: Path) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -235,6 +259,19 @@ def _cpu_accelerator_hint():
         yield
     finally:
         os.environ.pop("DS_ACCELERATOR", None)
+
+
+def quiet_deepspeed_import() -> None:
+    """Imports DeepSpeed, when it is installed, without its CPU-fallback warning: accelerate imports it
+    whenever a model is saved (to unwrap engines), which would print the warning in every CPU run."""
+    import importlib.util
+    import sys
+
+    if "deepspeed" not in sys.modules and importlib.util.find_spec("deepspeed") is not None:
+        with _cpu_accelerator_hint():
+            import deepspeed
+
+            deepspeed.accelerator.get_accelerator()
 
 
 def import_deepspeed():
@@ -320,9 +357,20 @@ class DeepSpeedZero(DataParallel):
         if not last:
             self.engine.step()  # not a boundary: micro-step bookkeeping only, no update
 
-    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> None:
-        self.engine.step()  # clips (gradient_clipping), steps the optimizer, zeroes the gradients
-        scheduler.step()
+    @property
+    def loss_scaled(self) -> bool:
+        return bool(self.engine is not None and self.engine.fp16_enabled())
+
+    def step(self, optimizer, scheduler, max_grad_norm: float | None) -> float | None:
+        # DeepSpeed computes the global norm (clipping), skips the update when it is not finite (fp32,
+        # fp16, and bf16 with its default check_grad_overflow) and zeroes the gradients. None: the
+        # DeepSpeed config turned the norm off (zero_optimization.compute_grad_norm: false).
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        norm = None if norm is None else float(norm)
+        if norm is None or math.isfinite(norm) or self.loss_scaled:
+            scheduler.step()
+        return norm
 
     def save_model(self, model, directory: Path) -> None:
         if self.zero_stage == 3:

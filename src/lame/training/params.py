@@ -45,8 +45,9 @@ def _numel(p: torch.nn.Parameter) -> int:
 
 def describe_groups(param_groups: list[dict], model: torch.nn.Module) -> list[dict]:
     total = sum(_numel(p) for p in model.parameters())
+    # the group's own learning rate: a schedule in its warm-up has already set "lr" to its first value (often 0)
     rows = [{"pattern": g["pattern"], "tensors": len(g["params"]), "parameters": sum(_numel(p) for p in g["params"]),
-             "lr": g["lr"]} for g in param_groups]
+             "lr": g.get("initial_lr", g["lr"])} for g in param_groups]
     trainable = sum(r["parameters"] for r in rows)
     rows.append({"pattern": "(frozen)", "tensors": None, "parameters": total - trainable, "lr": None})
     return rows

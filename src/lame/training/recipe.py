@@ -92,11 +92,22 @@ class TrainSpec:
     save_every: int = 100
     keep_last: int = 2
     log_every: int = 10
-    eval_every: int | None = None  # steps between evaluator calls (Trainer(evaluator=...)); also run at the end
+    eval_every: int | None = None  # steps between evaluations (the eval section, or Trainer(evaluator=...)); also at the end
     tensorboard: bool = True
     featurize_workers: int = 2  # threads featurising the next batch during a step; 0 = in the step
     strategy: str = "auto"  # one of STRATEGIES
     deepspeed_config: str | None = None  # DeepSpeed JSON (ZeRO stage, offload); else accelerate's DeepSpeed config
+
+
+@dataclass
+class EvalSpec:
+    """A benchmark scored during training (every ``train.eval_every`` steps and at the end)."""
+
+    benchmark: str  # mmeb-v2, mrmr (files under data_root) or a JSONL benchmark folder
+    data_root: str | None = None  # the folder holding a named benchmark's files
+    tasks: list[str] | None = None  # only these tasks (None: all)
+    batch_size: int = 32
+    max_queries: int | None = None  # the first N queries of each task (None: all)
 
 
 @dataclass
@@ -105,6 +116,7 @@ class Recipe:
     data: DataSpec = field(default_factory=DataSpec)
     stages: list[StageSpec] = field(default_factory=list)
     train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec | None = None
     source_file: str | None = None
 
     def to_dict(self) -> dict:
@@ -140,6 +152,9 @@ def recipe_from_dict(raw: dict, base_dir: Path = Path(".")) -> Recipe:
 
 
 def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
+    """Files a recipe names are relative to the recipe's folder: data sources, model folders and the
+    evaluation benchmark. ``train.output_dir`` and ``train.deepspeed_config`` stay relative to the
+    working directory (where a run writes, and a launcher's shared configs)."""
     for source in recipe.data.sources:
         if not Path(source.path).is_absolute():
             source.path = str(base_dir / source.path)
@@ -147,6 +162,18 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
         value = getattr(recipe.model, name)
         if value and not value.startswith("tiny") and not Path(value).is_absolute():
             setattr(recipe.model, name, str(base_dir / value))
+    spec = recipe.eval
+    if spec is not None:
+        if spec.benchmark not in _benchmark_names() and not Path(spec.benchmark).is_absolute():
+            spec.benchmark = str(base_dir / spec.benchmark)
+        if spec.data_root and not Path(spec.data_root).is_absolute():
+            spec.data_root = str(base_dir / spec.data_root)
+
+
+def _benchmark_names() -> tuple[str, ...]:
+    from ..eval.loaders import LOADERS
+
+    return tuple(LOADERS)
 
 
 def missing_paths(recipe: Recipe) -> list[str]:
@@ -160,6 +187,12 @@ def missing_paths(recipe: Recipe) -> list[str]:
             missing.append((f"model.{name}", value))
     if recipe.train.deepspeed_config and not Path(recipe.train.deepspeed_config).is_file():
         missing.append(("train.deepspeed_config", recipe.train.deepspeed_config))
+    spec = recipe.eval
+    if spec is not None:
+        if spec.benchmark not in _benchmark_names() and not Path(spec.benchmark).exists():
+            missing.append(("eval.benchmark", spec.benchmark))
+        if spec.data_root and not Path(spec.data_root).exists():
+            missing.append(("eval.data_root", spec.data_root))
     return [f"{key}: {path} does not exist" for key, path in missing]
 
 
@@ -174,6 +207,8 @@ def validate(recipe: Recipe, check_paths: bool = True) -> None:
     _validate_model(recipe.model)
     _validate_data(recipe.data)
     _validate_train(recipe.train)
+    if recipe.eval is not None:
+        _validate_eval(recipe.eval)
     names = set()
     for i, stage in enumerate(recipe.stages):
         if stage.name in names:
@@ -231,6 +266,16 @@ def _validate_train(train: TrainSpec) -> None:
     if train.strategy == "fsdp" and train.mixed_precision == "fp16":
         raise RecipeError("train.mixed_precision: fp16 needs loss scaling, which the fsdp strategy does not do; "
                           "use bf16 (or the deepspeed strategy)")
+
+
+def _validate_eval(spec: EvalSpec) -> None:
+    if spec.benchmark in _benchmark_names() and not spec.data_root:
+        raise RecipeError(f"eval.data_root: benchmark {spec.benchmark!r} needs the folder that holds its files")
+    _check_at_least("eval.batch_size", spec.batch_size, 1)
+    if spec.max_queries is not None:
+        _check_at_least("eval.max_queries", spec.max_queries, 1)
+    if spec.tasks is not None and not spec.tasks:
+        raise RecipeError("eval.tasks: name at least one task, or leave the key out for all")
 
 
 def _validate_stage(stage: StageSpec, where: str) -> None:

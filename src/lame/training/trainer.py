@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from accelerate import Accelerator
 
 from ..config import LaMEConfig
 from ..data.items import ItemError
-from ..errors import UserError
+from ..errors import InvalidInput, UserError
 from ..extras import optional
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
@@ -31,7 +33,7 @@ from . import checkpoint as ckpt
 from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .objective import loss_weights
-from .parallel import make_strategy
+from .parallel import make_strategy, quiet_deepspeed_import
 from .params import describe_groups, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .schedules import make_scheduler
@@ -60,7 +62,14 @@ class _Inline:
 
 
 class TrainingDiverged(UserError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, the gradient norm or the weights became NaN or infinite. Raised on every process
+    together (``every_process``); nothing non-finite was saved, and the message names the last good
+    checkpoint."""
+
+    every_process = True
+
+
+SKIP_EXAMPLES = 3  # reasons of skipped samples kept for the printed summaries
 
 
 @dataclass
@@ -68,7 +77,7 @@ class Progress:
     stage_index: int = 0
     step_in_stage: int = 0  # completed steps of the current stage
     global_step: int = 0
-    skipped: int = 0
+    skipped: int = 0  # samples skipped so far, over all processes
 
 
 def model_config(recipe: Recipe) -> LaMEConfig:
@@ -117,6 +126,37 @@ def check_stage_patterns(model, recipe: Recipe) -> None:
                                   f"(top-level names: {tops})")
 
 
+@contextmanager
+def quiet_saving():
+    """Without transformers' per-file progress bars ("Writing model shards", "Loading weights") and
+    DeepSpeed's CPU-fallback warning, which would interleave with the training progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    quiet_deepspeed_import()
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def nonfinite_weights(model, trainable_only: bool = True) -> list[str]:
+    """Names of this process's parameters holding NaN or inf, looking at what the process holds: the
+    whole tensor (replicated, ZeRO-2), its FSDP shard or its ZeRO-3 partition."""
+    bad = []
+    for name, p in model.named_parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        local = getattr(p, "ds_tensor", None)  # ZeRO-3 partition
+        if local is None:
+            local = p.to_local() if hasattr(p, "to_local") else p  # FSDP2 DTensor shard
+        if local.numel() and not bool(torch.isfinite(local.detach()).all()):
+            bad.append(name)
+    return bad
+
+
 def label_id(label, fallback: int) -> int:
     """Labels of any JSON type -> comparable ints (equal on every process); no label -> a unique id."""
     if label is None:
@@ -130,9 +170,15 @@ class Trainer:
     def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None):
         """``evaluator(model) -> {name: float}`` is called every ``train.eval_every`` steps and at the
         end of training, on the main process (on every process when the weights are sharded: FSDP,
-        ZeRO-3); the main process's results go to metrics.jsonl as ``eval/<name>``."""
+        ZeRO-3); the main process's results go to metrics.jsonl as ``eval/<name>``. Without one, the
+        recipe's ``eval`` section (a benchmark, :mod:`lame.training.evaluation`) is the evaluator."""
         self.recipe = recipe
+        if evaluator is None and recipe.eval is not None:
+            from .evaluation import BenchmarkEvaluator
+
+            evaluator = BenchmarkEvaluator(recipe.eval)
         self.evaluator = evaluator
+        self.final_scores: tuple[int, dict] | None = None  # (step, scores) of the last evaluation
         # accelerate gives the processes and the device. Precision is the recipe's own autocast: accelerate's
         # is a process-wide singleton that refuses a second run with another precision in one process.
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -145,20 +191,34 @@ class Trainer:
         self.show_progress = show_progress and self.accelerator.is_main_process
         self.progress = Progress()
         self._noted_fields: dict[str, set[str]] = {}
+        self.skip_examples: list[str] = []  # the first skipped samples' reasons (all processes)
+        self._skips_reported = 0  # progress.skipped at the last printed summary
         self.featurize_pool = None  # set while run() runs
         torch.manual_seed(recipe.train.seed)
 
         sources = [JsonlSource(s.path, s.name) for s in recipe.data.sources]
         self.sampler = MixtureSampler(sources, [s.weight for s in recipe.data.sources], seed=recipe.train.seed)
         self.resume_from = ckpt.latest_checkpoint(self.checkpoints) if resume else None
+        self.last_checkpoint = self.resume_from  # the last good checkpoint of this run
+        self.resumed_from, self.resumed_step = self.resume_from, None  # what this run started from
         if resume and self.resume_from is None:
             self._log_line(f"--resume: no checkpoint in {self.checkpoints}; starting from the beginning")
         if self.resume_from is not None:
-            self.model = LaMEModel.from_pretrained(self.resume_from / "model")
+            with quiet_saving():
+                self.model = LaMEModel.from_pretrained(self.resume_from / "model")
+            bad = nonfinite_weights(self.model, trainable_only=False)
+            if bad:  # written before checkpoints were checked, or by something else
+                raise InvalidInput(f"--resume: {self.resume_from} holds non-finite weights ({len(bad)} tensors, "
+                                   f"e.g. {bad[0]}); delete it to resume from an earlier checkpoint, or start over")
             state = json.loads((self.resume_from / "trainer_state.json").read_text())
             self.progress = Progress(**state["progress"])
             self.sampler.load_state_dict(state["sampler"])
             self._scheduler_state = state["scheduler"]
+            self._skips_reported = self.progress.skipped
+            self.resumed_step = self.progress.global_step
+            stage = recipe.stages[min(self.progress.stage_index, len(recipe.stages) - 1)]
+            self._log_line(f"resuming from {self.resume_from}: stage {stage.name!r} at step "
+                           f"{self.progress.step_in_stage} of {stage.steps} (global step {self.progress.global_step})")
         else:
             self.model = build_model(recipe)
             self._scheduler_state = None
@@ -181,6 +241,12 @@ class Trainer:
         self.metrics_file = self.output / "metrics.jsonl"
         self.skipped_file = self.output / f"skipped-{self.rank}.jsonl"
         self.tensorboard = self._tensorboard() if recipe.train.tensorboard and self.accelerator.is_main_process else None
+        if self.evaluator is None and recipe.train.eval_every:
+            self._log_line("note: train.eval_every is set but nothing is evaluated: add an eval section "
+                           "(eval: {benchmark: ...}) to the recipe")
+        elif hasattr(self.evaluator, "describe"):
+            every = f"every {recipe.train.eval_every} steps and " if recipe.train.eval_every else ""
+            self._log_line(f"evaluating {every}at the end on {self.evaluator.describe()}")
 
     # --------------------------------------------------------------------------------- running
     def run(self, stop_after: int | None = None) -> Path | None:
@@ -195,6 +261,11 @@ class Trainer:
             self.featurize_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, stop_after: int | None) -> Path | None:
+        stages, final = self.recipe.stages, self.output / "model"
+        if (self.resumed_from is not None and self.progress.stage_index == len(stages) - 1
+                and self.progress.step_in_stage >= stages[-1].steps and final.is_dir()):
+            self._log_line(f"the run already finished at step {self.progress.global_step}; nothing to do")
+            return final
         if self.accelerator.is_main_process:
             (self.output / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
         for stage_index in range(self.progress.stage_index, len(self.recipe.stages)):
@@ -217,16 +288,22 @@ class Trainer:
         if self.resume_from is not None and self.progress.step_in_stage > 0:
             self.strategy.load_optimizer(self.model, optimizer, self.resume_from)
             scheduler.load_state_dict(self._scheduler_state)
+            self._use_recipe_rates(stage, optimizer, scheduler)
             ckpt.load_rng(self.resume_from, self.rank)
         self.resume_from = None
         weights = loss_weights(self.model.config, stage)
         self._log_line(self._describe_stage(stage, groups))
         self.model.train()
         bar = self._bar(stage)
+        try:  # the bar is closed before an error is printed
+            return self._steps(stage, weights, optimizer, scheduler, bar, stop_after)
+        finally:
+            bar.close()
+
+    def _steps(self, stage: StageSpec, weights, optimizer, scheduler, bar, stop_after: int | None) -> bool:
         pending = None  # the next batch, featurised while the current step computes
         while self.progress.step_in_stage < stage.steps:
             if stop_after is not None and self.progress.global_step >= stop_after:
-                bar.close()
                 return False
             started = time.perf_counter()
             batch = self._collect_batch(pending or self._draw_batch(stage))
@@ -237,18 +314,40 @@ class Trainer:
                                        autocast=self.autocast, backward=self.strategy.backward,
                                        lockstep=self.strategy.lockstep)
             self._check_finite(losses, stage)
-            self.strategy.step(optimizer, scheduler, stage.max_grad_norm)
+            # a non-finite gradient norm updates nothing (lame.training.parallel); then every process stops
+            norm = self.strategy.step(optimizer, scheduler, stage.max_grad_norm)
+            self._check_gradient_norm(norm, losses, stage)
             self.progress.step_in_stage += 1
             self.progress.global_step += 1
             seconds = time.perf_counter() - started
-            self._log_step(stage, losses, scheduler.get_last_lr()[0], len(batch) * self.world / seconds, bar)
+            self._log_step(stage, losses, scheduler.get_last_lr()[0], len(batch) * self.world / seconds, norm, bar)
             at_end = self.progress.step_in_stage == stage.steps
             self._maybe_evaluate(stage, final=at_end and self.progress.stage_index == len(self.recipe.stages) - 1)
             if self.progress.global_step % self.recipe.train.save_every == 0 or at_end:
                 # a prefetched batch is not part of the checkpoint: a resumed run draws it again
                 self._save_checkpoint(optimizer, scheduler, pending.sampler_state if pending else None)
-        bar.close()
         return True
+
+    def _use_recipe_rates(self, stage: StageSpec, optimizer, scheduler) -> None:
+        """A resumed stage trains at the recipe's learning rates and weight decays, not the checkpoint's:
+        lowering the learning rate and resuming is how a diverged run continues."""
+        base_lrs = list(getattr(scheduler, "base_lrs", []))
+        changed = []
+        for i, (group, spec) in enumerate(zip(optimizer.param_groups, stage.trainable)):
+            old_lr = base_lrs[i] if i < len(base_lrs) else group.get("initial_lr", spec.lr)
+            if old_lr != spec.lr:
+                changed.append(f"trainable[{i}].lr {old_lr:g} -> {spec.lr:g}")
+            if group.get("weight_decay") != spec.weight_decay:
+                changed.append(f"trainable[{i}].weight_decay {group.get('weight_decay'):g} -> {spec.weight_decay:g}")
+        if not changed:
+            return
+        scheduler.base_lrs = [spec.lr for spec in stage.trainable]
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        for i, (group, spec) in enumerate(zip(optimizer.param_groups, stage.trainable)):
+            group["initial_lr"], group["weight_decay"] = spec.lr, spec.weight_decay
+            group["lr"] = spec.lr * (lambdas[i](scheduler.last_epoch) if lambdas else 1.0)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+        self._log_line(f"resumed stage {stage.name!r} with the recipe's values: {', '.join(changed)}")
 
     def _draw_batch(self, stage: StageSpec) -> "_PendingBatch":
         """Draws this process's slice of the next global batch and starts featurising it (in the
@@ -274,13 +373,14 @@ class Trainer:
         """Waits for a drawn batch's features; unusable samples are skipped and counted, in draw order."""
         data = self.recipe.data
         queries, positives, negatives, targets, labels = [], [], [], [], []
+        skipped = []  # this process's reasons, in draw order
         for source, line, example, draw, work in pending.samples:
             try:
                 if isinstance(work, Exception):
                     raise work
                 features = work.result()
             except (ItemError, DataError) as exc:
-                self._skip(source, line, exc)
+                skipped.append(self._skip(source, line, exc))
                 continue
             queries.append(features[0])
             positives += features[1: 1 + data.positives_per_query]
@@ -288,10 +388,39 @@ class Trainer:
             targets.append(example.decoder_target(self.model.config.decoder_target))
             labels.append(label_id(example.label, draw))
         self._note_extra_fields()
-        if global_sum([0 if queries else 1])[0]:  # every process stops together, none hangs in a collective
-            raise DataError(f"every sample of a batch at step {self.progress.global_step} was unusable; "
-                               f"see {self.skipped_file}")
+        # one collective for both: every process stops together (none hangs in a collective) and
+        # every process knows the global number of skipped samples
+        empty, new_skips = global_sum([0 if queries else 1, len(skipped)])
+        if new_skips:
+            self._count_skips(int(new_skips), skipped)
+        if empty:
+            error = DataError(f"every sample of a batch at step {self.progress.global_step + 1} was unusable: "
+                              f"{self._skip_summary()}")
+            error.every_process = True
+            raise error
         return TrainBatch(queries, positives, negatives, targets, torch.tensor(labels))
+
+    def _count_skips(self, count: int, mine: list[str]) -> None:
+        """Adds a batch's skipped samples (``count`` over all processes, ``mine`` this process's
+        reasons) to the count and, while fewer than SKIP_EXAMPLES are known, to the examples."""
+        self.progress.skipped += count
+        if len(self.skip_examples) >= SKIP_EXAMPLES:
+            return
+        if self.world > 1:  # every process takes this branch alike: the count is global
+            gathered = [None] * self.world
+            torch.distributed.all_gather_object(gathered, mine)
+            mine = [reason for reasons in gathered for reason in reasons]
+        self.skip_examples += mine[: SKIP_EXAMPLES - len(self.skip_examples)]
+
+    def _skip_summary(self, final: bool = False) -> str:
+        """One line: how many samples were skipped, the first reasons, and where the list is."""
+        count, drawn = self.progress.skipped, self.sampler.draws
+        listing = self.skipped_file if self.world == 1 else self.output / "skipped-<rank>.jsonl"
+        share = f" ({100 * count / drawn:.1f}%)" if drawn else ""
+        reasons = "; ".join(self.skip_examples)
+        more = f"; +{count - len(self.skip_examples)} more" if count > len(self.skip_examples) else ""
+        return (f"skipped {count} of {drawn} samples drawn{share}{'' if final else ' so far'}: {reasons}{more}. "
+                f"Every skipped sample is listed in {listing}")
 
     def _note_extra_fields(self) -> None:
         for source in self.sampler.sources:
@@ -321,11 +450,16 @@ class Trainer:
                 raise ItemError(None, f"{example.where}: {role}: {exc.reason}") from exc
         return out
 
-    def _skip(self, source: int, line: int, exc: Exception) -> None:
-        self.progress.skipped += 1
+    def _skip(self, source: int, index: int, exc: Exception) -> str:
+        """Lists a skipped sample in ``skipped-<rank>.jsonl``: the step that drew it, its source, file and
+        1-based line number, and why; returns the reason with paths relative to the file's folder."""
+        data = self.sampler.sources[source]
+        line = int(data.line_numbers[index])
+        reason = exc.reason if isinstance(exc, ItemError) else str(exc)
         with self.skipped_file.open("a") as f:
-            f.write(json.dumps({"step": self.progress.global_step, "source": self.sampler.sources[source].name,
-                                "line_index": line, "reason": str(exc)}) + "\n")
+            f.write(json.dumps({"step": self.progress.global_step + 1, "source": data.name, "file": str(data.path),
+                                "line": line, "reason": reason}) + "\n")
+        return reason.replace(str(data.path.parent) + os.sep, "")
 
     def _maybe_evaluate(self, stage: StageSpec, final: bool) -> None:
         every = self.recipe.train.eval_every
@@ -337,6 +471,7 @@ class Trainer:
             scores = self.evaluator(self.model)
             self.model.train()
         if self.accelerator.is_main_process:
+            self.final_scores = (step, scores)
             row = {"step": step, "stage": stage.name, **{f"eval/{k}": float(v) for k, v in scores.items()}}
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -346,27 +481,59 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _check_finite(self, losses, stage: StageSpec) -> None:
-        if not global_sum([0 if math.isfinite(losses.total) else 1])[0]:
-            return
-        last = ckpt.latest_checkpoint(self.checkpoints)
-        raise TrainingDiverged(
-            f"non-finite loss at step {self.progress.global_step + 1} (stage {stage.name!r}): "
-            f"contrastive={losses.contrastive}, reconstruction={losses.reconstruction}, "
-            f"diversity={losses.diversity}. Nothing was saved after the last good checkpoint: "
-            f"{last if last else 'none yet'}. Lower the learning rate or use bf16 instead of fp16."
-        )
+        """Before the optimizer step: a NaN/inf loss on any process stops every process."""
+        if global_sum([0 if math.isfinite(losses.total) else 1])[0]:
+            self._diverged(stage, f"the loss is {_loss_text(losses)}", applied=False)
+
+    def _check_gradient_norm(self, norm: float | None, losses, stage: StageSpec) -> None:
+        """After ``strategy.step``: a non-finite global gradient norm was not applied; stop everywhere.
+        (Under fp16 loss scaling an overflow is a skipped step, not divergence.)"""
+        bad = norm is not None and not math.isfinite(norm) and not self.strategy.loss_scaled
+        if global_sum([1 if bad else 0])[0]:  # the norm is global already; this keeps the stop lockstep
+            self._diverged(stage, f"the gradient norm is {norm:g} (loss {_loss_text(losses)})", applied=False)
+
+    def _check_weights(self, stage: StageSpec, before: str) -> None:
+        """Before anything is written: NaN/inf weights on any process stop every process, unsaved."""
+        bad = nonfinite_weights(self.model)
+        if global_sum([len(bad)])[0]:
+            names = f" ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+            self._diverged(stage, f"weights are not finite{names} after the step, before {before}", applied=True)
+
+    def _diverged(self, stage: StageSpec, what: str, applied: bool) -> None:
+        """Raises :class:`TrainingDiverged`: one line with the step, what was not finite, and how to go on."""
+        step = self.progress.global_step + (0 if applied else 1)
+        last = self.last_checkpoint
+        rates = ", ".join(f"{g.lr:g}" for g in stage.trainable)
+        lower = ("use bf16 instead of fp16 or lower the learning rate" if self.recipe.train.mixed_precision == "fp16"
+                 else "lower the learning rate") + f" (now {rates})"
+        kept = f"{'' if applied else 'the step was not applied and '}nothing was saved"
+        text = f"training diverged at step {step} (stage {stage.name!r})"
+        if last is not None and last == self.resumed_from and step == self.resumed_step + 1:
+            raise TrainingDiverged(
+                f"{text}, the first step after resuming from {last}: {what}; {kept}. The weights of that "
+                f"checkpoint are finite but already lead to non-finite values: delete it and resume from an "
+                f"earlier checkpoint, or start again; and {lower}")
+        if last is None:
+            raise TrainingDiverged(f"{text}: {what}; {kept}, and no checkpoint was written before. "
+                                   f"To go on, {lower} and start again")
+        started = (f" (step {step} started from its weights: should the resumed run diverge at once, delete it and "
+                   f"resume from an earlier one)" if last.name == f"{ckpt.PREFIX}{step - 1:06d}" else "")
+        raise TrainingDiverged(f"{text}: {what}; {kept}. Last good checkpoint: {last}. To go on, {lower} and "
+                               f"continue from it with --resume{started}")
 
     # ----------------------------------------------------------------------------- saving
     def _save_checkpoint(self, optimizer, scheduler, sampler_state: dict | None = None) -> None:
         name = f"{ckpt.PREFIX}{self.progress.global_step:06d}"
+        self._check_weights(self.recipe.stages[self.progress.stage_index], f"writing checkpoint {name}")
         tmp = self.checkpoints / f".tmp-{name}"
         if self.accelerator.is_main_process:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
-        self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
-        self.strategy.save_optimizer(self.model, optimizer, tmp)
+        with quiet_saving():
+            self.strategy.save_model(self.model, tmp / "model")  # collective under FSDP / ZeRO-3
+            self.strategy.save_optimizer(self.model, optimizer, tmp)
         if self.accelerator.is_main_process:
             state = {"progress": self.progress.__dict__, "sampler": sampler_state or self.sampler.state_dict(),
                      "scheduler": scheduler.state_dict()}
@@ -375,20 +542,47 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             ckpt.commit(tmp, self.checkpoints / name, self.recipe.train.keep_last)
+        self.last_checkpoint = self.checkpoints / name
         self.accelerator.wait_for_everyone()
 
     def _finish(self) -> Path:
         final = self.output / "model"
-        self.strategy.save_model(self.model, final)
+        self._check_weights(self.recipe.stages[-1], "saving the trained model")
+        with quiet_saving():
+            self.strategy.save_model(self.model, final)
         if self.accelerator.is_main_process:
             from .report import plot_losses, write_model_card
 
             plot_losses(self.metrics_file, self.output / "loss_curves.png")
-            write_model_card(final, self.model, self.recipe, self.metrics_file, self.progress.skipped)
+            evaluation = self._final_evaluation(final)
+            write_model_card(final, self.model, self.recipe, self.metrics_file, self.progress.skipped,
+                             evaluation=evaluation)
+            if self.progress.skipped:
+                self._log_line(self._skip_summary(final=True))
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.accelerator.wait_for_everyone()
         return final
+
+    def _final_evaluation(self, model_dir: Path) -> dict | None:
+        """The last evaluation for the model card; a benchmark's full report is also written next to
+        the model as ``scores-<benchmark>-step-<N>.json``."""
+        if self.final_scores is None:
+            return None
+        step, scores = self.final_scores
+        evaluation = {"step": step, "scores": scores}
+        report = getattr(self.evaluator, "last_report", None)
+        if report is not None:
+            from ..eval.runner import format_table, save_report
+
+            spec = self.recipe.eval
+            path = model_dir / f"scores-{self.evaluator.name}-{ckpt.PREFIX}{step:06d}.json"  # not lame eval's file
+            save_report({**report, "model": str(model_dir), "benchmark": spec.benchmark, "step": step,
+                         "max_queries": spec.max_queries}, path)
+            evaluation.update(benchmark=spec.benchmark, max_queries=spec.max_queries, table=format_table(report),
+                              file=path.name)
+            self._log_line(f"scores after step {step}: overall {report['overall']:.4f} (all of them in {path})")
+        return evaluation
 
     # ----------------------------------------------------------------------------- logging
     def _tensorboard(self):
@@ -401,7 +595,8 @@ class Trainer:
         return tqdm(total=stage.steps, initial=self.progress.step_in_stage, desc=f"stage {stage.name}",
                     disable=not self.show_progress, dynamic_ncols=True)
 
-    def _log_step(self, stage: StageSpec, losses, lr: float, samples_per_s: float, bar) -> None:
+    def _log_step(self, stage: StageSpec, losses, lr: float, samples_per_s: float, grad_norm: float | None,
+                  bar) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{losses.total:.3f}", con=f"{losses.contrastive:.3f}",
                         rec=f"{losses.reconstruction:.3f}", div=f"{losses.diversity:.3f}", lr=f"{lr:.1e}",
@@ -412,12 +607,16 @@ class Trainer:
             return
         row = {"step": step, "stage": stage.name, "loss": losses.total, "contrastive": losses.contrastive,
                "reconstruction": losses.reconstruction, "diversity": losses.diversity, "lr": lr,
-               "samples_per_s": samples_per_s, "skipped": self.progress.skipped}
+               "grad_norm": grad_norm, "samples_per_s": samples_per_s, "skipped": self.progress.skipped}
+        if self.progress.skipped > self._skips_reported:
+            self._skips_reported = self.progress.skipped
+            self._log_line(self._skip_summary())
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tensorboard is not None:
-            for key in ("loss", "contrastive", "reconstruction", "diversity", "lr", "samples_per_s"):
-                self.tensorboard.add_scalar(f"train/{key}", row[key], step)
+            for key in ("loss", "contrastive", "reconstruction", "diversity", "lr", "grad_norm", "samples_per_s"):
+                if row[key] is not None:
+                    self.tensorboard.add_scalar(f"train/{key}", row[key], step)
 
     def _describe_stage(self, stage: StageSpec, groups) -> str:
         rows = describe_groups(groups, self.model)
@@ -429,7 +628,14 @@ class Trainer:
 
     def _log_line(self, text: str) -> None:
         if self.accelerator.is_main_process and self.show_progress:
-            print(text, flush=True)
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)  # above a running progress bar, not through it
+
+
+def _loss_text(losses) -> str:
+    return (f"{losses.total:.4g} (contrastive {losses.contrastive:.4g}, reconstruction {losses.reconstruction:.4g}, "
+            f"diversity {losses.diversity:.4g})")
 
 
 def train(recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None) -> Path:

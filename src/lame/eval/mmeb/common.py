@@ -10,7 +10,7 @@ from typing import Any
 
 from ...errors import InvalidInput
 from ..tasks import Query, RetrievalTask
-from .files import ImageStore, sample_frames
+from .files import ImageStore, row_where, sample_frames
 
 _IMAGE_TOKEN = re.compile(r"<\|image_\d+\|>")
 
@@ -128,7 +128,7 @@ class _Context:
 
 
 def _where(spec: MMEBTask, i: int, row: dict) -> str:
-    return f"MMEB-V2 task {spec.name}, record {i} ({row.get('_source')})"
+    return f"MMEB-V2 task {spec.name}, {row_where(row, i)}"
 
 
 def _require(row: dict, keys: Iterable[str], where: str) -> None:

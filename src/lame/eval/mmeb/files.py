@@ -45,22 +45,42 @@ def read_file(path: Path) -> list[dict]:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(f"reading {path} needs pyarrow (pip install pyarrow)") from exc
-        return pq.read_table(path).to_pylist()
+        return _numbered(pq.read_table(path).to_pylist())
     if path.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InvalidInput(f"{path}:{number}: invalid JSON ({exc})") from exc
+                if isinstance(row, dict):
+                    row["_row"] = number  # the line number
+                rows.append(row)
         return rows
     data = json.loads(path.read_text())
-    return data if isinstance(data, list) else [data]
+    return _numbered(data if isinstance(data, list) else [data])
+
+
+def _numbered(rows: list) -> list:
+    """Each object row gets ``_row``: its 1-based position in its file, for messages."""
+    for number, row in enumerate(rows, start=1):
+        if isinstance(row, dict):
+            row["_row"] = number
+    return rows
+
+
+def row_where(row: dict, fallback: int | None = None) -> str:
+    """Where a row of :func:`read_records` comes from: ``file.jsonl:LINE`` or ``row N of file`` (1-based)."""
+    source, number = row.get("_source"), row.get("_row")
+    if number is None:
+        return f"record {fallback + 1 if fallback is not None else '?'} of {source}"
+    return f"{source}:{number}" if str(source).endswith(".jsonl") else f"row {number} of {source}"
 
 
 def read_records(path: Path, config: str | None = None, split: str | None = None) -> list[dict]:
-    """All rows of a dataset folder or file; each row gets ``_source``: the file it came from."""
+    """All rows of a dataset folder or file; each row gets ``_source``: the file it came from, and ``_row``:
+    its 1-based line (JSONL) or row number there."""
     rows = []
     for file in data_files(path, config, split):
         for row in read_file(file):

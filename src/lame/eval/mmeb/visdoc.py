@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import InvalidInput, MissingPath
 from ..tasks import Query, RetrievalTask
 from .common import MMEBTask, _Context, make_item
-from .files import read_records
+from .files import read_records, row_where
 
 VISDOC_PROMPT = "Find a document image that matches the given query:"
 
@@ -73,7 +73,7 @@ def load_beir_qrels(rows: list[dict], what: str) -> dict[str, dict[str, float]]:
     grades > 0 are kept, the highest one when a pair repeats."""
     qrels: dict[str, dict[str, float]] = {}
     for i, row in enumerate(rows):
-        where = f"{what}, qrels row {i} ({row.get('_source')})"
+        where = f"{what}, qrels {row_where(row, i)}"
         qid = str(_field(row, ("query-id", "query_id"), where))
         did = str(_field(row, ("corpus-id", "corpus_id"), where))
         score = float(row.get("score", 1))
@@ -93,7 +93,7 @@ def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
                   ctx.root / "visdoc-tasks" / "images" / spec.params["image_dir"]]
     corpus: dict[str, Any] = {}
     for i, row in enumerate(read_records(data_dir / "corpus", split=split)):
-        where = f"{what}, corpus row {i} ({row.get('_source')})"
+        where = f"{what}, corpus {row_where(row, i)}"
         did = str(_field(row, ("corpus-id", "corpus_id"), where))
         name = _visrag_image_name(did) if spec.parser == "visrag" else f"{did}.png"
         page = next((d / name for d in image_dirs if (d / name).is_file()), None)
@@ -105,7 +105,7 @@ def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
         corpus[did] = page
     queries = []
     for i, row in enumerate(read_records(data_dir / "queries", split=split)):
-        where = f"{what}, query row {i} ({row.get('_source')})"
+        where = f"{what}, query {row_where(row, i)}"
         qid = str(_field(row, ("query-id", "query_id"), where))
         if qid not in qrels:  # no relevant page: nothing to score (VLM2Vec cannot load such a query either)
             continue
