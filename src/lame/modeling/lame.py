@@ -22,6 +22,7 @@ from ..config import LaMEConfig
 from ..data.featurize import Features, Featurizer, collate
 from ..data.items import ItemError, ItemLike
 from ..errors import MissingPath
+from ..integrations.st_files import write_sentence_transformers_files
 from .adapters import get_adapter
 from .heads import EmbeddingHead, LatentDecoderHead
 from .lora import add_lora, is_lora_name, plain_backbone_name
@@ -156,7 +157,8 @@ class LaMEModel(nn.Module):
         return model.eval()
 
     def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """Writes config, safetensors weights, tokenizer, image processor, decoder and a model card.
+        """Writes config, safetensors weights, tokenizer, image processor, decoder, a model card and the
+        files sentence-transformers reads (``modules.json``, ``config_sentence_transformers.json``).
 
         ``state_dict`` replaces the module's own (sharded training passes the gathered full weights).
         """
@@ -177,6 +179,7 @@ class LaMEModel(nn.Module):
             self.decoder_head.tokenizer.save_pretrained(directory / "decoder")
         heads = {k: v.detach().contiguous().cpu() for k, v in state.items() if not _is_base_weight(k)}
         save_file(heads, directory / HEADS_FILE)
+        write_sentence_transformers_files(directory)  # SentenceTransformer(directory) loads the same model
         if not (directory / "README.md").exists():
             (directory / "README.md").write_text(self.model_card())
 
