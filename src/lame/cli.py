@@ -115,8 +115,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_images_per_item=args.max_images_per_item,
         max_image_pixels=args.max_image_pixels, allow_image_url_hosts=tuple(args.allow_image_url_host or ()),
     )
-    serve(load_app(args.model, settings, args.index, device=args.device), args.host, args.port, args.log_level,
-          threads=args.threads)
+    serve(load_app(args.model, settings, args.index, device=args.device, ui=args.ui), args.host, args.port,
+          args.log_level, threads=args.threads)
     return 0
 
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv = verbs.add_parser("serve", help="OpenAI-compatible embeddings server (FastAPI + uvicorn), see docs/serving.md")
     sv.add_argument("--model", required=True, help="saved LaME model folder")
     sv.add_argument("--index", help="index folder: enables POST /v1/search")
+    sv.add_argument("--ui", action="store_true",
+                    help="serve a search page at / (query by text and/or image; hits with thumbnails; the query's "
+                         "decoded latents)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--served-model-name", help="`model` in responses when a request names none (default: folder name)")

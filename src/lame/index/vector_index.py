@@ -6,7 +6,7 @@ top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
 
 Saved folder::
 
-    index.json               kind, dim, count, model, search defaults, shards
+    index.json               kind, dim, count, model, corpus (the JSONL it was embedded from), search defaults, shards
     index-00000.faiss        one FAISS index per shard
     index-00000.ids.json     its ids, row for row
 """
@@ -45,6 +45,7 @@ class VectorIndex:
         self.kind: str = manifest["kind"]
         self.dim: int = manifest["dim"]
         self.model: str | None = manifest.get("model")
+        self.corpus: str | None = manifest.get("corpus")  # the JSONL file the vectors were embedded from
         self._ids = [i for shard in shards for i in shard.ids]
         self._offsets = np.cumsum([0] + [len(s.ids) for s in shards])[:-1]
 
@@ -66,12 +67,15 @@ class VectorIndex:
         ef_search: int = 64,
         ef_construction: int = 80,
         seed: int = 0,
+        corpus: str | Path | None = None,
     ) -> "VectorIndex":
         """Indexes a folder written by ``lame encode`` (or an ``(embeddings, ids)`` pair).
 
         ``kind``: ``flat`` (exact), ``ivf`` (``nlist`` lists, trained on a random sample of
         ``train_size`` vectors) or ``hnsw`` (``m`` links per node). ``shard_size`` caps the vectors
-        per index shard. With ``output`` each shard is written there as soon as it is full.
+        per index shard. With ``output`` each shard is written there as soon as it is full. The index
+        records the corpus JSONL the vectors come from (``lame encode``'s input, or ``corpus``), so a hit's
+        item can be shown (:class:`lame.index.CorpusItems`).
         """
         source = _Source.open(embeddings)
         if source.count == 0:
@@ -85,7 +89,10 @@ class VectorIndex:
         if kind == "ivf":
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
-                    "count": source.count, "model": source.model, "embeddings": source.name, "nlist": nlist,
+                    "count": source.count, "model": source.model, "embeddings": source.name,
+                    "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
+                    "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
+                    "nlist": nlist,
                     "m": m if kind == "hnsw" else None, "nprobe": nprobe, "ef_search": ef_search,
                     "shard_size": shard_size, "shards": []}
         output = Path(output) if output is not None else None
@@ -176,6 +183,8 @@ class _Source:
                  model: str | None, name: str | None):
         self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
         self.count = sum(counts)
+        self.corpus: str | None = None  # the corpus JSONL `lame encode` read, and its size then
+        self.corpus_bytes: int | None = None
 
     @classmethod
     def open(cls, embeddings) -> "_Source":
@@ -186,7 +195,9 @@ class _Source:
                 raise InvalidInput(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
             return cls([(vectors, list(ids))], [len(ids)], vectors.shape[1], None, None)
         store = EmbeddingShards(embeddings)
-        return cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()))
+        source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()))
+        source.corpus, source.corpus_bytes = store.manifest.get("input"), store.manifest.get("input_bytes")
+        return source
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
         return iter(self._shards)

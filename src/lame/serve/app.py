@@ -18,13 +18,16 @@ from .images import ImageLoader
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import embedding_response, parse_embedding_request, parse_json, parse_search_request, search_response
 from .settings import ServeSettings
+from .ui import install_ui
 
 log = logging.getLogger(__name__)
 
 
-def create_app(model, settings: ServeSettings | None = None, index=None) -> FastAPI:
+def create_app(model, settings: ServeSettings | None = None, index=None, ui: bool = False, corpus=None) -> FastAPI:
     """A server for ``model`` (a :class:`~lame.LaMEModel`); ``index`` (a
-    :class:`~lame.index.VectorIndex`) enables ``/v1/search``. ``app.state.batcher`` counts batches."""
+    :class:`~lame.index.VectorIndex`) enables ``/v1/search``. ``app.state.batcher`` counts batches.
+    ``/v1/decode`` and ``/v1/items`` come from :mod:`lame.serve.ui`; ``ui=True`` adds the search page at
+    ``/``; ``corpus`` (a :class:`~lame.index.CorpusItems`) replaces the index's own corpus."""
     settings = settings or ServeSettings()
     engine = Engine(model, settings.max_batch_size)
     metrics = Metrics(settings.max_batch_size)
@@ -98,6 +101,9 @@ def create_app(model, settings: ServeSettings | None = None, index=None) -> Fast
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    app.state.read_request, app.state.images = read_request, images
+    app.state.authorize = lambda request: _authorize(request, settings.api_key)
+    install_ui(app, model, index, corpus, ui=ui)
     return app
 
 

@@ -14,14 +14,14 @@ from .settings import ServeSettings
 
 
 def load_app(model_dir: str | Path, settings: ServeSettings, index_dir: str | Path | None = None,
-             device: str | None = None):
-    """The app for a saved model folder (and an index folder)."""
+             device: str | None = None, ui: bool = False):
+    """The app for a saved model folder (and an index folder); ``ui`` serves the search page at ``/``."""
     from ..index import VectorIndex
     from ..modeling import LaMEModel
 
     model = LaMEModel.from_pretrained(model_dir, device=device)
     index = VectorIndex.load(index_dir) if index_dir else None
-    return create_app(model, settings, index)
+    return create_app(model, settings, index, ui=ui)
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", threads: int | None = None) -> None:
