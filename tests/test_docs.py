@@ -75,6 +75,7 @@ def test_training_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     model = run_dir / "model"
     card = (model / "README.md").read_text().split("## Scores", 1)[1]
     assert "Benchmark `" in card and "after step 6" in card and "= circle" in card
+    assert "<!-- lame-eval:bench start -->" in card  # `lame eval` added its block to the same card
     scores = json.loads((model / "scores-bench.json").read_text())  # written by `lame eval`
     assert scores["overall"] == pytest.approx(evals[-1]["eval/overall"], abs=1e-6)
     assert set(scores["tasks"]["shapes"]["groups"]) == {"circle", "square"}

@@ -201,3 +201,22 @@ def test_training_finishes_without_matplotlib_and_tensorboard(monkeypatch, tmp_p
     assert not (tmp_path / "out" / "tensorboard").exists()
     err = capsys.readouterr().err
     assert "TensorBoard logging skipped" in err and "loss_curves.png skipped" in err
+
+
+@pytest.mark.parametrize(("module", "missing", "extra"), [
+    ("lame.integrations.sentence_transformers", "sentence_transformers", "st"),
+    ("lame.integrations.mteb", "mteb", "mteb"),
+])
+def test_integrations_without_their_extra(monkeypatch, module, missing, extra):
+    hide(monkeypatch, missing)
+    with pytest.raises(ImportError) as excinfo:
+        __import__(module)
+    expect_extra(excinfo, extra)
+
+
+def test_saving_writes_the_sentence_transformers_files_without_it(monkeypatch, tmp_path):
+    hide(monkeypatch, "sentence_transformers")
+    from lame import build_tiny_model
+
+    build_tiny_model("qwen2_vl", use_decoder=False).save_pretrained(tmp_path)
+    assert (tmp_path / "modules.json").is_file() and (tmp_path / "config_sentence_transformers.json").is_file()

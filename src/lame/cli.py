@@ -54,6 +54,11 @@ def _eval(args: argparse.Namespace) -> int:
     output = Path(args.output or Path(args.model) / f"scores-{Path(args.benchmark).name}.json")
     save_report(report, output)
     print(f"scores written to {output}")
+    if not args.no_card:
+        from .integrations.card import add_eval_results
+
+        card = add_eval_results(args.model, report, Path(args.benchmark).name)
+        print(f"model card updated: {card} (model-index and table for {Path(args.benchmark).name})")
     return 0
 
 
@@ -217,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", default=".lame-cache/embeddings", help="embedding cache ('' to disable)")
     ev.add_argument("--output", help="scores JSON (default: MODEL/scores-<benchmark>.json)")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    ev.add_argument("--no-card", action="store_true",
+                    help="do not write the scores into MODEL/README.md (its model-index and results table)")
     ev.set_defaults(func=_eval)
 
     enc = verbs.add_parser("encode", help="embed a JSONL corpus into float32 shards (resumable; data-parallel "

@@ -7,6 +7,8 @@ The core install (``pip install lame``) builds, trains, evaluates and embeds. Th
 * ``plots``: the loss-curve PNG, the quickstart and speed figures, TensorBoard logs (matplotlib,
   tensorboard);
 * ``deepspeed``: ``train.strategy: deepspeed`` (ZeRO-2/3);
+* ``st``: loading a saved folder with ``sentence_transformers.SentenceTransformer`` (sentence-transformers);
+* ``mteb``: :mod:`lame.integrations.mteb`, evaluation with the ``mteb`` package (MTEB, MIEB, MMEB);
 * ``all``: every extra above (``dev`` adds the test tools).
 
 :func:`require` is for features that cannot run without their extra (an :class:`ImportError` naming

@@ -186,11 +186,16 @@ class LaMEModel(nn.Module):
     def model_card(self) -> str:
         c = self.config
         return (
-            "---\nlibrary_name: lame\ntags: [embeddings, multimodal, latent-reasoning]\n---\n"
+            "---\nlibrary_name: lame\ntags: [embeddings, multimodal, latent-reasoning, sentence-transformers]\n"
+            "pipeline_tag: feature-extraction\n---\n"
             f"# LaME embedding model\n\nBackbone family: `{c.backbone_type}`; K = {c.num_reason_tokens} reason tokens, "
             f"{c.num_embed_tokens} embedding token(s), pooling `{c.pooling}`.\n\n"
             "```python\nfrom lame import LaMEModel\nmodel = LaMEModel.from_pretrained(\"PATH\")\n"
             "emb = model.encode([\"a query\", {\"text\": \"a caption\", \"image\": \"photo.png\"}])\n```\n\n"
+            "With `lame[st]` installed, sentence-transformers loads the same folder:\n\n"
+            "```python\nfrom sentence_transformers import SentenceTransformer\n"
+            "st = SentenceTransformer(\"PATH\", trust_remote_code=True)  # imports lame's module class\n"
+            "emb = st.encode([\"a query\"])\n```\n\n"
             f"Configuration:\n\n```json\n{json.dumps(c.to_dict(), indent=2)}\n```\n"
         )
 
