@@ -97,3 +97,18 @@ def test_embeddings_through_mteb_equal_encode(task_folder, model):
                                     prompt_type=PromptType.query)
     want = model.encode([q.item for q in load_jsonl_task(task_folder).queries])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_candidates_become_top_ranked_with_equal_scores(tmp_path, model):
+    write_jsonl(tmp_path / "corpus.jsonl", [{"id": f"d{i}", "item": f"doc {WORDS[i]}"} for i in range(10)])
+    write_jsonl(tmp_path / "queries.jsonl", [
+        {"id": f"q{i}", "query": f"number {WORDS[i]}", "relevant": {f"d{i}": 1},
+         "candidates": [f"d{j}" for j in range(i, min(i + 4, 10))]} for i in range(7)])
+    mine = evaluate(model, [load_jsonl_task(tmp_path)], show_progress_bar=False)["tasks"][tmp_path.name]
+    task = mteb_task(tmp_path, name="LaMETinyCandidates")
+    task.load_data()
+    assert task.dataset["default"]["test"]["top_ranked"]["q2"] == ["d2", "d3", "d4", "d5"]
+    scores = mteb.evaluate(LaMEEncoder(model), task, cache=None, show_progress_bar=False).task_results[0]
+    scores = scores.scores["test"][0]
+    for ours, theirs in SAME.items():
+        assert scores[theirs] == pytest.approx(mine[ours], abs=1e-4), ours
