@@ -57,8 +57,12 @@ def _eval(args: argparse.Namespace) -> int:
     if not args.no_card:
         from .integrations.card import add_eval_results
 
-        card = add_eval_results(args.model, report, Path(args.benchmark).name)
-        print(f"model card updated: {card} (model-index and table for {Path(args.benchmark).name})")
+        try:
+            card = add_eval_results(args.model, report, Path(args.benchmark).name)
+        except OSError as exc:  # a read-only model folder: the scores file is written, the card is not
+            print(f"lame eval: the model card was not updated ({exc}); --no-card skips it", file=sys.stderr)
+        else:
+            print(f"model card updated: {card} (model-index and table for {Path(args.benchmark).name})")
     return 0
 
 
