@@ -17,8 +17,10 @@ are never seen. A tiny Qwen3 causal LM, the stand-in for LaME's decoder head, is
 texts. The result is a normal Hugging Face folder (safetensors) with a model card, the training log and
 ``SHA256SUMS``.
 
-Run ``python -m lame.experiments.digit_vlm.pretrain OUTPUT_DIR`` (``--help`` for the settings); on a
-free 2-core CPU the default settings take about 40 minutes; a GPU is used when there is one.
+Run ``OMP_NUM_THREADS=1 python -m lame.experiments.digit_vlm.pretrain OUTPUT_DIR`` (``--help`` for the
+settings; the defaults are the shipped model's). On a 2-core CPU shared with other jobs the shipped run
+took about 80 minutes with one thread (more threads were slower on the busy machine); a GPU is used
+when there is one.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class PretrainSettings:
     num_layers: int = 4
     vision_dim: int = 64
     vision_depth: int = 2
-    steps: int = 6000
+    steps: int = 8000
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
