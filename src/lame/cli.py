@@ -121,8 +121,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from .experiments.bench.serve import bench_serve, format_report, save_report
+    import shlex
 
+    from .experiments.bench.serve import bench_serve, bench_serve_images, format_images_report, format_report, save_report
+
+    if args.scenario == "images":
+        report = bench_serve_images(args.model, image_format=args.image_format, image_side=args.image_side,
+                                    images_per_request=args.images_per_request, heavy_clients=args.heavy_clients,
+                                    small_concurrency=args.small_concurrency, seconds=args.max_seconds,
+                                    max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                                    threads=args.threads, server_flags=shlex.split(args.server_flags or ""),
+                                    in_process=args.in_process)
+        print(format_images_report(report))
+        if args.json_output:
+            save_report(report, args.json_output)
+        return 0
     report = bench_serve(args.model, tuple(args.concurrency), requests=args.requests, max_seconds=args.max_seconds,
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, threads=args.threads,
                          in_process=args.in_process)
@@ -288,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--in-process", action="store_true",
                     help="run the server in a thread of this process (quick check; lower numbers)")
     bs.add_argument("--json-output", help="also write the report as JSON here")
+    bs.add_argument("--scenario", default="text", choices=["text", "images"],
+                    help="text: throughput and latency by concurrency (default); images: memory and one-word "
+                         "latency while large image requests run")
+    images = bs.add_argument_group("--scenario images")
+    images.add_argument("--image-format", default="png", choices=["png", "jpeg", "webp", "gif"])
+    images.add_argument("--image-side", type=int, default=4096, help="pixels per side of each image (default: 4096)")
+    images.add_argument("--images-per-request", type=int, default=8)
+    images.add_argument("--heavy-clients", type=int, default=2, help="clients sending large requests")
+    images.add_argument("--small-concurrency", type=int, default=4, help="clients sending one-word requests")
+    images.add_argument("--server-flags", help="extra `lame serve` flags, e.g. '--max-image-pixels 16777216'")
     bs.set_defaults(func=_bench_serve)
 
     common = argparse.ArgumentParser(add_help=False)  # what `bench speed` and `bench encode` share
