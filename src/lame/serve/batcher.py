@@ -111,10 +111,14 @@ class DynamicBatcher:
         items = [item for job in jobs for item in job.items]
         try:
             result = await loop.run_in_executor(self._executor, self.run, items)
-        except Exception as exc:  # a bug or a device error: fail this batch, keep serving
-            for job in jobs:
+        except Exception as exc:  # a bug or a device error: keep serving, and fail only the request(s) it belongs to
+            if len(jobs) == 1:
+                if not jobs[0].future.done():
+                    jobs[0].future.set_exception(exc)
+                return
+            for job in jobs:  # each request alone, so one request's failure is never its batch-mates'
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    await self._run(loop, [job])
             return
         self.batches += 1
         self.items += len(items)
