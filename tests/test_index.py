@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -122,3 +123,19 @@ def test_cli_index_build_and_search(embedded, tmp_path, capsys):
     assert table[0].split() == ["rank", "score", "id"] and table[1].split()[-1] == "doc7" and len(table) == 5
     assert main(common + ["--json", '{"image": "missing.png"}']) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_duplicate_ids_are_refused_before_anything_is_written(embedded, tmp_path, capsys):
+    from lame.cli import main
+
+    vectors = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"2 duplicate id\(s\) \('a' at rows 0 and 2; 1 at rows 1 and 3\)"):
+        VectorIndex.build((vectors, ["a", 1, "a", 1]), kind="flat")
+    assert len(VectorIndex.build((vectors, ["a", 1, "1", "b"]), kind="flat")) == 4  # 1 and "1" differ
+    emb = tmp_path / "emb"
+    shutil.copytree(embedded / "emb", emb)
+    ids = json.loads((emb / "ids-00003.json").read_text())
+    (emb / "ids-00003.json").write_text(json.dumps(["doc0", *ids[1:]]))  # another shard's id
+    assert main(["index", "build", "--embeddings", str(emb), "--output", str(tmp_path / "idx")]) == 2
+    assert "duplicate id(s) ('doc0' at rows 0 and 21)" in capsys.readouterr().err
+    assert not (tmp_path / "idx").exists()

@@ -78,8 +78,9 @@ def _encode(args: argparse.Namespace) -> int:
         if manifest is None:
             print(f"stopped early (--max-shards): run the same command again to resume {args.output}")
         else:
+            duplicates = f", {manifest['duplicates']} of them duplicate ids" if manifest.get("duplicates") else ""
             print(f"{manifest['count']} embeddings in {len(manifest['shards'])} shards under {args.output}; "
-                  f"{manifest['skipped']} skipped (listed in {Path(args.output) / manifest['report']})")
+                  f"{manifest['skipped']} skipped{duplicates} (listed in {Path(args.output) / manifest['report']})")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Building reads one embeddings shard at a time and cuts index shards of ``shard_size`` vectors, so a
 corpus larger than memory never sits in memory whole; search runs every index shard and merges the
-top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
+top k. Vectors and queries are L2-normalised, so scores are cosine similarities. Ids must be unique
+(duplicates are refused before anything is written).
 
 Saved folder::
 
@@ -76,6 +77,7 @@ class VectorIndex:
         source = _Source.open(embeddings)
         if source.count == 0:
             raise InvalidInput("nothing to index: the embeddings hold no vectors")
+        source.check_unique_ids()
         if kind not in kinds.KINDS:
             raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(kinds.KINDS)}")
         if shard_size is not None and shard_size < 1:
@@ -190,6 +192,25 @@ class _Source:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
         return iter(self._shards)
+
+    def check_unique_ids(self) -> None:
+        """Refuses duplicate ids (a search hit must name one vector): ids compare as JSON values."""
+        first: dict[tuple[str, Any], int] = {}
+        duplicates: list[str] = []
+        count = row = 0
+        for _, ids in self:
+            for record_id in ids:
+                key = (type(record_id).__name__, record_id)
+                if key in first:
+                    count += 1
+                    if len(duplicates) < 3:
+                        duplicates.append(f"{record_id!r} at rows {first[key]} and {row}")
+                else:
+                    first[key] = row
+                row += 1
+        if count:
+            raise InvalidInput(f"the embeddings hold {count} duplicate id(s) ({'; '.join(duplicates)}); an index needs "
+                               "unique ids: remove the duplicates (`lame encode` keeps the first record of each id)")
 
     def sample(self, size: int, seed: int) -> np.ndarray:
         """A uniform random sample of ``size`` vectors, gathered shard by shard."""
