@@ -47,7 +47,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def server(model):
-    index = VectorIndex.build((model.encode(DOCS), [f"doc{i}" for i in range(len(DOCS))]), kind="flat")
+    index = VectorIndex.build((model.encode(DOCS), [f"doc{i}" for i in range(len(DOCS))]), kind="flat",
+                              model_fingerprint=model.fingerprint())
     app = create_app(model, ServeSettings(model_name="tiny-lame", max_batch_size=32, max_wait_ms=5), index)
     with ServerThread(app) as running:
         running.app = app
@@ -241,9 +242,32 @@ def test_api_key_is_required(strict, headers):
 
 
 def test_unknown_route_and_method_use_the_error_shape(strict):
-    assert httpx.get(strict.url + "/v1/nothing").json()["error"]["message"] == "Not Found"
-    assert httpx.get(strict.url + "/v1/embeddings", headers=AUTH).status_code == 405
-    assert httpx.post(strict.url + "/v1/search", headers=AUTH, json={"input": "x"}).json()["error"]["code"] == "no_index"
+    for response, status, code in ((httpx.get(strict.url + "/v1/nothing"), 404, "not_found"),
+                                   (httpx.get(strict.url + "/v1/embeddings", headers=AUTH), 405, "method_not_allowed"),
+                                   (httpx.post(strict.url + "/v1/search", headers=AUTH, json={"input": "x"}), 404,
+                                    "no_index")):
+        error = response.json()["error"]
+        assert response.status_code == status and set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == code and error["type"] == "invalid_request_error"
+    assert "/v1/nothing" in httpx.get(strict.url + "/v1/nothing").json()["error"]["message"]
+
+
+def test_a_server_failure_is_a_json_500_and_the_server_goes_on(model, monkeypatch):
+    index = VectorIndex.build((model.encode(DOCS[:3]), ["a", "b", "c"]), model_fingerprint=model.fingerprint())
+    monkeypatch.setattr(index, "search", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("faiss broke")))
+    with ServerThread(create_app(model, ServeSettings(), index)) as running:
+        response = httpx.post(running.url + "/v1/search", json={"input": "x"})
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+        assert response.json()["error"] == {"message": "internal server error (RuntimeError)", "type": "server_error",
+                                            "param": None, "code": "internal_error"}
+        assert httpx.post(running.url + "/v1/embeddings", json={"input": "x"}).status_code == 200
+
+
+def test_an_index_of_another_model_is_refused_at_start(model):
+    other = build_tiny_model("qwen2_vl", seed=1)
+    index = VectorIndex.build((other.encode(DOCS[:3]), ["a", "b", "c"]), model_fingerprint=other.fingerprint())
+    with pytest.raises(ValueError, match="built from another model"):
+        create_app(model, ServeSettings(), index)
 
 
 def test_request_data_never_opens_a_local_file(strict, model, tmp_path, monkeypatch):

@@ -102,6 +102,9 @@ def _search(args: argparse.Namespace) -> int:
     item = query_item(args.query, args.image, args.json)
     index = VectorIndex.load(args.index)
     model = LaMEModel.from_pretrained(args.model, device=args.device)
+    note = index.check_model(model)  # another model or dimension: refused before anything is embedded
+    if note:
+        print(f"lame search: note: {note}", file=sys.stderr)
     hits = search(model, index, [item], k=args.k)[0]
     print(json.dumps(hits) if args.json_output else format_hits(hits))
     return 0

@@ -53,7 +53,8 @@ def encode_corpus(
 
     spans = plan_shards(input_path, shard_size)
     settings = {"input": str(input_path), "input_bytes": input_path.stat().st_size,
-                "records": sum(s.count for s in spans), "shard_size": shard_size}
+                "records": sum(s.count for s in spans), "shard_size": shard_size,
+                "model_fingerprint": model.fingerprint()}
     output.mkdir(parents=True, exist_ok=True)
     _check_settings(output, settings)
     pending = [s for s in spans if not ShardFiles(output, s.number).is_complete()]
@@ -82,7 +83,7 @@ def _check_settings(output: Path, settings: dict) -> None:
         return
     previous = json.loads(path.read_text())
     changed = [f"{k}: {previous.get(k)!r} then, {v!r} now" for k, v in settings.items()
-               if k != "input" and previous.get(k) != v]  # the same file may have moved
+               if k != "input" and k in previous and previous[k] != v]  # the same file may have moved
     if changed:
         raise InvalidInput(f"{output} holds shards of another run ({'; '.join(changed)}); use a new output folder")
 

@@ -7,7 +7,7 @@ top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
 
 Saved folder::
 
-    index.json               kind, dim, count, model, search defaults, shards
+    index.json               kind, dim, count, model and its fingerprint, search defaults, shards
     index-00000.faiss        one FAISS index per shard
     index-00000.ids.json     its ids, row for row
 """
@@ -46,6 +46,7 @@ class VectorIndex:
         self.kind: str = manifest["kind"]
         self.dim: int = manifest["dim"]
         self.model: str | None = manifest.get("model")
+        self.model_fingerprint: str | None = manifest.get("model_fingerprint")
         self._ids = [i for shard in shards for i in shard.ids]
         self._offsets = np.cumsum([0] + [len(s.ids) for s in shards])[:-1]
 
@@ -67,14 +68,18 @@ class VectorIndex:
         ef_search: int = 64,
         ef_construction: int = 80,
         seed: int = 0,
+        model_fingerprint: str | None = None,
     ) -> "VectorIndex":
         """Indexes a folder written by ``lame encode`` (or an ``(embeddings, ids)`` pair).
 
         ``kind``: ``flat`` (exact), ``ivf`` (``nlist`` lists, trained on a random sample of
         ``train_size`` vectors) or ``hnsw`` (``m`` links per node). ``shard_size`` caps the vectors
         per index shard. With ``output`` each shard is written there as soon as it is full.
+        ``model_fingerprint`` (:meth:`lame.LaMEModel.fingerprint`) names the model of in-memory
+        embeddings; a ``lame encode`` folder carries its own.
         """
         source = _Source.open(embeddings)
+        fingerprint = source.fingerprint or model_fingerprint
         if source.count == 0:
             raise InvalidInput("nothing to index: the embeddings hold no vectors")
         source.check_unique_ids()
@@ -87,7 +92,8 @@ class VectorIndex:
         if kind == "ivf":
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
-                    "count": source.count, "model": source.model, "embeddings": source.name, "nlist": nlist,
+                    "count": source.count, "model": source.model, "model_fingerprint": fingerprint,
+                    "embeddings": source.name, "nlist": nlist,
                     "m": m if kind == "hnsw" else None, "nprobe": nprobe, "ef_search": ef_search,
                     "shard_size": shard_size, "shards": []}
         output = Path(output) if output is not None else None
@@ -134,6 +140,26 @@ class VectorIndex:
             _write_shard(shard, directory, entry)
         atomic_write_json(directory / MANIFEST, self.manifest)
 
+    def check_model(self, model) -> str | None:
+        """Refuses (:class:`~lame.errors.InvalidInput`) a model whose embeddings are not what this index
+        holds: another dimension, or another model than the one recorded when it was built. Returns a
+        note when the index records no model to compare with (older indexes, in-memory arrays)."""
+        dim = model.embedding_dim
+        if dim != self.dim:
+            raise InvalidInput(f"the index holds {self.dim}-dimensional vectors but the model makes {dim}-dimensional "
+                               "embeddings: use the model that encoded the corpus, or rebuild the index with this one")
+        if self.model_fingerprint is None:
+            return ("the index does not record which model built it, so it cannot be checked against this one; "
+                    "rebuild it (lame encode, lame index build) to have it checked")
+        found = model.fingerprint()
+        if found != self.model_fingerprint:
+            built = f" ({self.model})" if self.model else ""
+            raise InvalidInput(f"the index was built from another model{built} than this one: model fingerprint "
+                               f"{self.model_fingerprint[:19]}... in the index, {found[:19]}... for this model; "
+                               "its neighbours would be wrong. Use the model that encoded the corpus, or re-encode "
+                               "the corpus with this model and rebuild the index")
+        return None
+
     # ------------------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, list[list[Any]]]:
@@ -175,8 +201,9 @@ class _Source:
     """Embeddings to index: a ``lame encode`` folder, read one shard at a time, or arrays in memory."""
 
     def __init__(self, shards: Iterable[tuple[np.ndarray, list]], counts: list[int], dim: int,
-                 model: str | None, name: str | None):
+                 model: str | None, name: str | None, fingerprint: str | None = None):
         self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
+        self.fingerprint = fingerprint
         self.count = sum(counts)
 
     @classmethod
@@ -188,7 +215,8 @@ class _Source:
                 raise InvalidInput(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
             return cls([(vectors, list(ids))], [len(ids)], vectors.shape[1], None, None)
         store = EmbeddingShards(embeddings)
-        return cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()))
+        return cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()),
+                   store.model_fingerprint)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
         return iter(self._shards)

@@ -243,6 +243,13 @@ class LaMEModel(nn.Module):
         return self.decoder_head.loss(reason_states, target_texts)
 
     # -------------------------------------------------------------------------------- public API
+    def fingerprint(self) -> str:
+        """A string that changes when this model's embeddings would (see :mod:`lame.modeling.fingerprint`);
+        ``lame encode`` records it so that an index is only ever searched with the model that made it."""
+        from .fingerprint import model_fingerprint
+
+        return model_fingerprint(self)
+
     @property
     def embedding_dim(self) -> int:
         """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""

@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 def create_app(model, settings: ServeSettings | None = None, index=None) -> FastAPI:
     """A server for ``model`` (a :class:`~lame.LaMEModel`); ``index`` (a
-    :class:`~lame.index.VectorIndex`) enables ``/v1/search``. ``app.state.batcher`` counts batches."""
+    :class:`~lame.index.VectorIndex`) enables ``/v1/search`` and must come from the same model
+    (:meth:`~lame.index.VectorIndex.check_model`). ``app.state.batcher`` counts batches."""
     settings = settings or ServeSettings()
+    if index is not None:
+        note = index.check_model(model)  # another model or dimension: refused before serving anything
+        if note:
+            log.warning("%s", note)
     engine = Engine(model, settings.max_batch_size)
     metrics = Metrics(settings.max_batch_size)
     batcher = DynamicBatcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.max_queue, metrics)
