@@ -118,6 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, api_key=args.api_key,
         max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_images_per_item=args.max_images_per_item,
         max_image_pixels=args.max_image_pixels, allow_image_url_hosts=tuple(args.allow_image_url_host or ()),
+        decode_workers=args.decode_workers, max_inflight_bytes=args.max_inflight_bytes,
+        cors_origins=tuple(args.cors_origin or ()),
     )
     serve(load_app(args.model, settings, args.index, device=args.device), args.host, args.port, args.log_level,
           threads=args.threads)
@@ -283,9 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     sv.add_argument("--max-items", type=int, default=256, help="inputs per request")
     sv.add_argument("--max-images-per-item", type=int, default=8)
-    sv.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
+    sv.add_argument("--max-image-pixels", type=int,
+                    help="pixels one image may decode to (a JPEG decodes at 1/2..1/8 scale when the model reads "
+                         "less); default: 4x what the model's image processor keeps, within 1024^2..4096^2")
+    sv.add_argument("--decode-workers", type=int, default=2, help="images decoded at once (default: 2)")
+    sv.add_argument("--max-inflight-bytes", type=int, default=1024**3,
+                    help="memory for request bodies and decoded images of requests not yet answered; beyond it, "
+                         "503 + Retry-After (default: 1 GiB)")
     sv.add_argument("--allow-image-url-host", action="append", metavar="HOST",
                     help="fetch http(s) image URLs from this host (repeatable); otherwise only data: URIs")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="let browser pages from ORIGIN (e.g. https://app.example.com, or *) call the API (repeatable)")
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     sv.add_argument("--threads", type=int, help="torch CPU threads (default: one per core but one)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

@@ -106,7 +106,17 @@ class Featurizer:
         except Exception as exc:  # noqa: BLE001  (one item alone: its failure is its own)
             raise ItemError(index, f"could not be featurised ({type(exc).__name__}: {exc})") from exc
 
-    def _features(self, obj: ItemLike, index: int | None) -> Features:
+    def length(self, obj: ItemLike) -> int:
+        """The item's sequence length (template, text, image tokens and latent block), long or not;
+        raises :class:`ItemError` for any other problem."""
+        try:
+            return len(self._features(obj, None, check_length=False))
+        except ItemError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ItemError(None, f"could not be featurised ({type(exc).__name__}: {exc})") from exc
+
+    def _features(self, obj: ItemLike, index: int | None, check_length: bool = True) -> Features:
         item = to_item(obj, index)
         for part in (item.instruction, *item.parts):
             if isinstance(part, str):
@@ -123,7 +133,7 @@ class Featurizer:
             pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
             text = self.expand_image_tokens(text, vision, index)
         input_ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-        if input_ids.shape[0] > self.max_length:
+        if check_length and input_ids.shape[0] > self.max_length:
             raise ItemError(
                 index,
                 f"too long: {input_ids.shape[0]} tokens (text and image patches, with the latent block) "

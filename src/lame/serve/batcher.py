@@ -3,7 +3,8 @@
 Requests wait in a bounded asyncio queue (full -> :class:`QueueFull`, answered 503). One collector
 task takes the first waiting request, keeps taking more until the batch holds ``max_batch_size``
 items or the wait is over, and runs the batch in the single model thread. While the model runs,
-new requests queue up and form the next batch.
+new requests queue up and form the next batch. A request cancelled while it waits (its client went
+away) is dropped when the collector reaches it, never run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.batches = 0  # model calls so far
         self.items = 0  # items embedded so far
+        self.cancelled = 0  # requests given up while queued (their client went away): never run
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -103,6 +105,7 @@ class DynamicBatcher:
                 jobs.append(job)
                 size += len(job.items)
             self._observe_depth()
+            self.cancelled += sum(j.future.cancelled() for j in jobs)
             await self._run(loop, [j for j in jobs if not j.future.done()])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:

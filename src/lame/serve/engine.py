@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..data.items import ItemError
+from .truncation import Truncate, truncate_item
+
 
 @dataclass
 class BatchResult:
@@ -23,11 +26,20 @@ class Engine:
         self.dim = model.embedding_dim
 
     def __call__(self, items: list) -> BatchResult:
+        """Embeds ``items`` (each a str, an item dict, or a :class:`Truncate` of one)."""
+        rejected: dict[int, str] = {}
+        items = list(items)
+        for i, item in enumerate(items):
+            if isinstance(item, Truncate):
+                try:
+                    items[i] = truncate_item(self, item.item, item.tokens)
+                except ItemError as exc:
+                    rejected[i], items[i] = exc.reason, ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rejected items are answered per request, not logged
             embeddings, skipped = self.model.encode(items, batch_size=self.max_batch_size, on_error="skip",
                                                     return_skipped=True)
-        rejected = {s.index: s.reason for s in skipped}
+        rejected = {s.index: s.reason for s in skipped} | rejected
         return BatchResult(embeddings, rejected, self.count_tokens(items, skip=rejected))
 
     def count_tokens(self, items: list, skip=()) -> list[int]:

@@ -116,7 +116,7 @@ async def _level(url: str, concurrency: int, requests: int, max_seconds: float) 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while (i := next(numbers)) < requests and time.perf_counter() < deadline:
-            body = {"model": "bench", "input": f"benchmark query {i}: a handwritten digit {i % 10} on white paper"}
+            body = {"input": f"benchmark query {i}: a handwritten digit {i % 10} on white paper"}
             sent = time.perf_counter()
             try:
                 response = await client.post("/v1/embeddings", json=body)
