@@ -135,7 +135,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
         report = bench_serve_images(args.model, image_format=args.image_format, image_side=args.image_side,
                                     images_per_request=args.images_per_request, heavy_clients=args.heavy_clients,
                                     small_concurrency=args.small_concurrency, seconds=args.max_seconds,
-                                    max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                                    max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms[0],
                                     threads=args.threads, server_flags=shlex.split(args.server_flags or ""),
                                     in_process=args.in_process)
         print(format_images_report(report))
@@ -144,7 +144,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
         return 0
     report = bench_serve(args.model, tuple(args.concurrency), requests=args.requests, max_seconds=args.max_seconds,
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, threads=args.threads,
-                         in_process=args.in_process)
+                         in_process=args.in_process, rounds=args.rounds)
     print(format_report(report))
     if args.json_output:
         save_report(report, args.json_output)
@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--served-model-name", help="`model` in responses when a request names none (default: folder name)")
     sv.add_argument("--max-batch-size", type=int, default=32, help="items per model forward; 1 turns batching off")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="how long a batch waits for more requests (default: 0; whatever queued while the model "
+                         "ran still shares the next batch)")
     sv.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503 + Retry-After")
     sv.add_argument("--api-key", default=os.environ.get("LAME_API_KEY"),
                     help="require 'Authorization: Bearer KEY' on /v1/* (default: $LAME_API_KEY)")
@@ -310,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--requests", type=int, default=512, help="requests per concurrency level")
     bs.add_argument("--max-seconds", type=float, default=20.0, help="time limit per concurrency level")
     bs.add_argument("--max-batch-size", type=int, default=32, help="of the batching server")
-    bs.add_argument("--max-wait-ms", type=float, default=5.0)
+    bs.add_argument("--max-wait-ms", type=float, nargs="+", default=[0.0],
+                    help="of the batching server; several values: one batching server each, compared level by level")
+    bs.add_argument("--rounds", type=int, default=1,
+                    help="visit the servers this many times per level, in alternating order (for busy machines)")
     bs.add_argument("--threads", type=int, help="the servers' torch CPU threads (default: lame serve's)")
     bs.add_argument("--in-process", action="store_true",
                     help="run the server in a thread of this process (quick check; lower numbers)")

@@ -36,7 +36,7 @@ class _Job:
 
 
 class DynamicBatcher:
-    def __init__(self, run: Callable[[list], BatchResult], max_batch_size: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, run: Callable[[list], BatchResult], max_batch_size: int = 32, max_wait_ms: float = 0.0,
                  max_queue: int = 256, metrics=None):
         self.run, self.metrics = run, metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000

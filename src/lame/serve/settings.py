@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 class ServeSettings:
     model_name: str = "lame"  # echoed as `model` when a request names none
     max_batch_size: int = 32  # --max-batch-size: items in one model forward (1 turns batching off)
-    max_wait_ms: float = 5.0  # --max-wait-ms: how long a batch waits for more requests
+    max_wait_ms: float = 0.0  # --max-wait-ms: how long a batch waits for more requests (0 measured best)
     max_queue: int = 256  # --max-queue: requests waiting for the model; beyond it, 503 + Retry-After
     api_key: str | None = None  # --api-key: required as `Authorization: Bearer KEY` on /v1/*
     max_body_bytes: int = 16 * 1024 * 1024  # --max-body-bytes: request body; also caps a fetched image

@@ -43,6 +43,7 @@ CONCURRENCY = (1, 8, 32, 128)
 class BenchRow:
     mode: str
     max_batch_size: int
+    max_wait_ms: float
     concurrency: int
     requests: int  # answered 200
     errors: int
@@ -51,45 +52,66 @@ class BenchRow:
     p50_ms: float
     p99_ms: float
 
+    @property
+    def label(self) -> str:
+        return self.mode
+
 
 def bench_serve(model_dir: str | Path | None = None, concurrency: tuple[int, ...] = CONCURRENCY, requests: int = 512,
-                max_seconds: float = 20.0, max_batch_size: int = 32, max_wait_ms: float = 5.0, warmup: int = 8,
-                threads: int | None = None, in_process: bool = False, startup_timeout: float = 300.0) -> dict:
-    """Runs every concurrency level against a batching server and a non-batching one; returns
-    ``{"rows": [...], "ratio": {mode: rps(c=32) / rps(c=1)}, "settings": {...}}``.
+                max_seconds: float = 20.0, max_batch_size: int = 32, max_wait_ms: float | Sequence[float] = 0.0,
+                warmup: int = 8, threads: int | None = None, in_process: bool = False, rounds: int = 1,
+                startup_timeout: float = 300.0) -> dict:
+    """Runs every concurrency level against batching servers (one per ``max_wait_ms`` value) and a
+    non-batching one; returns ``{"rows": [...], "ratio": {mode: rps(c=32) / rps(c=1)}, "settings": {...}}``.
 
-    ``in_process`` runs the server in a thread of this process (a quick check: client and server
+    Every server runs from the start, and each level visits them in turn, ``rounds`` times (in
+    alternating order, each round with its share of ``requests`` and ``max_seconds``), so servers are
+    compared under the same background load even on a busy shared machine.
+    ``in_process`` runs the servers in threads of this process (a quick check: client and server
     then share one interpreter, so the numbers are lower than with a server process)."""
+    waits = [float(max_wait_ms)] if isinstance(max_wait_ms, (int, float)) else [float(w) for w in max_wait_ms]
     settings = {"model": str(model_dir) if model_dir else "tiny qwen2_vl (random)", "requests": requests,
-                "max_seconds": max_seconds, "max_wait_ms": max_wait_ms, "concurrency": list(concurrency),
+                "max_seconds": max_seconds, "max_wait_ms": waits, "concurrency": list(concurrency), "rounds": rounds,
                 "server": "thread in the client process" if in_process else "separate process", "threads": threads}
     start_server = _server_thread if in_process else _server
-    rows: list[BenchRow] = []
-    with _model_folder(model_dir) as folder:
-        for mode, batch in (("batching", max_batch_size), ("no batching", 1)):
-            with start_server(folder, batch, max_wait_ms, max_queue=max(256, 2 * max(concurrency)), threads=threads,
-                              timeout=startup_timeout) as (url, _):
-                asyncio.run(_level(url, min(4, warmup), warmup, max_seconds))  # warm up the model and sockets
-                for c in concurrency:
-                    latencies, errors, seconds = asyncio.run(_level(url, c, requests, max_seconds))
-                    rows.append(_row(mode, batch, c, latencies, errors, seconds))
+    modes = [("batching" if len(waits) == 1 else f"batching {w:g}ms", max_batch_size, w) for w in waits]
+    modes.append(("no batching", 1, 0.0))
+    per_round, seconds_per_round = -(-requests // rounds), max_seconds / rounds
+    results: dict[tuple[int, int], tuple[list[float], int, float]] = {}
+    with _model_folder(model_dir) as folder, contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(start_server(folder, batch, wait, max_queue=max(256, 2 * max(concurrency)),
+                                                 threads=threads, timeout=startup_timeout))[0]
+                for _, batch, wait in modes]
+        for url in urls:
+            asyncio.run(_level(url, min(4, warmup), warmup, max_seconds))  # warm up the model and sockets
+        for c in concurrency:
+            for r in range(rounds):
+                order = range(len(modes)) if r % 2 == 0 else reversed(range(len(modes)))
+                for m in order:
+                    latencies, errors, seconds = asyncio.run(_level(urls[m], c, per_round, seconds_per_round))
+                    before = results.get((m, c), ([], 0, 0.0))
+                    results[(m, c)] = (before[0] + latencies, before[1] + errors, before[2] + seconds)
+    rows = [_row(mode, batch, wait, c, *results[(m, c)]) for m, (mode, batch, wait) in enumerate(modes)
+            for c in concurrency]
     return {"rows": [asdict(r) for r in rows], "ratio": _ratios(rows), "settings": settings}
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{'mode':<12} {'batch':>5} {'conc':>5} {'ok':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"]
+    lines = [f"{'mode':<16} {'batch':>5} {'conc':>5} {'wait ms':>7} {'ok':>6} {'errors':>6} {'req/s':>8} "
+             f"{'p50 ms':>8} {'p99 ms':>8}"]
     for r in report["rows"]:
-        lines.append(f"{r['mode']:<12} {r['max_batch_size']:>5} {r['concurrency']:>5} {r['requests']:>6} "
-                     f"{r['errors']:>6} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
+        lines.append(f"{r['mode']:<16} {r['max_batch_size']:>5} {r['concurrency']:>5} {r['max_wait_ms']:>7g} "
+                     f"{r['requests']:>6} {r['errors']:>6} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
     for mode, ratio in report["ratio"].items():
         shown = "n/a (needs concurrency 1 and 32)" if ratio is None else f"{ratio:.2f}"
         lines.append(f"throughput(c=32)/throughput(c=1), {mode}: {shown}")
     return "\n".join(lines)
 
 
-def _row(mode: str, batch: int, concurrency: int, latencies: list[float], errors: int, seconds: float) -> BenchRow:
+def _row(mode: str, batch: int, wait: float, concurrency: int, latencies: list[float], errors: int,
+         seconds: float) -> BenchRow:
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return BenchRow(mode, batch, concurrency, len(latencies), errors, round(seconds, 3),
+    return BenchRow(mode, batch, wait, concurrency, len(latencies), errors, round(seconds, 3),
                     len(latencies) / seconds if seconds > 0 else 0.0,
                     float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
 
