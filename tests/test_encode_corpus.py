@@ -122,9 +122,9 @@ done = []
 original = encode_module._encode_shard
 
 
-def record(model_, input_path, output, span, shard_size, batch_size):
+def record(model_, input_path, output, span, *rest):
     done.append(span.number)
-    return original(model_, input_path, output, span, shard_size, batch_size)
+    return original(model_, input_path, output, span, *rest)
 
 
 encode_module._encode_shard = record
@@ -173,3 +173,27 @@ def test_cli_encode(corpus, reference, tmp_path, capsys):
     assert read_output(out)[1] == read_output(reference[0])[1]
     assert main(args[:-1] + ["5"]) == 2  # other settings on the same folder: a clear error, not a crash
     assert "another run" in capsys.readouterr().err
+
+
+def test_duplicate_ids_keep_the_first_record_and_are_reported(saved_tiny_model, tmp_path, capsys):
+    from lame.cli import main
+
+    rows = [("a", "first a"), ("b", "first b"), ("a", "second a"), (1, "the integer one"), ("1", "the string one"),
+            ("c", "c"), ("b", "second b"), (1, "another integer one")]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "item": t}) + "\n" for i, t in rows))
+    out = tmp_path / "emb"
+    args = ["encode", "--model", str(saved_tiny_model), "--input", str(corpus), "--output", str(out), "--shard-size", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "5 embeddings in 3 shards" in printed and "3 skipped, 3 of them duplicate ids" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 5 and manifest["skipped"] == manifest["duplicates"] == 3
+    embeddings, ids = read_output(out)
+    assert ids == ["a", "b", 1, "1", "c"]  # 1 and "1" are different JSON values
+    model = LaMEModel.from_pretrained(saved_tiny_model)
+    np.testing.assert_allclose(embeddings, model.encode(["first a", "first b", "the integer one", "the string one", "c"]),
+                               atol=1e-5)
+    report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["line"]) for r in report] == [("a", 3), ("b", 7), (1, 8)]
+    assert report[0]["reason"] == "duplicate id 'a': line 1 has it already (the first record with an id is kept)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -122,3 +123,49 @@ def test_cli_index_build_and_search(embedded, tmp_path, capsys):
     assert table[0].split() == ["rank", "score", "id"] and table[1].split()[-1] == "doc7" and len(table) == 5
     assert main(common + ["--json", '{"image": "missing.png"}']) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_duplicate_ids_are_refused_before_anything_is_written(embedded, tmp_path, capsys):
+    from lame.cli import main
+
+    vectors = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"2 duplicate id\(s\) \('a' at rows 0 and 2; 1 at rows 1 and 3\)"):
+        VectorIndex.build((vectors, ["a", 1, "a", 1]), kind="flat")
+    assert len(VectorIndex.build((vectors, ["a", 1, "1", "b"]), kind="flat")) == 4  # 1 and "1" differ
+    emb = tmp_path / "emb"
+    shutil.copytree(embedded / "emb", emb)
+    ids = json.loads((emb / "ids-00003.json").read_text())
+    (emb / "ids-00003.json").write_text(json.dumps(["doc0", *ids[1:]]))  # another shard's id
+    assert main(["index", "build", "--embeddings", str(emb), "--output", str(tmp_path / "idx")]) == 2
+    assert "duplicate id(s) ('doc0' at rows 0 and 21)" in capsys.readouterr().err
+    assert not (tmp_path / "idx").exists()
+
+
+def test_the_index_records_its_model_and_refuses_another(embedded, model, tmp_path, capsys):
+    from lame import build_tiny_model
+    from lame.cli import main
+
+    fingerprint = model.fingerprint()
+    assert fingerprint.startswith("sha256:") and EmbeddingShards(embedded / "emb").model_fingerprint == fingerprint
+    index = VectorIndex.build(embedded / "emb", tmp_path / "idx")
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["model_fingerprint"] == fingerprint
+    assert index.check_model(model) is None
+    other = build_tiny_model("qwen2_vl", seed=1)  # same architecture and dimension, other weights
+    with pytest.raises(ValueError, match="built from another model"):
+        index.check_model(other)
+    with pytest.raises(ValueError, match="holds 64-dimensional vectors but the model makes 16-dimensional"):
+        index.check_model(build_tiny_model("qwen2_vl", seed=0, projection_dim=16))
+    other.save_pretrained(tmp_path / "other")
+    assert main(["search", "--model", str(tmp_path / "other"), "--index", str(tmp_path / "idx"), "--query", "x"]) == 2
+    assert "built from another model" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "other"), "--index", str(tmp_path / "idx")]) == 2
+    assert "built from another model" in capsys.readouterr().err
+    # an index that records no model: searched, with a note that it could not be checked
+    unchecked = VectorIndex.build(EmbeddingShards(embedded / "emb").load_all(), tmp_path / "plain")
+    assert "cannot be checked" in unchecked.check_model(model)
+    assert main(["search", "--model", str(embedded / "model"), "--index", str(tmp_path / "plain"),
+                 "--query", TEXTS[3], "--json-output"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["id"] == "doc3" and "cannot be checked" in captured.err
+    assert VectorIndex.build((np.eye(64, dtype=np.float32), list(range(64))),
+                             model_fingerprint=fingerprint).check_model(model) is None

@@ -87,8 +87,9 @@ def _encode(args: argparse.Namespace) -> int:
         if manifest is None:
             print(f"stopped early (--max-shards): run the same command again to resume {args.output}")
         else:
+            duplicates = f", {manifest['duplicates']} of them duplicate ids" if manifest.get("duplicates") else ""
             print(f"{manifest['count']} embeddings in {len(manifest['shards'])} shards under {args.output}; "
-                  f"{manifest['skipped']} skipped (listed in {Path(args.output) / manifest['report']})")
+                  f"{manifest['skipped']} skipped{duplicates} (listed in {Path(args.output) / manifest['report']})")
     return 0
 
 
@@ -110,6 +111,9 @@ def _search(args: argparse.Namespace) -> int:
     item = query_item(args.query, args.image, args.json)
     index = VectorIndex.load(args.index)
     model = LaMEModel.from_pretrained(args.model, device=args.device)
+    note = index.check_model(model)  # another model or dimension: refused before anything is embedded
+    if note:
+        print(f"lame search: note: {note}", file=sys.stderr)
     hits = search(model, index, [item], k=args.k)[0]
     print(json.dumps(hits) if args.json_output else format_hits(hits))
     return 0
@@ -123,6 +127,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, api_key=args.api_key,
         max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_images_per_item=args.max_images_per_item,
         max_image_pixels=args.max_image_pixels, allow_image_url_hosts=tuple(args.allow_image_url_host or ()),
+        decode_workers=args.decode_workers, max_inflight_bytes=args.max_inflight_bytes,
+        cors_origins=tuple(args.cors_origin or ()),
     )
     serve(load_app(args.model, settings, args.index, device=args.device, ui=args.ui), args.host, args.port,
           args.log_level, threads=args.threads)
@@ -130,11 +136,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from .experiments.bench.serve import bench_serve, format_report, save_report
+    import shlex
 
+    from .experiments.bench.serve import bench_serve, bench_serve_images, format_images_report, format_report, save_report
+
+    if args.scenario == "images":
+        report = bench_serve_images(args.model, image_format=args.image_format, image_side=args.image_side,
+                                    images_per_request=args.images_per_request, heavy_clients=args.heavy_clients,
+                                    small_concurrency=args.small_concurrency, seconds=args.max_seconds,
+                                    max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms[0],
+                                    threads=args.threads, server_flags=shlex.split(args.server_flags or ""),
+                                    in_process=args.in_process)
+        print(format_images_report(report))
+        if args.json_output:
+            save_report(report, args.json_output)
+        return 0
     report = bench_serve(args.model, tuple(args.concurrency), requests=args.requests, max_seconds=args.max_seconds,
                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, threads=args.threads,
-                         in_process=args.in_process)
+                         in_process=args.in_process, rounds=args.rounds)
     print(format_report(report))
     if args.json_output:
         save_report(report, args.json_output)
@@ -273,16 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--served-model-name", help="`model` in responses when a request names none (default: folder name)")
     sv.add_argument("--max-batch-size", type=int, default=32, help="items per model forward; 1 turns batching off")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="how long a batch waits for more requests (default: 0; whatever queued while the model "
+                         "ran still shares the next batch)")
     sv.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503 + Retry-After")
     sv.add_argument("--api-key", default=os.environ.get("LAME_API_KEY"),
                     help="require 'Authorization: Bearer KEY' on /v1/* (default: $LAME_API_KEY)")
     sv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     sv.add_argument("--max-items", type=int, default=256, help="inputs per request")
     sv.add_argument("--max-images-per-item", type=int, default=8)
-    sv.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
+    sv.add_argument("--max-image-pixels", type=int,
+                    help="pixels one image may decode to (a JPEG decodes at 1/2..1/8 scale when the model reads "
+                         "less); default: 4x what the model's image processor keeps, within 1024^2..4096^2")
+    sv.add_argument("--decode-workers", type=int, default=2, help="images decoded at once (default: 2)")
+    sv.add_argument("--max-inflight-bytes", type=int, default=1024**3,
+                    help="memory for request bodies and decoded images of requests not yet answered; beyond it, "
+                         "503 + Retry-After (default: 1 GiB)")
     sv.add_argument("--allow-image-url-host", action="append", metavar="HOST",
                     help="fetch http(s) image URLs from this host (repeatable); otherwise only data: URIs")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="let browser pages from ORIGIN (e.g. https://app.example.com, or *) call the API (repeatable)")
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     sv.add_argument("--threads", type=int, help="torch CPU threads (default: one per core but one)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -297,11 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--requests", type=int, default=512, help="requests per concurrency level")
     bs.add_argument("--max-seconds", type=float, default=20.0, help="time limit per concurrency level")
     bs.add_argument("--max-batch-size", type=int, default=32, help="of the batching server")
-    bs.add_argument("--max-wait-ms", type=float, default=5.0)
+    bs.add_argument("--max-wait-ms", type=float, nargs="+", default=[0.0],
+                    help="of the batching server; several values: one batching server each, compared level by level")
+    bs.add_argument("--rounds", type=int, default=1,
+                    help="visit the servers this many times per level, in alternating order (for busy machines)")
     bs.add_argument("--threads", type=int, help="the servers' torch CPU threads (default: lame serve's)")
     bs.add_argument("--in-process", action="store_true",
                     help="run the server in a thread of this process (quick check; lower numbers)")
     bs.add_argument("--json-output", help="also write the report as JSON here")
+    bs.add_argument("--scenario", default="text", choices=["text", "images"],
+                    help="text: throughput and latency by concurrency (default); images: memory and one-word "
+                         "latency while large image requests run")
+    images = bs.add_argument_group("--scenario images")
+    images.add_argument("--image-format", default="png", choices=["png", "jpeg", "webp", "gif"])
+    images.add_argument("--image-side", type=int, default=4096, help="pixels per side of each image (default: 4096)")
+    images.add_argument("--images-per-request", type=int, default=8)
+    images.add_argument("--heavy-clients", type=int, default=2, help="clients sending large requests")
+    images.add_argument("--small-concurrency", type=int, default=4, help="clients sending one-word requests")
+    images.add_argument("--server-flags", help="extra `lame serve` flags, e.g. '--max-image-pixels 16777216'")
     bs.set_defaults(func=_bench_serve)
 
     common = argparse.ArgumentParser(add_help=False)  # what `bench speed` and `bench encode` share

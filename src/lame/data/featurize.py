@@ -95,7 +95,28 @@ class Featurizer:
         return [t for t in self.reserved if t in text]
 
     def __call__(self, obj: ItemLike, index: int | None = None) -> Features:
-        """The features of one item; raises :class:`ItemError` (naming ``index``) for a bad one."""
+        """The features of one item; raises :class:`ItemError` (naming ``index``) for a bad one.
+
+        Whatever fails while this one item is templated, tokenised or image-processed is that item's
+        error: an exception of the tokenizer or image processor becomes an ItemError naming it."""
+        try:
+            return self._features(obj, index)
+        except ItemError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (one item alone: its failure is its own)
+            raise ItemError(index, f"could not be featurised ({type(exc).__name__}: {exc})") from exc
+
+    def length(self, obj: ItemLike) -> int:
+        """The item's sequence length (template, text, image tokens and latent block), long or not;
+        raises :class:`ItemError` for any other problem."""
+        try:
+            return len(self._features(obj, None, check_length=False))
+        except ItemError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ItemError(None, f"could not be featurised ({type(exc).__name__}: {exc})") from exc
+
+    def _features(self, obj: ItemLike, index: int | None, check_length: bool = True) -> Features:
         item = to_item(obj, index)
         for part in (item.instruction, *item.parts):
             if isinstance(part, str):
@@ -112,7 +133,7 @@ class Featurizer:
             pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
             text = self.expand_image_tokens(text, vision, index)
         input_ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-        if input_ids.shape[0] > self.max_length:
+        if check_length and input_ids.shape[0] > self.max_length:
             raise ItemError(
                 index,
                 f"too long: {input_ids.shape[0]} tokens (text and image patches, with the latent block) "
@@ -127,7 +148,9 @@ class Featurizer:
         The image processor and the tokenizer are called once for the whole window instead of once
         per item (their per-call overhead costs more than the work on small items). An item this
         batched path is not sure about (text holding reserved tokens, too long, a failed batched
-        call) goes through the single-item path, so results and errors are exactly its own.
+        call) goes through the single-item path, so results and errors are exactly its own: whatever
+        one item does, the others get the features they would get alone, and no exception leaves
+        this method for an item's sake.
         """
         indices = range(len(items)) if indices is None else indices
         results: dict[int, Features | ItemError] = {}
@@ -140,8 +163,11 @@ class Featurizer:
                 continue
             if any(isinstance(p, str) and self._reserved_pattern.search(p) for p in (item.instruction, *item.parts)):
                 results[index] = self._alone(items, index)
-            else:
+                continue
+            try:
                 staged.append(_Staged(index, item, self.prompt(item)))
+            except Exception:  # noqa: BLE001  (the single path names the error)
+                results[index] = self._alone(items, index)
         staged = self._add_images(items, staged, results)
         if staged:
             try:

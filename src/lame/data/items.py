@@ -80,7 +80,9 @@ def _decode(source, name: str) -> Image.Image:
     try:
         image = Image.open(source)
         image.load()  # decode now, so a truncated file fails here and not deep inside the processor
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"{name} could not be decoded (not an image format Pillow reads)") from exc
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"{name} could not be decoded ({exc})") from exc
     return image
 
@@ -95,7 +97,20 @@ def to_item(obj: ItemLike, index: int | None = None, base_dir: Path | None = Non
         raise ItemError(index, str(exc)) from exc
     if not item.parts:
         raise ItemError(index, "empty item: no text and no image")
+    for text in (item.instruction, *item.parts):
+        if isinstance(text, str):
+            _check_text(text, index)
     return item
+
+
+def _check_text(text: str, index: int | None) -> None:
+    """Text must be encodable Unicode: a lone surrogate (``"\\ud800"``, which JSON's ``\\u`` escapes can
+    produce) has no UTF-8 form, and the tokenizer cannot read it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ItemError(index, f"text is not valid Unicode: lone surrogate U+{ord(text[exc.start]):04X} at "
+                               f"character {exc.start}") from None
 
 
 def _to_item(obj: Any, base_dir: Path | None) -> Item:

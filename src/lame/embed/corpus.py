@@ -3,6 +3,9 @@
 Every non-blank line is a record; records are numbered from 0 in file order and shards are cut by
 that number. A line that cannot be used (bad JSON, no ``id``/``item``) is still a record that
 carries the reason it is skipped, so a bad line never shifts the shard boundaries.
+
+Ids are unique in the output: the first record with an id is the one for that id; a later record
+with the same id is skipped and reported as a duplicate (:func:`duplicate_ids`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ def plan_shards(path: str | Path, shard_size: int) -> list[ShardSpan]:
     if start is not None:
         spans.append(ShardSpan(len(spans), *start, records))
     return spans
+
+
+def duplicate_ids(path: str | Path) -> dict[int, tuple[Any, int]]:
+    """One pass over the file: ``{line: (id, line of the first record with that id)}`` for every record
+    whose id an earlier record already has. Ids compare as JSON values (``1`` and ``"1"`` differ)."""
+    first: dict[tuple[str, Any], int] = {}
+    duplicates: dict[int, tuple[Any, int]] = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            record_id = row.get("id") if isinstance(row, dict) else None
+            if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
+                continue
+            key = (type(record_id).__name__, record_id)
+            if key in first:
+                duplicates[number] = (record_id, first[key])
+            else:
+                first[key] = number
+    return duplicates
 
 
 def read_span(path: str | Path, span: ShardSpan, first_index: int) -> Iterator[CorpusRecord]:

@@ -3,6 +3,9 @@
 Under ``accelerate launch`` or torchrun each process encodes its own share of the unfinished shards;
 after a barrier the main process checks that every shard is there, writes the skipped-items report
 and the manifest. A killed run keeps its finished shards: run the same command again to resume.
+
+Duplicate ids: the first record with an id is kept; later records with the same id are skipped and
+reported (``"duplicate id ..."``), so the output's ids are unique.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInput
-from .corpus import ShardSpan, plan_shards, read_span
+from .corpus import ShardSpan, duplicate_ids, plan_shards, read_span
 from .shards import MANIFEST, REPORT, SETTINGS, ShardFiles, atomic_write, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -50,7 +53,8 @@ def encode_corpus(
 
     spans = plan_shards(input_path, shard_size)
     settings = {"input": str(input_path), "input_bytes": input_path.stat().st_size,
-                "records": sum(s.count for s in spans), "shard_size": shard_size}
+                "records": sum(s.count for s in spans), "shard_size": shard_size,
+                "model_fingerprint": model.fingerprint()}
     output.mkdir(parents=True, exist_ok=True)
     _check_settings(output, settings)
     pending = [s for s in spans if not ShardFiles(output, s.number).is_complete()]
@@ -58,11 +62,12 @@ def encode_corpus(
     if state.is_main_process and not (output / SETTINGS).is_file():
         atomic_write_json(output / SETTINGS, settings)
     mine = pending[state.process_index::state.num_processes][:max_shards]
+    duplicates = duplicate_ids(input_path) if mine else {}
 
     with tqdm(total=sum(s.count for s in mine), unit="item", desc=f"encode {input_path.name}",
               disable=not (show_progress and state.is_main_process)) as bar:
         for span in mine:
-            _encode_shard(model, input_path, output, span, shard_size, batch_size)
+            _encode_shard(model, input_path, output, span, shard_size, batch_size, duplicates)
             bar.update(span.count)
     state.wait_for_everyone()
     if state.is_main_process and all(ShardFiles(output, s.number).is_complete() for s in spans):
@@ -78,13 +83,18 @@ def _check_settings(output: Path, settings: dict) -> None:
         return
     previous = json.loads(path.read_text())
     changed = [f"{k}: {previous.get(k)!r} then, {v!r} now" for k, v in settings.items()
-               if k != "input" and previous.get(k) != v]  # the same file may have moved
+               if k != "input" and k in previous and previous[k] != v]  # the same file may have moved
     if changed:
         raise InvalidInput(f"{output} holds shards of another run ({'; '.join(changed)}); use a new output folder")
 
 
-def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_size: int, batch_size: int) -> None:
+def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_size: int, batch_size: int,
+                  duplicates: dict | None = None) -> None:
     records = list(read_span(input_path, span, span.number * shard_size))
+    for record in records:
+        if record.error is None and record.line in (duplicates or {}):
+            record.error = (f"duplicate id {record.id!r}: line {duplicates[record.line][1]} has it already "
+                            "(the first record with an id is kept)")
     good = [r for r in records if r.error is None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped items go to the report instead
@@ -112,6 +122,7 @@ def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: st
                        "count": len(ids)})
     atomic_write(output / REPORT, lambda f: f.writelines(json.dumps(row) + "\n" for row in skipped), mode="w")
     manifest = {"format": FORMAT_VERSION, "dtype": "float32", "normalized": normalized, "dim": dim,
-                "count": sum(s["count"] for s in shards), "skipped": len(skipped), "model": model_path,
+                "count": sum(s["count"] for s in shards), "skipped": len(skipped),
+                "duplicates": sum(row["reason"].startswith("duplicate id") for row in skipped), "model": model_path,
                 **settings, "report": REPORT, "shards": shards}
     atomic_write_json(output / MANIFEST, manifest)

@@ -87,6 +87,7 @@ class EmbeddingShards:
         self.dim: int = self.manifest["dim"]
         self.count: int = self.manifest["count"]
         self.model: str | None = self.manifest.get("model")
+        self.model_fingerprint: str | None = self.manifest.get("model_fingerprint")
         self.shards = [ShardFiles(self.directory, s["number"]) for s in self.manifest["shards"]]
         self.counts: list[int] = [s["count"] for s in self.manifest["shards"]]
 

@@ -2,11 +2,13 @@
 
 Building reads one embeddings shard at a time and cuts index shards of ``shard_size`` vectors, so a
 corpus larger than memory never sits in memory whole; search runs every index shard and merges the
-top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
+top k. Vectors and queries are L2-normalised, so scores are cosine similarities. Ids must be unique
+(duplicates are refused before anything is written).
 
 Saved folder::
 
-    index.json               kind, dim, count, model, corpus (the JSONL it was embedded from), search defaults, shards
+    index.json               kind, dim, count, model and its fingerprint, corpus (the JSONL it was embedded
+                             from), search defaults, shards
     index-00000.faiss        one FAISS index per shard
     index-00000.ids.json     its ids, row for row
 """
@@ -46,6 +48,7 @@ class VectorIndex:
         self.dim: int = manifest["dim"]
         self.model: str | None = manifest.get("model")
         self.corpus: str | None = manifest.get("corpus")  # the JSONL file the vectors were embedded from
+        self.model_fingerprint: str | None = manifest.get("model_fingerprint")
         self._ids = [i for shard in shards for i in shard.ids]
         self._offsets = np.cumsum([0] + [len(s.ids) for s in shards])[:-1]
 
@@ -68,6 +71,7 @@ class VectorIndex:
         ef_construction: int = 80,
         seed: int = 0,
         corpus: str | Path | None = None,
+        model_fingerprint: str | None = None,
     ) -> "VectorIndex":
         """Indexes a folder written by ``lame encode`` (or an ``(embeddings, ids)`` pair).
 
@@ -76,10 +80,14 @@ class VectorIndex:
         per index shard. With ``output`` each shard is written there as soon as it is full. The index
         records the corpus JSONL the vectors come from (``lame encode``'s input, or ``corpus``), so a hit's
         item can be shown (:class:`lame.index.CorpusItems`).
+        ``model_fingerprint`` (:meth:`lame.LaMEModel.fingerprint`) names the model of in-memory
+        embeddings; a ``lame encode`` folder carries its own.
         """
         source = _Source.open(embeddings)
+        fingerprint = source.fingerprint or model_fingerprint
         if source.count == 0:
             raise InvalidInput("nothing to index: the embeddings hold no vectors")
+        source.check_unique_ids()
         if kind not in kinds.KINDS:
             raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(kinds.KINDS)}")
         if shard_size is not None and shard_size < 1:
@@ -89,7 +97,8 @@ class VectorIndex:
         if kind == "ivf":
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
-                    "count": source.count, "model": source.model, "embeddings": source.name,
+                    "count": source.count, "model": source.model, "model_fingerprint": fingerprint,
+                    "embeddings": source.name,
                     "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
                     "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
                     "nlist": nlist,
@@ -139,6 +148,26 @@ class VectorIndex:
             _write_shard(shard, directory, entry)
         atomic_write_json(directory / MANIFEST, self.manifest)
 
+    def check_model(self, model) -> str | None:
+        """Refuses (:class:`~lame.errors.InvalidInput`) a model whose embeddings are not what this index
+        holds: another dimension, or another model than the one recorded when it was built. Returns a
+        note when the index records no model to compare with (older indexes, in-memory arrays)."""
+        dim = model.embedding_dim
+        if dim != self.dim:
+            raise InvalidInput(f"the index holds {self.dim}-dimensional vectors but the model makes {dim}-dimensional "
+                               "embeddings: use the model that encoded the corpus, or rebuild the index with this one")
+        if self.model_fingerprint is None:
+            return ("the index does not record which model built it, so it cannot be checked against this one; "
+                    "rebuild it (lame encode, lame index build) to have it checked")
+        found = model.fingerprint()
+        if found != self.model_fingerprint:
+            built = f" ({self.model})" if self.model else ""
+            raise InvalidInput(f"the index was built from another model{built} than this one: model fingerprint "
+                               f"{self.model_fingerprint[:19]}... in the index, {found[:19]}... for this model; "
+                               "its neighbours would be wrong. Use the model that encoded the corpus, or re-encode "
+                               "the corpus with this model and rebuild the index")
+        return None
+
     # ------------------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, list[list[Any]]]:
@@ -180,8 +209,9 @@ class _Source:
     """Embeddings to index: a ``lame encode`` folder, read one shard at a time, or arrays in memory."""
 
     def __init__(self, shards: Iterable[tuple[np.ndarray, list]], counts: list[int], dim: int,
-                 model: str | None, name: str | None):
+                 model: str | None, name: str | None, fingerprint: str | None = None):
         self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
+        self.fingerprint = fingerprint
         self.count = sum(counts)
         self.corpus: str | None = None  # the corpus JSONL `lame encode` read, and its size then
         self.corpus_bytes: int | None = None
@@ -195,12 +225,32 @@ class _Source:
                 raise InvalidInput(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
             return cls([(vectors, list(ids))], [len(ids)], vectors.shape[1], None, None)
         store = EmbeddingShards(embeddings)
-        source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()))
+        source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()),
+                     store.model_fingerprint)
         source.corpus, source.corpus_bytes = store.manifest.get("input"), store.manifest.get("input_bytes")
         return source
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
         return iter(self._shards)
+
+    def check_unique_ids(self) -> None:
+        """Refuses duplicate ids (a search hit must name one vector): ids compare as JSON values."""
+        first: dict[tuple[str, Any], int] = {}
+        duplicates: list[str] = []
+        count = row = 0
+        for _, ids in self:
+            for record_id in ids:
+                key = (type(record_id).__name__, record_id)
+                if key in first:
+                    count += 1
+                    if len(duplicates) < 3:
+                        duplicates.append(f"{record_id!r} at rows {first[key]} and {row}")
+                else:
+                    first[key] = row
+                row += 1
+        if count:
+            raise InvalidInput(f"the embeddings hold {count} duplicate id(s) ({'; '.join(duplicates)}); an index needs "
+                               "unique ids: remove the duplicates (`lame encode` keeps the first record of each id)")
 
     def sample(self, size: int, seed: int) -> np.ndarray:
         """A uniform random sample of ``size`` vectors, gathered shard by shard."""

@@ -41,6 +41,8 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
 from ..data.featurize import ImageLayout
 from ..errors import InvalidInput
 
@@ -83,6 +85,36 @@ class BackboneAdapter:
                     backbone_config: PretrainedConfig | None) -> tuple[list[int], list[int]]:
         """Per image of an image-processor output: placeholder copies, and its rows of ``pixel_values``."""
         raise NotImplementedError(f"{type(self).__name__} must define image_slots")
+
+    def image_target_size(self, image_processor, width: int, height: int) -> tuple[int, int] | None:
+        """The ``(width, height)`` the image processor resizes a ``width`` x ``height`` image to, when that is
+        smaller (a server can then decode and shrink it at once); ``None``: keep the image as it is.
+
+        The default reads the processor's ``size``: ``{"height", "width"}`` (a fixed size) or
+        ``{"shortest_edge"}`` (the short side scaled to it, as CLIP's processor does)."""
+        size = _size_dict(image_processor)
+        if size.get("height") and size.get("width"):
+            target = (int(size["width"]), int(size["height"]))
+        elif size.get("shortest_edge") and not size.get("longest_edge"):
+            short, edge = min(width, height), int(size["shortest_edge"])
+            if short <= edge:
+                return None
+            long = int(edge * max(width, height) / short)
+            target = (edge, long) if width <= height else (long, edge)
+        else:
+            return None
+        return target if target[0] * target[1] < width * height else None
+
+    def image_max_pixels(self, image_processor) -> int | None:
+        """The most pixels of one image the model reads (after the processor's resize); None if unknown."""
+        size = _size_dict(image_processor)
+        if size.get("height") and size.get("width"):
+            return int(size["height"]) * int(size["width"])
+        crop = getattr(image_processor, "crop_size", None)
+        crop = crop if isinstance(crop, dict) else getattr(crop, "__dict__", {}) if crop is not None else {}
+        if size.get("shortest_edge") and crop.get("height") and crop.get("width"):
+            return int(crop["height"]) * int(crop["width"])
+        return None
 
     def image_layout(self, image_processor, backbone_config: PretrainedConfig | None = None) -> ImageLayout:
         """The :class:`~lame.data.featurize.ImageLayout` a featurizer of this family uses."""
@@ -140,6 +172,23 @@ class QwenVLAdapter(BackboneAdapter):
     image_token: str = "<|image_pad|>"
     end_of_turn_token: str | None = "<|im_end|>"
     patch_size: int = 14  # the tiny image processor's
+
+    def image_target_size(self, image_processor, width: int, height: int) -> tuple[int, int] | None:
+        """The processor's own ``smart_resize``: a multiple of patch x merge per side, at most
+        ``size["longest_edge"]`` pixels (None where that is not smaller than the image)."""
+        size = _size_dict(image_processor)
+        if not (size.get("shortest_edge") and size.get("longest_edge")):
+            return None
+        factor = image_processor.patch_size * image_processor.merge_size
+        try:
+            h, w = smart_resize(height, width, factor=factor, min_pixels=size["shortest_edge"],
+                                max_pixels=size["longest_edge"])
+        except ValueError:  # an aspect ratio the processor refuses: it says so when it gets the image
+            return None
+        return (w, h) if w * h < width * height else None
+
+    def image_max_pixels(self, image_processor) -> int | None:
+        return _size_dict(image_processor).get("longest_edge")
 
     def image_slots(self, vision, image_processor, backbone_config=None):
         patches = vision["image_grid_thw"].prod(-1)
@@ -237,6 +286,16 @@ def _tiny_qwen3_vl(vocab_size: int, ids: dict[str, int], hidden: int = TINY_HIDD
 
 
 ADAPTERS: dict[str, BackboneAdapter] = {}
+
+
+def _size_dict(image_processor) -> dict:
+    """The processor's ``size`` as a plain dict (transformers keeps a dict or a ``SizeDict``)."""
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return {}
+    if isinstance(size, Mapping):
+        return {k: v for k, v in size.items() if v is not None}
+    return {k: v for k, v in vars(size).items() if v is not None}
 
 
 def register_adapter(adapter: BackboneAdapter, replace: bool = False) -> BackboneAdapter:

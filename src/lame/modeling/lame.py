@@ -251,6 +251,23 @@ class LaMEModel(nn.Module):
         return self.decoder_head.loss(reason_states, target_texts)
 
     # -------------------------------------------------------------------------------- public API
+    def image_target_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The ``(width, height)`` this model's image processor shrinks a ``width`` x ``height`` image to, or
+        None when it does not shrink it: an image can be decoded straight to that size (``lame serve``)."""
+        return self.adapter.image_target_size(self.image_processor, width, height)
+
+    @property
+    def image_max_pixels(self) -> int | None:
+        """The most pixels of one image the model reads (its image processor's limit); None if unknown."""
+        return self.adapter.image_max_pixels(self.image_processor)
+
+    def fingerprint(self) -> str:
+        """A string that changes when this model's embeddings would (see :mod:`lame.modeling.fingerprint`);
+        ``lame encode`` records it so that an index is only ever searched with the model that made it."""
+        from .fingerprint import model_fingerprint
+
+        return model_fingerprint(self)
+
     @property
     def embedding_dim(self) -> int:
         """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""

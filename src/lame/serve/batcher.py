@@ -3,7 +3,8 @@
 Requests wait in a bounded asyncio queue (full -> :class:`QueueFull`, answered 503). One collector
 task takes the first waiting request, keeps taking more until the batch holds ``max_batch_size``
 items or the wait is over, and runs the batch in the single model thread. While the model runs,
-new requests queue up and form the next batch.
+new requests queue up and form the next batch. A request cancelled while it waits (its client went
+away) is dropped when the collector reaches it, never run.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ class _Job:
 
 
 class DynamicBatcher:
-    def __init__(self, run: Callable[[list], BatchResult], max_batch_size: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, run: Callable[[list], BatchResult], max_batch_size: int = 32, max_wait_ms: float = 0.0,
                  max_queue: int = 256, metrics=None):
         self.run, self.metrics = run, metrics
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
         self.max_queue = max_queue
         self.batches = 0  # model calls so far
         self.items = 0  # items embedded so far
+        self.cancelled = 0  # requests given up while queued (their client went away): never run
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -103,6 +105,7 @@ class DynamicBatcher:
                 jobs.append(job)
                 size += len(job.items)
             self._observe_depth()
+            self.cancelled += sum(j.future.cancelled() for j in jobs)
             await self._run(loop, [j for j in jobs if not j.future.done()])
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
@@ -111,10 +114,14 @@ class DynamicBatcher:
         items = [item for job in jobs for item in job.items]
         try:
             result = await loop.run_in_executor(self._executor, self.run, items)
-        except Exception as exc:  # a bug or a device error: fail this batch, keep serving
-            for job in jobs:
+        except Exception as exc:  # a bug or a device error: keep serving, and fail only the request(s) it belongs to
+            if len(jobs) == 1:
+                if not jobs[0].future.done():
+                    jobs[0].future.set_exception(exc)
+                return
+            for job in jobs:  # each request alone, so one request's failure is never its batch-mates'
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    await self._run(loop, [job])
             return
         self.batches += 1
         self.items += len(items)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..data.items import ItemError
+from .truncation import Truncate, truncate_item
+
 
 @dataclass
 class BatchResult:
@@ -23,20 +26,31 @@ class Engine:
         self.dim = model.embedding_dim
 
     def __call__(self, items: list) -> BatchResult:
+        """Embeds ``items`` (each a str, an item dict, or a :class:`Truncate` of one)."""
+        rejected: dict[int, str] = {}
+        items = list(items)
+        for i, item in enumerate(items):
+            if isinstance(item, Truncate):
+                try:
+                    items[i] = truncate_item(self, item.item, item.tokens)
+                except ItemError as exc:
+                    rejected[i], items[i] = exc.reason, ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rejected items are answered per request, not logged
             embeddings, skipped = self.model.encode(items, batch_size=self.max_batch_size, on_error="skip",
                                                     return_skipped=True)
-        rejected = {s.index: s.reason for s in skipped}
-        return BatchResult(embeddings, rejected, self.count_tokens(items))
+        rejected = {s.index: s.reason for s in skipped} | rejected
+        return BatchResult(embeddings, rejected, self.count_tokens(items, skip=rejected))
 
-    def count_tokens(self, items: list) -> list[int]:
+    def count_tokens(self, items: list, skip=()) -> list[int]:
         """Per item: its text (instruction and text parts) in the model's tokenizer, plus the image
         tokens the image processor makes of each image. The chat template and latent block are not
-        counted: they are the same for every item."""
+        counted: they are the same for every item. Items in ``skip`` (refused ones) count 0."""
         texts: list[tuple[int, str]] = []
         counts = [0] * len(items)
         for i, item in enumerate(items):
+            if i in skip:
+                continue
             parts = [item] if isinstance(item, str) else [item.get("instruction") or "", *item["parts"]]
             for part in parts:
                 if isinstance(part, str):
@@ -45,10 +59,24 @@ class Engine:
                 elif isinstance(part, Image.Image):
                     counts[i] += self._image_tokens(part)
         if texts:
-            encoded = self.model.tokenizer([t for _, t in texts], add_special_tokens=False)["input_ids"]
-            for (i, _), ids in zip(texts, encoded):
-                counts[i] += len(ids)
+            for (i, _), n in zip(texts, self._token_counts([t for _, t in texts])):
+                counts[i] += n
         return counts
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text: one tokenizer call, or one per text where the batched call fails
+        (a text the model embedded can always be tokenised alone; any other counts 0)."""
+        tokenizer = self.model.tokenizer
+        try:
+            return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        except Exception:  # noqa: BLE001  (each text on its own: one text never fails the others)
+            counts = []
+            for text in texts:
+                try:
+                    counts.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+                except Exception:  # noqa: BLE001
+                    counts.append(0)
+            return counts
 
     def _image_tokens(self, image: Image.Image) -> int:
         processor = self.model.image_processor

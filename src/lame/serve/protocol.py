@@ -1,9 +1,9 @@
 """Request bodies -> items, and embeddings -> OpenAI response bodies.
 
 Inputs are OpenAI's ``input`` (a string or a list of strings) or vLLM's multimodal ``messages``
-(one conversation = one item; system text becomes the item's instruction). Items are built only
-from ``str`` and decoded ``PIL.Image`` parts: request data never becomes a ``pathlib.Path``, which
-the item schema would read as a file.
+(one conversation = one item, or a list of conversations = one item each; system text becomes the
+item's instruction). Items are built only from ``str`` and decoded ``PIL.Image`` parts: request data
+never becomes a ``pathlib.Path``, which the item schema would read as a file.
 """
 
 from __future__ import annotations
@@ -18,17 +18,25 @@ import numpy as np
 from .errors import APIError
 from .images import ImageLoader
 from .settings import ServeSettings
+from .truncation import Truncate
 
 ENCODING_FORMATS = ("float", "base64")
 
 
 @dataclass
 class ParsedRequest:
-    items: list  # str, or {"parts": [str | PIL.Image], "instruction": str | None}
+    items: list  # str, or {"parts": [str | PIL.Image], "instruction": str | None}; Truncate(...) of one
     model: str | None
     encoding_format: str = "float"
     dimensions: int | None = None
     k: int = 10
+
+    @property
+    def image_bytes(self) -> int:
+        """Memory the request's decoded images hold (RGB, 3 bytes a pixel)."""
+        items = [getattr(item, "item", item) for item in self.items]
+        return sum(3 * p.width * p.height for item in items if isinstance(item, dict) for p in item["parts"]
+                   if not isinstance(p, str))
 
 
 def parse_json(body: bytes) -> dict:
@@ -42,7 +50,7 @@ def parse_json(body: bytes) -> dict:
 
 
 def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLoader, dim: int) -> ParsedRequest:
-    request = ParsedRequest(_items(data, settings, images), _model(data))
+    request = ParsedRequest(_items(data, settings, images), _model(data, settings))
     fmt = data.get("encoding_format", "float")
     if fmt is None:
         fmt = "float"
@@ -60,7 +68,7 @@ def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLo
 
 
 def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoader) -> ParsedRequest:
-    request = ParsedRequest(_items(data, settings, images), _model(data))
+    request = ParsedRequest(_items(data, settings, images), _model(data, settings))
     k = data.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
         raise APIError(400, f"'k' must be an integer from 1 to {settings.max_k}, got {k!r}", "k", "invalid_value")
@@ -68,20 +76,46 @@ def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoade
     return request
 
 
-def _model(data: dict) -> str | None:
+def _model(data: dict, settings: ServeSettings) -> str | None:
+    """The request's ``model``: absent, or the served name (anything else is 404, as OpenAI answers)."""
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise APIError(400, f"'model' must be a string, got {type(model).__name__}", "model", "invalid_type")
+    if model is not None and model != settings.model_name:
+        raise APIError(404, f"the model {model!r} does not exist: this server serves {settings.model_name!r} "
+                       "(GET /v1/models; --served-model-name)", "model", "model_not_found")
     return model
 
 
+def _truncation(data: dict) -> int | None:
+    value = data.get("truncate_prompt_tokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1 or value == -1):
+        raise APIError(400, f"'truncate_prompt_tokens' must be an integer >= 1, or -1 (fit the model's max_length), "
+                       f"got {value!r}", "truncate_prompt_tokens", "invalid_value")
+    return value
+
+
 def _items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
+    truncate = _truncation(data)
+    items = _plain_items(data, settings, images)
+    return items if truncate is None else [Truncate(item, truncate) for item in items]
+
+
+def _plain_items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
     has_input, has_messages = data.get("input") is not None, data.get("messages") is not None
     if has_input == has_messages:
         raise APIError(400, "give exactly one of 'input' (text) or 'messages' (multimodal)", "input",
                        "missing_input" if not has_input else "invalid_value")
     if has_messages:
-        return [_conversation(data["messages"], settings, images)]
+        messages = data["messages"]
+        if isinstance(messages, list) and messages and all(isinstance(m, list) for m in messages):
+            if len(messages) > settings.max_items:  # several conversations: one item each
+                raise APIError(400, f"the request has {len(messages)} conversations; the limit is {settings.max_items} "
+                               "(--max-items)", "messages", "too_many_items")
+            return [_conversation(m, settings, images, f"messages[{c}]") for c, m in enumerate(messages)]
+        return [_conversation(messages, settings, images)]
     value = data["input"]
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list):
@@ -90,8 +124,8 @@ def _items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
     if not texts:
         raise APIError(400, "'input' must not be empty", "input", "invalid_value")
     if any(isinstance(t, (int, list)) and not isinstance(t, bool) for t in texts):
-        raise APIError(400, "token-id inputs are not supported: send text (a string or a list of strings)", "input",
-                       "unsupported_input")
+        raise APIError(400, "token-id inputs are not supported: this server takes text (a string or a list of "
+                       "strings) or multimodal 'messages', never token ids", "input", "unsupported_input")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise APIError(400, f"'input[{bad}]' must be a string, got {type(texts[bad]).__name__}", "input",
@@ -102,14 +136,15 @@ def _items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
     return list(texts)
 
 
-def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader) -> dict:
+def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader, name: str = "messages") -> dict:
     if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty list of messages", "messages", "invalid_type")
+        raise APIError(400, f"'{name}' must be a non-empty list of messages (or of conversations)", name,
+                       "invalid_type")
     parts: list = []
     instruction: list[str] = []
     pending_images: list[tuple[str, str]] = []  # (url, param), decoded once the count is known to be allowed
     for m, message in enumerate(messages):
-        where = f"messages[{m}]"
+        where = f"{name}[{m}]"
         if not isinstance(message, dict):
             raise APIError(400, f"'{where}' must be an object", where, "invalid_type")
         role = message.get("role")
@@ -127,7 +162,7 @@ def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader) -
                 pending_images.append((part[1], param))
     if len(pending_images) > settings.max_images_per_item:
         raise APIError(400, f"the item has {len(pending_images)} images; the limit is {settings.max_images_per_item} "
-                       "(--max-images-per-item)", "messages", "too_many_images")
+                       "(--max-images-per-item)", name, "too_many_images")
     decoded = [images.load(url, param) for url, param in pending_images]
     parts = [decoded[p] if isinstance(p, int) else p for p in parts]
     return {"parts": parts, "instruction": "\n".join(instruction) or None}
@@ -170,7 +205,7 @@ def embedding_response(embeddings: np.ndarray, request: ParsedRequest, model_nam
         else:
             value = vector.tolist()
         data.append({"object": "embedding", "index": i, "embedding": value})
-    return {"object": "list", "data": data, "model": request.model or model_name, "usage": _usage(tokens)}
+    return {"object": "list", "data": data, "model": model_name, "usage": _usage(tokens)}
 
 
 def search_response(scores: np.ndarray, ids: list[list], request: ParsedRequest, model_name: str,
@@ -178,7 +213,7 @@ def search_response(scores: np.ndarray, ids: list[list], request: ParsedRequest,
     data = [{"object": "search_result", "index": i,
              "hits": [{"id": hit, "score": float(s)} for hit, s in zip(row_ids, row_scores) if hit is not None]}
             for i, (row_ids, row_scores) in enumerate(zip(ids, scores))]
-    return {"object": "list", "data": data, "model": request.model or model_name, "usage": _usage(tokens)}
+    return {"object": "list", "data": data, "model": model_name, "usage": _usage(tokens)}
 
 
 def _usage(tokens: int) -> dict:
