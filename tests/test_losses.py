@@ -176,6 +176,34 @@ def test_info_nce_labels_mask_other_queries_positives_with_same_label():
     assert same.item() == pytest.approx(exp_same, rel=1e-9, abs=1e-12)
 
 
+def test_symmetric_info_nce_matches_hand_formula():
+    """Both directions, averaged: each query ranks every candidate (L_i) and each positive ranks the
+    queries (T_p); queries sharing the positive's label leave its denominator; hard negatives only
+    enter the first direction."""
+    rng = random.Random(5)
+    q = _rand_vectors(rng, 3, 3)
+    p = [_rand_vectors(rng, 2, 3) for _ in range(3)]
+    n = [_rand_vectors(rng, 1, 3) for _ in range(3)]
+    labels = [7, 4, 7]
+    t = TEMPERATURE
+    forward = reference_info_nce(q, p, n, labels=labels)
+    backward = 0.0
+    for owner in range(3):
+        for v in p[owner]:
+            rivals = [j for j in range(3) if j == owner or labels[j] != labels[owner]]
+            den = sum(math.exp(_dot(v, q[j]) / t) for j in rivals)
+            backward += (math.log(den) - _dot(v, q[owner]) / t) / 6
+    expected = (forward + backward) / 2
+    got = info_nce(_t(q), _t(p), _t(n), temperature=t, labels=torch.tensor(labels), gather=False, symmetric=True)
+    assert got.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # without labels nothing is masked in the reverse direction either
+    unmasked_backward = sum(
+        (math.log(sum(math.exp(_dot(v, qj) / t) for qj in q)) - _dot(v, q[o]) / t) / 6 for o in range(3) for v in p[o])
+    got = info_nce(_t(q), _t(p), _t(n), temperature=t, gather=False, symmetric=True)
+    assert got.item() == pytest.approx((reference_info_nce(q, p, n) + unmasked_backward) / 2, rel=1e-9)
+    assert info_nce(_t(q), _t(p), _t(n), temperature=t, gather=False).item() != pytest.approx(got.item())
+
+
 def test_info_nce_without_process_group_gather_is_noop():
     rng = random.Random(4)
     q, p = _t(_rand_vectors(rng, 4, 3)), _t([_rand_vectors(rng, 2, 3) for _ in range(4)])

@@ -128,3 +128,30 @@ def test_lockstep_runs_the_decoder_with_weight_zero_when_no_query_has_a_target(t
         else:
             assert not reconstruction.requires_grad  # the decoder did not run
     train_model.zero_grad(set_to_none=True)
+
+
+def test_symmetric_contrastive_goes_through_the_loss_object(train_model, batch):
+    """The config's symmetric_contrastive reaches the one loss object: the step's contrastive term is
+    the mean of both directions computed by hand from the same embeddings."""
+    weights = LossWeights(1.0, 0.0, 0.0)
+    plain, _ = gradients(train_model, batch, weights)
+    train_model.config.symmetric_contrastive = True
+    try:
+        both, grads = gradients(train_model, batch, weights)
+        chunked, chunked_grads = gradients(train_model, batch, weights, chunk=2)
+    finally:
+        train_model.config.symmetric_contrastive = False
+    with torch.no_grad():
+        q = train_model(train_model.collate(batch.queries)).embeddings.double()
+        pos = train_model(train_model.collate(batch.positives)).embeddings.double().reshape(len(batch), 2, -1)
+    t, labels = train_model.config.temperature, batch.labels.tolist()
+    reverse = []
+    for owner in range(len(batch)):
+        for v in pos[owner]:
+            scores = {j: float(v @ q[j]) / t for j in range(len(batch)) if j == owner or labels[j] != labels[owner]}
+            reverse.append(torch.logsumexp(torch.tensor(list(scores.values())), 0).item() - scores[owner])
+    expected = (plain.contrastive + sum(reverse) / len(reverse)) / 2
+    assert both.contrastive == pytest.approx(expected, rel=1e-4)
+    assert chunked.contrastive == pytest.approx(both.contrastive, rel=1e-5)  # GradCache: the same loss
+    for name, grad in grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")

@@ -13,7 +13,11 @@ CONFIG_NAME = "lame_config.json"
 # The closed sets of the config's string fields, checked here and used by the code that reads them.
 VARIANTS = ("lame", "sequential", "cot")  # their model classes: lame.modeling.variants
 POOLINGS = ("last", "mean", "attention")
-DECODER_TARGETS = ("answer", "full")  # the record's answer, or its rationale and answer
+# What the decoder reconstructs from a training record (lame.training.data.TrainingExample.decoder_target):
+# "answer": the record's answer, else its positive's text, else its caption; "positive": the positive's text
+# (else the caption), never the answer; "rationale+answer": the rationale followed by the "answer" target.
+DECODER_TARGETS = ("answer", "positive", "rationale+answer")
+DECODER_TARGET_ALIASES = {"full": "rationale+answer"}  # the earlier name, still accepted
 DECODER_READS = ("reason", "embed")
 DECODER_PROJECTORS = ("linear", "mlp")
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names a checkpoint can be loaded in
@@ -49,6 +53,8 @@ class LaMEConfig:
     latent_init_std: float = 0.02
 
     temperature: float = 0.02
+    # InfoNCE in both directions: query -> candidates (always) and positive -> queries, averaged (lame.losses).
+    symmetric_contrastive: bool = False
     reconstruction_weight: float = 1.0
     diversity_weight: float = 0.1
 
@@ -71,6 +77,7 @@ class LaMEConfig:
     embed_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.decoder_target = DECODER_TARGET_ALIASES.get(self.decoder_target, self.decoder_target)
         for key, allowed in (("variant", VARIANTS), ("pooling", POOLINGS), ("decoder_target", DECODER_TARGETS),
                              ("decoder_reads", DECODER_READS), ("decoder_projector", DECODER_PROJECTORS)):
             if getattr(self, key) not in allowed:

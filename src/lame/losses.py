@@ -14,6 +14,17 @@ own positives P(i)::
 Candidates that are positives of another query with the same ``label`` as query i (false negatives,
 common when few answers exist) are masked out when labels are given.
 
+**Symmetric** (``symmetric=True``, config ``symmetric_contrastive``): the target-to-query direction is
+added, as CLIP trains; VLM2Vec and most embedding recipes train the query-to-target direction only,
+which stays the default. Every positive p (of query o(p)) ranks the queries of the global batch::
+
+    t_pj = <p, q_j> / temperature
+    T_p  = logsumexp_{j, not masked} t_pj - t_p,o(p)
+    L    = (mean_i L_i + mean_p T_p) / 2
+
+Queries j != o(p) with the label of o(p) are masked out; hard negatives take part only as candidates of
+the first direction.
+
 **Diversity** on the K reason states h_1..h_K of each query (K >= 2), with u_k = h_k / ||h_k||::
 
     L_div = mean_batch  1/(K(K-1)) * sum_{k != l} <u_k, u_l>^2
@@ -71,6 +82,7 @@ def info_nce(
     temperature: float = 0.02,
     labels: torch.Tensor | None = None,
     gather: bool = True,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """InfoNCE over in-batch (and gathered) candidates.
 
@@ -80,6 +92,7 @@ def info_nce(
         negatives: optional (B, N, D) hard negatives; they are candidates for every query.
         labels: optional (B,) target ids; another query's positive with the same label is masked.
         gather: gather all of the above across processes first (no-op on one process).
+        symmetric: also the target-to-query direction, averaged with the first (see the module doc).
     """
     if positives.dim() == 2:
         positives = positives.unsqueeze(1)
@@ -107,7 +120,16 @@ def info_nce(
         logits = logits.masked_fill(false_negative & ~is_positive, float("-inf"))
     log_denominator = torch.logsumexp(logits, dim=1)
     log_numerator = torch.logsumexp(logits.masked_fill(~is_positive, float("-inf")), dim=1)
-    return (log_denominator - log_numerator).mean()
+    loss = (log_denominator - log_numerator).mean()
+    if not symmetric:
+        return loss
+    # target -> query: every positive column ranks the queries; its own query is the target
+    reverse = logits[:, : batch * num_pos].T  # (B*P, B), the same scores seen from the positives
+    own = is_positive[:, : batch * num_pos].T
+    if labels is not None:  # other queries with the positive's label are false negatives
+        reverse = reverse.masked_fill((labels[owner].unsqueeze(1) == labels.unsqueeze(0)) & ~own, float("-inf"))
+    reverse_loss = torch.logsumexp(reverse, dim=1) - reverse[own]
+    return (loss + reverse_loss.mean()) / 2
 
 
 def diversity_loss(reason_states: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,32 @@ def _drop_empty_text(parts: list) -> list:
     return [p for p in parts if not (isinstance(p, str) and not p.strip())]
 
 
+def item_text(obj: Any) -> str | None:
+    """The text an item holds (its text parts in reading order, joined by spaces; the instruction is not
+    part of it), read from the item as given: no image is opened. None when it holds no text."""
+    if isinstance(obj, Item):
+        texts = [p for p in obj.parts if isinstance(p, str)]
+    elif isinstance(obj, str):
+        texts = [obj]
+    elif isinstance(obj, list):
+        texts = [_part_text(p) for p in obj]
+    elif isinstance(obj, dict):
+        parts = obj.get("parts") if isinstance(obj.get("parts"), list) else []
+        texts = [_part_text(p) for p in parts] + [obj.get("text") if isinstance(obj.get("text"), str) else None]
+    else:
+        texts = []
+    joined = " ".join(t.strip() for t in texts if isinstance(t, str) and t.strip())
+    return joined or None
+
+
+def _part_text(part: Any) -> str | None:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict) and isinstance(part.get("text"), str):
+        return part["text"]
+    return None
+
+
 def resolve_paths(item: Any, base_dir: Path) -> Any:
     """Items read from JSON name images by string paths: make them Paths relative to ``base_dir``."""
     if isinstance(item, dict):

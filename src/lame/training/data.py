@@ -6,9 +6,17 @@ A training record (one JSON object per line)::
      "query": ITEM,                       # text, or {"text"/"image"/"images"/"parts"/"instruction"}
      "positive": ITEM | "positives": [ITEM, ...],
      "negatives": [ITEM, ...],            # optional hard negatives
-     "answer": "seven",                   # optional: decoder target in "answer" mode
-     "rationale": "...",                  # optional: decoder target in "full" mode (with the answer)
+     "answer": "seven",                   # optional: what the decoder reconstructs (see below)
+     "rationale": "...",                  # optional: reconstructed before the answer in "rationale+answer" mode
+     "caption": "...",                    # optional: the text of an image-only positive, for the decoder
      "label": 7}                          # optional: records with the same label are not negatives
+
+**What the decoder reconstructs** (``decoder_target`` of the model config, :meth:`TrainingExample.decoder_target`):
+the retrieval target. ``answer`` (the default): the record's ``answer`` when it has one, else the text of its
+(first) positive, else its ``caption``; ``positive``: the positive's text, else the ``caption``, never the
+``answer``; ``rationale+answer`` (also spelt ``full``): the ``rationale`` followed by the ``answer`` target.
+The positive's text is its text parts (its ``instruction`` is not part of it): an image-only positive has
+none, and its record gets no reconstruction loss unless it has a ``caption``.
 
 Other fields (``level``, ``ops``, ...) are kept in ``meta``; the trainer lists them once per
 source, so a misspelt optional field does not go unnoticed. Image paths are relative to the JSONL file. A file is never loaded whole: an index of line offsets
@@ -25,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.items import resolve_paths
+from ..data.items import item_text, resolve_paths
+from ..config import DECODER_TARGET_ALIASES, DECODER_TARGETS
 from ..errors import InvalidInput, MissingPath
 
-RECORD_KEYS = {"id", "query", "positive", "positives", "negatives", "answer", "rationale", "label"}
+RECORD_KEYS = {"id", "query", "positive", "positives", "negatives", "answer", "rationale", "caption", "label"}
 
 
 class DataError(InvalidInput):
@@ -42,16 +51,26 @@ class TrainingExample:
     negatives: list = field(default_factory=list)
     answer: str | None = None
     rationale: str | None = None
+    caption: str | None = None
     label: Any = None
     source: str = ""
     where: str = ""  # "file:line", for messages about this example
     meta: dict = field(default_factory=dict)  # fields outside the schema
 
-    def decoder_target(self, mode: str) -> str | None:
-        """``answer``: the answer only; ``full``: the rationale followed by the answer."""
+    def decoder_target(self, mode: str = "answer") -> str | None:
+        """The text the decoder reconstructs for this example (None: no reconstruction loss); ``mode`` is
+        the config's ``decoder_target`` (see the module docstring)."""
+        mode = DECODER_TARGET_ALIASES.get(mode, mode)
+        retrieved = item_text(self.positives[0]) if self.positives else None
+        retrieved = retrieved or self.caption or None
+        if mode == "positive":
+            return retrieved
+        target = self.answer or retrieved
         if mode == "answer":
-            return self.answer
-        parts = [p for p in (self.rationale, self.answer) if p]
+            return target
+        if mode != "rationale+answer":
+            raise ValueError(f"unknown decoder_target {mode!r}; known: {', '.join(DECODER_TARGETS)}")
+        parts = [p for p in (self.rationale, target) if p]
         return " ".join(parts) if parts else None
 
 
@@ -68,7 +87,7 @@ def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> T
     negatives = record.get("negatives") or []
     if not isinstance(negatives, list):
         raise DataError(f"{where}: 'negatives' must be a list")
-    for name in ("answer", "rationale"):
+    for name in ("answer", "rationale", "caption"):
         if record.get(name) is not None and not isinstance(record[name], str):
             raise DataError(f"{where}: '{name}' must be a string")
     return TrainingExample(
@@ -77,6 +96,7 @@ def parse_record(record: Any, where: str, base_dir: Path, source: str = "") -> T
         negatives=[resolve_paths(n, base_dir) for n in negatives],
         answer=record.get("answer"),
         rationale=record.get("rationale"),
+        caption=record.get("caption"),
         label=record.get("label"),
         source=source,
         where=where,

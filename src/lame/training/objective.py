@@ -4,7 +4,8 @@
 
     L = w_c * L_contrastive + w_r * L_reconstruction + w_d * L_diversity
 
-* ``L_contrastive``: InfoNCE over the global batch (:func:`lame.losses.info_nce`, gathered).
+* ``L_contrastive``: InfoNCE over the global batch (:func:`lame.losses.info_nce`, gathered); with the
+  config's ``symmetric_contrastive``, the mean of the query-to-target and target-to-query directions.
 * ``L_reconstruction``: the decoder head's token cross-entropy, averaged over every decoder target
   token of the global batch; for the explicit-CoT baseline, plus the cross-entropy of its rationale
   tokens averaged over every rationale token of the global batch (teacher forcing).
@@ -110,7 +111,9 @@ class LaMELoss:
             negatives = negatives.reshape(size, -1, negatives.shape[-1])
         else:
             negatives = None
-        return info_nce(queries, positives, negatives, temperature=self.model.config.temperature, labels=labels)
+        config = self.model.config
+        return info_nce(queries, positives, negatives, temperature=config.temperature, labels=labels,
+                        symmetric=config.symmetric_contrastive)
 
     def side_terms(self, out, targets: list[str | None], norm: Normalizers) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and diversity shares of the queries of ``out`` (the model's output on
