@@ -121,6 +121,20 @@ def test_variant_of_shares_the_backbone():
     assert seq.encode(MIXED[:2]).shape == cot.encode(MIXED[:2]).shape == lame.encode(MIXED[:2]).shape
 
 
+def test_variant_of_never_casts_the_shared_backbone():
+    """A bfloat16 backbone beside float32 latent vectors (a bf16 training run): the new variant's own
+    parts are float32, the backbone stays bfloat16, and the first model still embeds as before."""
+    lame = build_tiny_baseline("discriminative", num_reason_tokens=2)
+    lame.backbone.to(torch.bfloat16)
+    first = lame.encode(MIXED[:2])
+    seq = variant_of(lame, "sequential", latent_steps=2)
+    assert {p.dtype for p in lame.backbone.parameters()} == {torch.bfloat16}
+    assert seq.latent_embeddings.dtype == torch.float32 and seq.backbone is lame.backbone
+    assert all(p.dtype == torch.float32 for p in seq.embedding_head.parameters())
+    np.testing.assert_array_equal(lame.encode(MIXED[:2]), first)
+    assert np.isfinite(seq.encode(MIXED[:2])).all()
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 def test_other_backbone_families(family):
     """Multimodal RoPE positions (and Qwen3-VL's deepstack) with a cache: batch-independent embeddings."""

@@ -38,6 +38,13 @@ def test_encode_shape_dtype_unit_norm(model):
     assert np.abs(model.similarity(emb, emb) - np.eye(len(MIXED))).max() > 1e-3  # not all identical
 
 
+def test_bfloat16_embeddings_are_normalised_in_float32():
+    model = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=2, use_decoder=False)).to(torch.bfloat16)
+    emb = model.encode(["seven", "a handwritten three", "two plus two"])
+    assert emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+
+
 def test_single_item_gives_vector(model):
     vec = model.encode("a text query")
     np.testing.assert_allclose(vec, model.encode(["a text query"])[0], atol=1e-6)

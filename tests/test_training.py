@@ -564,6 +564,58 @@ def test_mixed_precision_trains_and_fp16_scales_the_loss(tmp_path, precision):
         assert 1.0 < json.loads(scaler_file.read_text())["scale"] <= 2.0 ** 16
 
 
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_bf16_recipes_keep_float32_master_weights_for_what_trains(tmp_path, monkeypatch, precision):
+    """model.dtype bfloat16: one AdamW step at a small learning rate moves every trainable element that
+    has a gradient (a bfloat16 weight of magnitude 0.02 cannot move by 1e-6, so updated in bfloat16
+    most would not change: the control below); frozen weights stay bfloat16, and a resumed run gets
+    the float32 master weights back bit for bit. (A few gradient elements are exactly 0 where they
+    come through bfloat16 arithmetic: the autocast matmuls, the latent vectors' cast to the frozen
+    embeddings' dtype; AdamW does not move those.)"""
+    make_data(tmp_path)
+    trainable = [{"pattern": "latent_embeddings", "lr": 1e-6}, {"pattern": "decoder_head.*", "lr": 1e-6},
+                 {"pattern": "backbone.model.language_model.layers.*", "lr": 1e-6}]
+    prefixes = ("latent_embeddings", "decoder_head.", "backbone.model.language_model.layers.")
+
+    def one_step(folder: str):
+        raw = one_stage(tmp_path / folder, steps=1, mixed_precision=precision, featurize_workers=0)
+        raw["model"]["dtype"] = "bfloat16"
+        raw["stages"][0].update(trainable=trainable, schedule="constant")
+        recipe = recipe_from_dict(raw, tmp_path)
+        trainer = Trainer(recipe, show_progress=False)
+        names = [n for n, _ in trainer.model.named_parameters() if n.startswith(prefixes)]
+        before, grads = state(trainer.model), {}
+        real_step = trainer.strategy.step
+
+        def step(optimizer, *args):
+            grads.update({n: p.grad.clone() for n, p in trainer.model.named_parameters() if n in names})
+            return real_step(optimizer, *args)
+
+        monkeypatch.setattr(trainer.strategy, "step", step)
+        trainer.run()
+        after = state(trainer.model)
+        moved = sum(int((after[n] != before[n]).sum()) for n in names) / sum(before[n].numel() for n in names)
+        return recipe, names, before, after, grads, moved
+
+    recipe, names, before, after, grads, moved = one_step("out")
+    assert all(before[n].dtype == torch.float32 for n in names)
+    assert before["backbone.model.visual.patch_embed.proj.weight"].dtype == torch.bfloat16  # frozen: as loaded
+    assert before["backbone.model.language_model.embed_tokens.weight"].dtype == torch.bfloat16
+    for n in names:
+        assert bool((after[n] != before[n])[grads[n] != 0].all()), n  # every element with a gradient moved
+    assert moved > 0.99
+    assert torch.equal(after["backbone.model.visual.patch_embed.proj.weight"],
+                       before["backbone.model.visual.patch_embed.proj.weight"])
+    resumed = Trainer(recipe, resume=True, show_progress=False).model
+    for name, value in resumed.state_dict().items():
+        assert value.dtype == after[name].dtype and torch.equal(value, after[name]), name
+
+    # the control: the same step on the bfloat16 weights themselves
+    monkeypatch.setattr(trainer_module, "master_weights", lambda *args: None)
+    *_, control_moved = one_step("control")
+    assert control_moved < 0.5, control_moved
+
+
 def test_lora_added_early_for_sharding_stays_frozen_until_its_stage():
     model = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=2, use_decoder=False))
     add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"])

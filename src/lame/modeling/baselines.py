@@ -265,13 +265,22 @@ BASELINE_DEFAULTS = {"num_reason_tokens": 0, "use_decoder": False, "diversity_we
 
 def variant_of(model: LaMEModel, variant: str = "lame", **overrides) -> LaMEModel:
     """A model of another variant (or K, or rationale length) on the SAME backbone, tokenizer and
-    image processor as ``model``; its own latent vectors and heads are new."""
+    image processor as ``model``; its own latent vectors and heads are new, on the device and in the
+    dtype of ``model``'s latent vectors. The shared backbone is neither moved nor cast."""
     if variant == "discriminative":
         variant, overrides = "lame", {"num_reason_tokens": 0} | overrides
     defaults = {"use_decoder": False} if variant == "lame" else BASELINE_DEFAULTS
     config = model.config.replace(variant=variant, reason_token_ids=[], embed_token_ids=[], **(defaults | overrides))
     new = LaMEModel.from_components(config, model.backbone, model.tokenizer, model.image_processor)
-    return new.to(device=model.device, dtype=model.latent_embeddings.dtype).train(model.training)
+    # Only the new model's own parts take the device and dtype of ``model``'s latent vectors; the shared
+    # backbone stays as it is (a bfloat16 backbone beside float32 latent vectors is not cast to float32).
+    device, dtype = model.device, model.latent_embeddings.dtype
+    for name, child in new.named_children():
+        if name != "backbone":
+            child.to(device=device, dtype=dtype)
+    new.latent_embeddings.data = new.latent_embeddings.data.to(device=device, dtype=dtype)
+    new.latent_token_ids = new.latent_token_ids.to(device)
+    return new.train(model.training)
 
 
 def build_tiny_baseline(variant: str, backbone_type: str = "qwen2_vl", seed: int = 0, **overrides) -> LaMEModel:

@@ -11,7 +11,8 @@ class EmbeddingHead(nn.Module):
     """Pools the hidden states of the latent positions after the first K, projects, normalises.
 
     ``last`` takes the ``[EMBED]`` state (the last position), ``mean`` averages the positions,
-    ``attention`` weighs them with a learned query.
+    ``attention`` weighs them with a learned query. Embeddings come out in float32 and are normalised
+    in float32 (a bfloat16 vector normalised in bfloat16 has a norm anywhere in about 1 +- 2e-3).
     """
 
     def __init__(self, hidden_size: int, pooling: str = "last", projection_dim: int | None = None):
@@ -31,6 +32,7 @@ class EmbeddingHead(nn.Module):
             pooled = (scores.softmax(dim=1).unsqueeze(-1) * embed_states).sum(dim=1)
         if self.projection is not None:
             pooled = self.projection(pooled.to(self.projection.weight.dtype))
+        pooled = pooled.float()
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
 

@@ -39,6 +39,28 @@ def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where
     return param_groups
 
 
+def master_weights(model: torch.nn.Module, patterns: list[str], dtype: torch.dtype) -> None:
+    """Float32 master weights for what trains, the recipe's ``dtype`` for the rest of the base weights.
+
+    Every parameter matched by one of ``patterns`` (the trainable patterns of every stage) is held in
+    float32, so AdamW's small updates are not rounded away (a bfloat16 weight of magnitude 0.02 cannot
+    move by less than about 1e-4); autocast still computes in the recipe's ``mixed_precision``. The other
+    weights of the backbone and decoder stay in ``dtype`` (``model.dtype``: frozen weights cost half the
+    memory in bfloat16). The model's own new parts (latent vectors, heads) are float32 anyway.
+    """
+    for name, p in model.named_parameters():
+        if not p.is_floating_point():
+            continue
+        if any(fnmatchcase(name, pattern) for pattern in patterns):
+            target = torch.float32
+        elif name.startswith(("backbone.", "decoder_head.decoder.")) and ".lora_" not in name:
+            target = dtype
+        else:
+            continue
+        if p.dtype != target:
+            p.data = p.data.to(target)
+
+
 def _numel(p: torch.nn.Parameter) -> int:
     return getattr(p, "ds_numel", None) or p.numel()  # a ZeRO-3 partitioned parameter holds 0 elements locally
 

@@ -34,7 +34,7 @@ from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .objective import loss_weights
 from .parallel import make_strategy, quiet_deepspeed_import
-from .params import describe_groups, select_trainable
+from .params import describe_groups, master_weights, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .schedules import make_scheduler
 from .steps import TrainBatch, compute_gradients
@@ -88,9 +88,13 @@ def model_config(recipe: Recipe) -> LaMEConfig:
 def build_model(recipe: Recipe) -> LaMEModel:
     spec = recipe.model
     config = model_config(recipe)
-    if spec.backbone.startswith("tiny:"):
-        return build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
     dtype = getattr(torch, spec.dtype)
+    if spec.backbone.startswith("tiny:"):
+        model = build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
+        model.backbone.to(dtype)  # as from_backbone loads them: backbone and decoder in model.dtype
+        if model.decoder_head is not None:
+            model.decoder_head.decoder.to(dtype)
+        return model
     return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
 
 
@@ -204,8 +208,8 @@ class Trainer:
         if resume and self.resume_from is None:
             self._log_line(f"--resume: no checkpoint in {self.checkpoints}; starting from the beginning")
         if self.resume_from is not None:
-            with quiet_saving():
-                self.model = LaMEModel.from_pretrained(self.resume_from / "model")
+            with quiet_saving():  # in float32: the checkpoint holds float32 master weights beside model.dtype ones
+                self.model = LaMEModel.from_pretrained(self.resume_from / "model", dtype=torch.float32)
             bad = nonfinite_weights(self.model, trainable_only=False)
             if bad:  # written before checkpoints were checked, or by something else
                 raise InvalidInput(f"--resume: {self.resume_from} holds non-finite weights ({len(bad)} tensors, "
@@ -236,6 +240,7 @@ class Trainer:
             lora = next((stage.lora for stage in recipe.stages if stage.lora), None)
             if lora and not has_lora(self.model):
                 add_lora(self.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        master_weights(self.model, self.trainable_patterns, getattr(torch, recipe.model.dtype))
         self.model = self.strategy.prepare_model(self.model)
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.output / "metrics.jsonl"
@@ -247,6 +252,11 @@ class Trainer:
         elif hasattr(self.evaluator, "describe"):
             every = f"every {recipe.train.eval_every} steps and " if recipe.train.eval_every else ""
             self._log_line(f"evaluating {every}at the end on {self.evaluator.describe()}")
+
+    @property
+    def trainable_patterns(self) -> list[str]:
+        """The trainable patterns of every stage: these parameters keep float32 master weights."""
+        return [group.pattern for stage in self.recipe.stages for group in stage.trainable]
 
     # --------------------------------------------------------------------------------- running
     def run(self, stop_after: int | None = None) -> Path | None:
@@ -279,6 +289,7 @@ class Trainer:
     def _run_stage(self, stage: StageSpec, stop_after: int | None) -> bool:
         if stage.lora and not has_lora(self.model):
             add_lora(self.model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
+            master_weights(self.model, self.trainable_patterns, getattr(torch, self.recipe.model.dtype))
             self.model.to(self.accelerator.device)
         lora_begun = any(s.lora for s in self.recipe.stages[: self.progress.stage_index + 1])
         groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable",
