@@ -6,7 +6,10 @@ An item is one of
 * ``PIL.Image.Image``: an image;
 * ``pathlib.Path``: an image file (plain strings are always text, never paths);
 * a list of parts, each a ``str`` (text), a ``PIL.Image.Image`` or ``Path`` (image), or a part dict
-  ``{"text": ...}`` / ``{"image": PATH_OR_IMAGE}``: an interleaved document, several images allowed;
+  ``{"text": ...}`` / ``{"image": PATH_OR_IMAGE}``: an interleaved document, several images allowed.
+  Where a function takes a LIST of items (``encode``), an interleaved item is a list inside that list:
+  ``encode(["caption", img])`` embeds two items (a text and an image), ``encode([["caption", img]])``
+  one interleaved item, as does ``encode([{"parts": ["caption", {"image": img}]}])``;
 * a dict with any of ``"text"``, ``"image"``, ``"images"`` (list), ``"parts"`` (list) and an
   optional ``"instruction"``. In JSONL files image paths are strings under ``"image"``/``"images"``,
   resolved against the file's folder.
@@ -144,7 +147,14 @@ def _to_item(obj: Any, base_dir: Path | None) -> Item:
     return Item(_drop_empty_text([_part(obj, base_dir)]))
 
 
+INTERLEAVED_HINT = ("an interleaved item is a list inside the list of items: encode([['caption', image]]) embeds "
+                    "one item, encode(['caption', image]) two; or write {'parts': ['caption', {'image': image}]}")
+
+
 def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
+    if isinstance(obj, (list, tuple)):
+        raise ValueError(f"a part of an interleaved item is text or an image, not a {type(obj).__name__}; "
+                         + INTERLEAVED_HINT)
     if isinstance(obj, str):
         return obj
     if isinstance(obj, (Image.Image, Path, bytes, bytearray)):
@@ -157,7 +167,7 @@ def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
         return load_image(obj["image"], base_dir)
     raise ValueError(
         f"unsupported item type {type(obj).__name__}; expected text (str), an image (PIL.Image or "
-        "pathlib.Path), a list of parts, or a dict with text/image/images/parts"
+        "pathlib.Path), a list of parts, or a dict with text/image/images/parts; " + INTERLEAVED_HINT
     )
 
 

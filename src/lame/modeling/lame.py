@@ -287,6 +287,11 @@ class LaMEModel(nn.Module):
     ):
         """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
 
+        ``items`` is a list of items, or one item that is not a list. A list is always a list of items:
+        ``encode(["caption", img])`` embeds two items (a text and an image); one interleaved item is a
+        list INSIDE the list, ``encode([["caption", img]])``, or ``encode([{"parts": ["caption",
+        {"image": img}]}])``.
+
         Returns a float32 ``(n, d)`` numpy array (a ``(d,)`` vector for a single non-list item); a CPU
         torch tensor with ``convert_to_tensor=True`` (or ``convert_to_numpy=False``). ``device`` moves
         the model there first (it stays there). With ``on_error="skip"`` a bad item's row is NaN, a
@@ -406,11 +411,26 @@ def _is_base_weight(name: str) -> bool:
 
 
 def _load_tokenizer(path: Path):
+    """The tokenizer of a local folder, with the chat template the folder's PROCESSOR uses.
+
+    A processor's template (``chat_template.jinja``, else the legacy ``chat_template.json``) is the
+    multimodal one; the tokenizer's own (``tokenizer_config.json``) may be a text-only template: the
+    published Qwen2.5-VL-Instruct folders hold the Qwen2.5 language models' template there, which
+    cannot render a message with image parts. The tokenizer's template is used only when the folder
+    has no processor template."""
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if tokenizer.chat_template is None:
-        # Processor checkpoints keep the chat template beside the tokenizer, not inside it.
-        if (path / "chat_template.jinja").is_file():
-            tokenizer.chat_template = (path / "chat_template.jinja").read_text()
-        elif (path / "chat_template.json").is_file():
-            tokenizer.chat_template = json.loads((path / "chat_template.json").read_text())["chat_template"]
+    template = processor_chat_template(path)
+    if template is not None:
+        tokenizer.chat_template = template
     return tokenizer
+
+
+def processor_chat_template(path: Path) -> str | None:
+    """The chat template a processor loads from ``path`` (as ``AutoProcessor`` does: the ``.jinja`` file
+    first, then ``chat_template.json``), or None."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    if (path / "chat_template.json").is_file():
+        template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
