@@ -118,12 +118,17 @@ def test_text_too_long(model):
 
 
 def test_images_count_towards_max_length(model):
-    # short text, but many images: the image patches push it past max_length
+    # short text, but many images: the image patches push it past max_length, so the images are
+    # downscaled until it fits; with more images than fit even at their smallest, it is refused
     few_images = ["a photo", *[noise((56, 56), s) for s in range(2)]]
     assert np.isfinite(model.encode([few_images])).all()  # the same kind of item fits with fewer images
     many_images = ["a photo", *[noise((56, 56), s) for s in range(12)]]
-    err = encode_error(model, [many_images])
+    assert len(model.featurizer.__call__(many_images)) <= MAX_LENGTH  # 16 image tokens each: 4 now
+    assert np.isfinite(model.encode([many_images])).all()
+    too_many = ["a photo", *[noise((56, 56), s) for s in range(20)]]
+    err = encode_error(model, [too_many])
     assert str(err).startswith("item 0:") and "too long" in str(err) and str(MAX_LENGTH) in str(err)
+    assert "already as small as the image processor makes them" in str(err)
 
 
 def test_single_bad_item_raises_with_index_zero(model):

@@ -100,3 +100,25 @@ def test_the_forward_is_the_upstream_forward(family, k):
             alone = model(model.collate([f])).hidden_states[0]
             torch.testing.assert_close(alone, expected, atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(together[row, -len(f):], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_a_full_hd_photo_is_sized_to_the_budget_not_refused(tmp_path):
+    """Qwen2-VL's released image-processor settings read a 1920x1080 photo as 2,691 image tokens, over
+    the default max_length 2048: the photo is downscaled to fit (aspect kept), in the batched path too;
+    text alone over the budget is still refused."""
+    folder = write_published_checkpoint(tmp_path / "Qwen2-VL-2B-Instruct", "qwen2_vl")
+    model = LaMEModel.from_backbone(folder, LaMEConfig(num_reason_tokens=8, use_decoder=False))
+    assert model.config.max_length == 2048
+    photo = noise((1920, 1080), 7)
+    full = model.featurizer.image_processor(images=[photo], return_tensors="pt")["image_grid_thw"]
+    assert int(full.prod()) // 4 == 2691  # what the processor alone makes of it
+    item = {"text": "a street at night", "image": photo, "instruction": "Describe the photo."}
+    features = model.featurizer(item)
+    assert 1900 < len(features) <= 2048
+    t, h, w = features.image_grid_thw[0].tolist()
+    assert abs(w / h - 1920 / 1080) < 0.05  # the aspect ratio is kept
+    (batched,) = model.featurizer.many([item])
+    assert torch.equal(batched.input_ids, features.input_ids)
+    assert model.featurizer.length(item) == len(features)
+    with pytest.raises(ItemError, match="too long"):
+        model.featurizer("seven " * 2100)

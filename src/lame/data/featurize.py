@@ -12,6 +12,12 @@ chat template and image processor and repeat the processor's one remaining job: 
 placeholder token the chat template writes once per image becomes as many copies as the backbone
 reads for that image. Which token and how many copies is the backbone family's business, an
 :class:`ImageLayout` that the model's adapter gives.
+
+**Images are sized to the budget.** An item longer than ``max_length`` because of its images gets them
+downscaled (one factor for all of them, aspect ratios kept) until it fits: with Qwen2-VL's released
+processor settings a 1920x1080 photo alone is 2,691 image tokens, more than the default ``max_length``
+of 2048, and is read at 1624x924 (1,914 image tokens) instead of being refused. Text is never cut; an item whose text
+alone is too long, or whose images cannot shrink enough, is refused with an :class:`ItemError`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from .items import Item, ItemError, ItemLike, to_item
 
@@ -107,8 +114,9 @@ class Featurizer:
             raise ItemError(index, f"could not be featurised ({type(exc).__name__}: {exc})") from exc
 
     def length(self, obj: ItemLike) -> int:
-        """The item's sequence length (template, text, image tokens and latent block), long or not;
-        raises :class:`ItemError` for any other problem."""
+        """The item's sequence length (template, text, image tokens and latent block), long or not (its
+        images downscaled to fit ``max_length`` where they can be, as :meth:`__call__` does); raises
+        :class:`ItemError` for any other problem."""
         try:
             return len(self._features(obj, None, check_length=False))
         except ItemError:
@@ -124,22 +132,53 @@ class Featurizer:
                 if found:
                     raise ItemError(index, f"text contains reserved control token(s) {found}")
         text = self.prompt(item)
+        features = self._encode(text, item.images, index)
+        shrunk = False
+        if len(features) > self.max_length and item.images:
+            features, shrunk = self._fit(text, item.images, index, features)
+        if check_length and len(features) > self.max_length:
+            reduced = "; its images are already as small as the image processor makes them" if shrunk else ""
+            raise ItemError(
+                index,
+                f"too long: {len(features)} tokens (text and image patches, with the latent block) "
+                f"> max_length {self.max_length}{reduced}",
+            )
+        return features
+
+    def _encode(self, text: str, images: list, index: int | None) -> Features:
+        """Image processor (when there are images) and tokenizer for one prompt."""
         pixel_values = grid = None
-        if item.images:
+        if images:
             try:
-                vision = self.image_processor(images=item.images, return_tensors="pt")
+                vision = self.image_processor(images=images, return_tensors="pt")
             except ValueError as exc:  # e.g. an extreme aspect ratio
                 raise ItemError(index, f"image could not be processed ({exc})") from exc
             pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
             text = self.expand_image_tokens(text, vision, index)
         input_ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-        if check_length and input_ids.shape[0] > self.max_length:
-            raise ItemError(
-                index,
-                f"too long: {input_ids.shape[0]} tokens (text and image patches, with the latent block) "
-                f"> max_length {self.max_length}",
-            )
         return Features(input_ids, pixel_values, grid)
+
+    def _fit(self, text: str, images: list, index: int | None, features: Features) -> tuple[Features, bool]:
+        """Features of the prompt with its images downscaled (aspect ratio kept, all by one factor) until
+        the item fits ``max_length``, when its images are what makes it too long; ``(features, shrunk)``.
+
+        The image processor's own size rules still apply (Qwen: a multiple of patch x merge per side, at
+        least ``min_pixels``), so this converges in a few steps or stops where images cannot shrink."""
+        visual = int((features.input_ids == self.image_token_id).sum())
+        budget = self.max_length - (len(features) - visual)
+        if budget <= 0 or not visual:
+            return features, False
+        scale = 1.0
+        for _ in range(8):
+            scale *= 0.98 * (budget / visual) ** 0.5
+            smaller = [im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                                 Image.Resampling.BICUBIC) for im in images]
+            fitted = self._encode(text, smaller, index)
+            now = int((fitted.input_ids == self.image_token_id).sum())
+            if len(fitted) <= self.max_length or now >= visual:  # fits, or the images cannot shrink further
+                return fitted, True
+            visual = now
+        return fitted, True
 
     def many(self, items: Sequence[ItemLike], indices: Sequence[int] | None = None) -> list[Features | ItemError]:
         """``self(items[i], index=i)`` for each ``i`` in ``indices`` (default: every item): its
