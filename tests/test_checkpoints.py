@@ -15,10 +15,13 @@ from published import LAYOUTS, QWEN25_TEXT_TEMPLATE, SYSTEM_PROMPT, write_publis
 
 from lame import LaMEConfig, LaMEModel, build_tiny_model
 from lame.data.items import ItemError, to_item
+from lame.data.video import Video
 
 FAMILIES = sorted(LAYOUTS)
 ITEMS = ["a text query", {"text": "what digit?", "image": noise((40, 30), 1)},
          ["two pictures", noise((28, 28), 2), "and", noise((56, 28), 3)], noise((32, 32), 4)]
+VIDEO = Video([noise((64, 48), 10 + i) for i in range(5)], [0.0, 0.4, 0.8, 1.2, 1.6], "clip")
+WITH_VIDEO = [*ITEMS, {"text": "what happens?", "video": VIDEO}, ["a clip", VIDEO, "and a still", noise((28, 28), 9)]]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -80,8 +83,9 @@ def upstream_hidden(model, features) -> torch.Tensor:
     with torch.no_grad():
         backbone.get_input_embeddings().weight[model.latent_token_ids] = model.latent_embeddings
     batch = model.collate([features])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
-                                    "mm_token_type_ids") if k in batch}
+    keys = ["input_ids", "attention_mask", "pixel_values", "image_grid_thw", "pixel_values_videos",
+            "video_grid_thw", "mm_token_type_ids"] + (["second_per_grid_ts"] if model.adapter.timed_video else [])
+    inputs = {k: batch[k] for k in keys if k in batch}
     with torch.no_grad():
         return backbone.model(**inputs).last_hidden_state[0]
 
@@ -89,10 +93,11 @@ def upstream_hidden(model, features) -> torch.Tensor:
 @pytest.mark.parametrize("k", [0, 8])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_forward_is_the_upstream_forward(family, k):
-    """Same inputs, the upstream class's own forward (its own positions): LaME's hidden states agree,
-    for each item alone and inside a left-padded batch."""
+    """Same inputs, the upstream class's own forward (its own positions, its own video input): LaME's
+    hidden states agree, for each item alone and inside a left-padded batch, videos included."""
     model = build_tiny_model(family, seed=1, config=LaMEConfig(num_reason_tokens=k, use_decoder=False)).eval()
-    features = model.featurize(ITEMS)
+    features = model.featurize(WITH_VIDEO)
+    assert features[-1].pixel_values_videos is not None and features[-1].pixel_values is not None
     with torch.no_grad():
         together = model(model.collate(features)).hidden_states
         for row, f in enumerate(features):

@@ -67,6 +67,9 @@ class LaMEConfig:
     max_length: int = 2048
     min_pixels: int | None = None
     max_pixels: int | None = None
+    # Most pixels of one video frame (None: the family's default, 768 merged patches a frame as Qwen's
+    # reference video sampling uses); an item over max_length has its frames downscaled further.
+    video_max_pixels: int | None = None
 
     # LoRA adapters on the backbone's language model ({"r", "alpha", "dropout", "target_modules"}), if any.
     lora: dict | None = None
@@ -87,7 +90,7 @@ class LaMEConfig:
                          ("reconstruction_weight", 0), ("diversity_weight", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(key, f"must be >= {low}, got {getattr(self, key)}")
-        for key in ("projection_dim", "min_pixels", "max_pixels"):
+        for key in ("projection_dim", "min_pixels", "max_pixels", "video_max_pixels"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(key, f"must be >= 1 or null, got {getattr(self, key)}")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:

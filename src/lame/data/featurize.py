@@ -30,19 +30,33 @@ import torch
 from PIL import Image
 
 from .items import Item, ItemError, ItemLike, to_item
+from .video import Video
 
 
 @dataclass(frozen=True)
 class ImageLayout:
-    """How a backbone family places images in its token sequence.
+    """How a backbone family places images (and videos) in its token sequence.
 
     ``token`` is the placeholder the chat template writes once per image. ``slots(vision)`` takes an
     image-processor output for n images and gives two lists of length n: how many copies of the
     placeholder each image takes, and how many rows of ``pixel_values`` are that image's.
+
+    Videos, for families that read them: ``video_block`` is what the chat template writes for one
+    video; ``video(Video)`` gives the backbone's video inputs for it (a dict of tensors:
+    ``pixel_values_videos``, ``video_grid_thw``, ...), and ``video_text(inputs, Video)`` the text that
+    replaces the block (placeholder copies, and whatever the family writes around them);
+    ``video_token`` is the placeholder those copies are.
     """
 
     token: str
     slots: Callable[[Mapping[str, torch.Tensor]], tuple[list[int], list[int]]]
+    video_token: str | None = None
+    video_block: str | None = None
+    video: Callable[[Video], dict] | None = None
+    video_text: Callable[[dict, Video], str] | None = None
+
+
+VIDEO_INPUTS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")  # per item, concatenated by collate
 
 
 @dataclass
@@ -52,6 +66,9 @@ class Features:
     input_ids: torch.Tensor  # (L,)
     pixel_values: torch.Tensor | None  # the item's rows of the image processor's pixel_values
     image_grid_thw: torch.Tensor | None  # (images, 3), for families whose processor gives a grid
+    pixel_values_videos: torch.Tensor | None = None  # the item's videos' patch rows
+    video_grid_thw: torch.Tensor | None = None  # (videos, 3)
+    second_per_grid_ts: torch.Tensor | None = None  # (videos,): seconds per temporal patch (Qwen2.5-VL)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -77,6 +94,7 @@ class Featurizer:
         self.max_length = max_length
         self.layout = layout
         self.image_token_id = tokenizer.convert_tokens_to_ids(layout.token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(layout.video_token) if layout.video_token else None
         # Control tokens a user's text must not smuggle in: they would break image slots or the latent block.
         self.reserved = sorted({*latent_tokens, layout.token, *tokenizer.all_special_tokens,
                                 *(t for t in tokenizer.get_added_vocab() if t.startswith("<|"))})
@@ -85,12 +103,16 @@ class Featurizer:
             raise ValueError("the tokenizer has no pad token")
 
     def prompt(self, item: Item) -> str:
-        """The chat-templated text of an item, one image placeholder per image, latent block last."""
+        """The chat-templated text of an item, one image (video) placeholder per image (video), latent
+        block last."""
         content = []
         if item.instruction:
             content.append({"type": "text", "text": item.instruction + "\n"})
         for part in item.parts:
-            content.append({"type": "text", "text": part} if isinstance(part, str) else {"type": "image"})
+            if isinstance(part, str):
+                content.append({"type": "text", "text": part})
+            else:
+                content.append({"type": "video" if isinstance(part, Video) else "image"})
         messages = [{"role": "user", "content": content}]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + self.latent_suffix
@@ -132,10 +154,10 @@ class Featurizer:
                 if found:
                     raise ItemError(index, f"text contains reserved control token(s) {found}")
         text = self.prompt(item)
-        features = self._encode(text, item.images, index)
+        features = self._encode(text, item.images, item.videos, index)
         shrunk = False
-        if len(features) > self.max_length and item.images:
-            features, shrunk = self._fit(text, item.images, index, features)
+        if len(features) > self.max_length and (item.images or item.videos):
+            features, shrunk = self._fit(text, item.images, item.videos, index, features)
         if check_length and len(features) > self.max_length:
             reduced = "; its images are already as small as the image processor makes them" if shrunk else ""
             raise ItemError(
@@ -145,8 +167,8 @@ class Featurizer:
             )
         return features
 
-    def _encode(self, text: str, images: list, index: int | None) -> Features:
-        """Image processor (when there are images) and tokenizer for one prompt."""
+    def _encode(self, text: str, images: list, videos: list, index: int | None) -> Features:
+        """Image processor, video inputs (when there are images, videos) and tokenizer for one prompt."""
         pixel_values = grid = None
         if images:
             try:
@@ -155,30 +177,74 @@ class Featurizer:
                 raise ItemError(index, f"image could not be processed ({exc})") from exc
             pixel_values, grid = vision["pixel_values"], vision.get("image_grid_thw")
             text = self.expand_image_tokens(text, vision, index)
+        video_inputs = {}
+        if videos:
+            text, video_inputs = self._add_videos(text, videos, index)
         input_ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-        return Features(input_ids, pixel_values, grid)
+        return Features(input_ids, pixel_values, grid, **video_inputs)
 
-    def _fit(self, text: str, images: list, index: int | None, features: Features) -> tuple[Features, bool]:
-        """Features of the prompt with its images downscaled (aspect ratio kept, all by one factor) until
-        the item fits ``max_length``, when its images are what makes it too long; ``(features, shrunk)``.
+    def _add_videos(self, text: str, videos: list[Video], index: int | None) -> tuple[str, dict]:
+        """``text`` with each video's block replaced by the family's video text, and the videos' inputs."""
+        layout = self.layout
+        if layout.video is None:
+            raise ItemError(index, "this backbone family reads no video")
+        pieces = text.split(layout.video_block)
+        if len(pieces) - 1 != len(videos):
+            raise ItemError(index, f"chat template produced {len(pieces) - 1} video slots for {len(videos)} videos")
+        inputs = []
+        for video in videos:
+            try:
+                inputs.append(layout.video(video))
+            except ValueError as exc:
+                raise ItemError(index, f"video could not be processed ({exc})") from exc
+        text = pieces[0] + "".join(layout.video_text(one, video) + piece
+                                   for one, video, piece in zip(inputs, videos, pieces[1:]))
+        merged = {key: torch.cat([one[key] for one in inputs]) for key in VIDEO_INPUTS if key in inputs[0]}
+        return text, merged
+
+    def _fit(self, text: str, images: list, videos: list, index: int | None,
+             features: Features) -> tuple[Features, bool]:
+        """Features of the prompt with its images and video frames downscaled (aspect ratios kept, all by
+        one factor) until the item fits ``max_length``, when they are what makes it too long;
+        ``(features, shrunk)``.
 
         The image processor's own size rules still apply (Qwen: a multiple of patch x merge per side, at
         least ``min_pixels``), so this converges in a few steps or stops where images cannot shrink."""
-        visual = int((features.input_ids == self.image_token_id).sum())
+        visual = self._visual_tokens(features)
         budget = self.max_length - (len(features) - visual)
         if budget <= 0 or not visual:
             return features, False
+        # scale from the size the processor read (its grid), not the file's: a frame the processor already
+        # shrank to its own limit only gets fewer tokens once it is smaller than that limit
+        image_sizes = self._read_sizes(features.image_grid_thw, [im.size for im in images])
+        video_sizes = self._read_sizes(features.video_grid_thw, [v.size for v in videos])
         scale = 1.0
         for _ in range(8):
             scale *= 0.98 * (budget / visual) ** 0.5
-            smaller = [im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                                 Image.Resampling.BICUBIC) for im in images]
-            fitted = self._encode(text, smaller, index)
-            now = int((fitted.input_ids == self.image_token_id).sum())
+
+            def size(width: int, height: int) -> tuple[int, int]:
+                return max(1, round(width * scale)), max(1, round(height * scale))
+
+            smaller = [im.resize(size(*read), Image.Resampling.BICUBIC) for im, read in zip(images, image_sizes)]
+            shorter = [video.resized(*size(*read)) for video, read in zip(videos, video_sizes)]
+            fitted = self._encode(text, smaller, shorter, index)
+            now = self._visual_tokens(fitted)
             if len(fitted) <= self.max_length or now >= visual:  # fits, or the images cannot shrink further
                 return fitted, True
             visual = now
         return fitted, True
+
+    def _read_sizes(self, grid: torch.Tensor | None, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """(width, height) the processor read each image (video) at: its patch grid when there is one."""
+        patch = getattr(self.image_processor, "patch_size", None)
+        if grid is None or patch is None or len(grid) != len(sizes):
+            return sizes
+        return [(int(w) * patch, int(h) * patch) for _, h, w in grid.tolist()]
+
+    def _visual_tokens(self, features: Features) -> int:
+        ids = features.input_ids
+        count = int((ids == self.image_token_id).sum())
+        return count + (int((ids == self.video_token_id).sum()) if self.video_token_id is not None else 0)
 
     def many(self, items: Sequence[ItemLike], indices: Sequence[int] | None = None) -> list[Features | ItemError]:
         """``self(items[i], index=i)`` for each ``i`` in ``indices`` (default: every item): its
@@ -200,8 +266,9 @@ class Featurizer:
             except ItemError as exc:
                 results[index] = exc
                 continue
-            if any(isinstance(p, str) and self._reserved_pattern.search(p) for p in (item.instruction, *item.parts)):
-                results[index] = self._alone(items, index)
+            if item.videos or any(isinstance(p, str) and self._reserved_pattern.search(p)
+                                  for p in (item.instruction, *item.parts)):
+                results[index] = self._alone(items, index)  # videos are featurised one item at a time
                 continue
             try:
                 staged.append(_Staged(index, item, self.prompt(item)))
@@ -271,7 +338,8 @@ class Featurizer:
         return pieces[0] + "".join(token * count + piece for count, piece in zip(counts, pieces[1:]))
 
 
-def collate(features: list[Features], pad_token_id: int, image_token_id: int) -> dict[str, torch.Tensor]:
+def collate(features: list[Features], pad_token_id: int, image_token_id: int,
+            video_token_id: int | None = None) -> dict[str, torch.Tensor]:
     """Left-pad a list of :class:`Features` into one batch for the backbone."""
     length = max(len(f) for f in features)
     input_ids = torch.full((len(features), length), pad_token_id, dtype=torch.long)
@@ -279,14 +347,18 @@ def collate(features: list[Features], pad_token_id: int, image_token_id: int) ->
     for row, f in enumerate(features):
         input_ids[row, length - len(f):] = f.input_ids
         attention_mask[row, length - len(f):] = 1
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "mm_token_type_ids": ((input_ids == image_token_id) & attention_mask.bool()).int(),
-    }
+    # modality of each position, as the processors give it: text 0, image 1, video 2
+    mm_token_type_ids = ((input_ids == image_token_id) & attention_mask.bool()).int()
+    if video_token_id is not None:
+        mm_token_type_ids[(input_ids == video_token_id) & attention_mask.bool()] = 2
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": mm_token_type_ids}
     with_images = [f for f in features if f.pixel_values is not None]
     if with_images:
         batch["pixel_values"] = torch.cat([f.pixel_values for f in with_images])
         if all(f.image_grid_thw is not None for f in with_images):
             batch["image_grid_thw"] = torch.cat([f.image_grid_thw for f in with_images])
+    with_videos = [f for f in features if f.pixel_values_videos is not None]
+    for key in VIDEO_INPUTS if with_videos else ():
+        if all(getattr(f, key) is not None for f in with_videos):
+            batch[key] = torch.cat([getattr(f, key) for f in with_videos])
     return batch

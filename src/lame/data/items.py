@@ -10,11 +10,16 @@ An item is one of
   Where a function takes a LIST of items (``encode``), an interleaved item is a list inside that list:
   ``encode(["caption", img])`` embeds two items (a text and an image), ``encode([["caption", img]])``
   one interleaved item, as does ``encode([{"parts": ["caption", {"image": img}]}])``;
-* a dict with any of ``"text"``, ``"image"``, ``"images"`` (list), ``"parts"`` (list) and an
-  optional ``"instruction"``. In JSONL files image paths are strings under ``"image"``/``"images"``,
-  resolved against the file's folder.
+* a dict with any of ``"text"``, ``"image"``, ``"images"`` (list), ``"video"``, ``"parts"`` (list) and
+  an optional ``"instruction"``. In JSONL files image and video paths are strings under
+  ``"image"``/``"images"``/``"video"``, resolved against the file's folder.
 
-Every item is normalised to an :class:`Item`: an ordered list of text and image parts plus an
+A video is ``{"video": FILE_OR_FOLDER_OF_FRAMES, "num_frames": N, "fps": F}`` (``num_frames`` and ``fps``
+optional), as a dict item (with ``text``/``instruction`` beside it) or as a part of an interleaved item;
+:mod:`lame.data.video` says how frames are sampled. The backbone reads it as a video (its own video
+input), not as separate images.
+
+Every item is normalised to an :class:`Item`: an ordered list of text, image and video parts plus an
 optional instruction. Problems raise :class:`ItemError`, which names the item's index.
 """
 
@@ -28,9 +33,11 @@ from typing import Any, Union
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InvalidInput
+from .video import DEFAULT_NUM_FRAMES, Video, load_video
 
 ItemLike = Union[str, Image.Image, Path, list, dict]
-_ITEM_KEYS = {"text", "image", "images", "parts", "instruction"}
+_ITEM_KEYS = {"text", "image", "images", "video", "num_frames", "fps", "parts", "instruction"}
+_VIDEO_KEYS = {"video", "num_frames", "fps"}
 
 
 class ItemError(InvalidInput):
@@ -45,14 +52,16 @@ class ItemError(InvalidInput):
 
 @dataclass
 class Item:
-    """A normalised item: parts in reading order (``str`` text or RGB ``PIL.Image``)."""
+    """A normalised item: parts in reading order (``str`` text, RGB ``PIL.Image`` or :class:`Video`)."""
 
-    parts: list[str | Image.Image]
+    parts: list[str | Image.Image | Video]
     instruction: str | None = None
     images: list[Image.Image] = field(init=False)
+    videos: list[Video] = field(init=False)
 
     def __post_init__(self) -> None:
         self.images = [p for p in self.parts if isinstance(p, Image.Image)]
+        self.videos = [p for p in self.parts if isinstance(p, Video)]
 
     @property
     def text(self) -> str:
@@ -137,6 +146,10 @@ def _to_item(obj: Any, base_dir: Path | None) -> Item:
         if obj.get("image") is not None:
             images = [obj["image"], *images]
         parts += [load_image(img, base_dir) for img in images]
+        if obj.get("video") is not None:
+            parts.append(_video(obj, base_dir))
+        elif obj.get("num_frames") is not None or obj.get("fps") is not None:
+            raise ValueError("'num_frames' and 'fps' go with a 'video'")
         if obj.get("text") is not None:
             if not isinstance(obj["text"], str):
                 raise ValueError(f"'text' must be a string, got {type(obj['text']).__name__}")
@@ -159,6 +172,10 @@ def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
         return obj
     if isinstance(obj, (Image.Image, Path, bytes, bytearray)):
         return load_image(obj, base_dir)
+    if isinstance(obj, Video):
+        return obj
+    if isinstance(obj, dict) and "video" in obj and set(obj) <= _VIDEO_KEYS:
+        return _video(obj, base_dir)
     if isinstance(obj, dict) and len(obj) == 1 and ("text" in obj or "image" in obj):
         if "text" in obj:
             if not isinstance(obj["text"], str):
@@ -167,8 +184,13 @@ def _part(obj: Any, base_dir: Path | None) -> str | Image.Image:
         return load_image(obj["image"], base_dir)
     raise ValueError(
         f"unsupported item type {type(obj).__name__}; expected text (str), an image (PIL.Image or "
-        "pathlib.Path), a list of parts, or a dict with text/image/images/parts; " + INTERLEAVED_HINT
+        "pathlib.Path), a video ({'video': path, 'num_frames': N}), a list of parts, or a dict with "
+        "text/image/images/video/parts; " + INTERLEAVED_HINT
     )
+
+
+def _video(obj: dict, base_dir: Path | None) -> Video:
+    return load_video(obj["video"], obj.get("num_frames", DEFAULT_NUM_FRAMES), obj.get("fps"), base_dir)
 
 
 def _drop_empty_text(parts: list) -> list:
@@ -209,6 +231,8 @@ def resolve_paths(item: Any, base_dir: Path) -> Any:
             out["image"] = base_dir / out["image"]
         if isinstance(out.get("images"), list):
             out["images"] = [base_dir / p if isinstance(p, str) else p for p in out["images"]]
+        if isinstance(out.get("video"), str):
+            out["video"] = base_dir / out["video"]
         if isinstance(out.get("parts"), list):
             out["parts"] = [_resolve_part(p, base_dir) for p in out["parts"]]
         return out
@@ -220,4 +244,6 @@ def resolve_paths(item: Any, base_dir: Path) -> Any:
 def _resolve_part(part: Any, base_dir: Path) -> Any:
     if isinstance(part, dict) and isinstance(part.get("image"), str):
         return {"image": base_dir / part["image"]}
+    if isinstance(part, dict) and isinstance(part.get("video"), str):
+        return {**part, "video": base_dir / part["video"]}
     return part

@@ -3,6 +3,8 @@
 An adapter names the upstream transformers class, its image processor class, the image placeholder
 and end-of-turn tokens, how many placeholder copies an image takes, where the language model sits
 (LoRA goes there), the positions a batch gets, and how to run the backbone over a collated batch.
+A family that reads videos also says how a video becomes the backbone's video inputs and tokens
+(:meth:`BackboneAdapter.video_inputs`, :meth:`BackboneAdapter.video_text`).
 The defaults of :class:`BackboneAdapter` fit a transformers VLM whose ``model`` (e.g. ``LlavaModel``)
 takes ``inputs_embeds``, ``attention_mask``, ``position_ids`` and ``pixel_values`` and whose language
 model takes 1-D positions; a new family is one subclass registered with :func:`register_adapter`::
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from PIL import Image
 from transformers import (
     PretrainedConfig,
     PreTrainedModel,
@@ -44,6 +47,7 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ..data.featurize import ImageLayout
+from ..data.video import Video
 from ..errors import InvalidInput
 
 TINY_HIDDEN = 64
@@ -116,10 +120,28 @@ class BackboneAdapter:
             return int(crop["height"]) * int(crop["width"])
         return None
 
-    def image_layout(self, image_processor, backbone_config: PretrainedConfig | None = None) -> ImageLayout:
+    # ------------------------------------------------------------------------------ videos
+    video_token: str | None = None  # the video placeholder; None: the family reads no video
+    video_block: str | None = None  # what the chat template writes for one video
+
+    def video_inputs(self, video: Video, image_processor, max_pixels: int | None = None) -> dict:
+        """The backbone's video inputs for one video (``pixel_values_videos``, ``video_grid_thw``, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} reads no video")
+
+    def video_text(self, inputs: dict, video: Video) -> str:
+        """The text that replaces :attr:`video_block` for one video with these ``inputs``."""
+        raise NotImplementedError(f"{type(self).__name__} reads no video")
+
+    def image_layout(self, image_processor, backbone_config: PretrainedConfig | None = None,
+                     video_max_pixels: int | None = None) -> ImageLayout:
         """The :class:`~lame.data.featurize.ImageLayout` a featurizer of this family uses."""
-        return ImageLayout(self.image_token, partial(self.image_slots, image_processor=image_processor,
-                                                     backbone_config=backbone_config))
+        slots = partial(self.image_slots, image_processor=image_processor, backbone_config=backbone_config)
+        if self.video_token is None:
+            return ImageLayout(self.image_token, slots)
+        return ImageLayout(self.image_token, slots, video_token=self.video_token, video_block=self.video_block,
+                           video=partial(self.video_inputs, image_processor=image_processor,
+                                         max_pixels=video_max_pixels),
+                           video_text=self.video_text)
 
     # ----------------------------------------------------------------------------- running
     def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
@@ -172,6 +194,10 @@ class QwenVLAdapter(BackboneAdapter):
     image_token: str = "<|image_pad|>"
     end_of_turn_token: str | None = "<|im_end|>"
     patch_size: int = 14  # the tiny image processor's
+    video_token: str | None = "<|video_pad|>"
+    video_block: str | None = "<|vision_start|><|video_pad|><|vision_end|>"
+    timed_video: bool = False  # Qwen2.5-VL: temporal positions spaced by seconds (second_per_grid_ts)
+    timestamped_video: bool = False  # Qwen3-VL: each temporal patch after its time, "<t seconds>"
 
     def image_target_size(self, image_processor, width: int, height: int) -> tuple[int, int] | None:
         """The processor's own ``smart_resize``: a multiple of patch x merge per side, at most
@@ -197,16 +223,74 @@ class QwenVLAdapter(BackboneAdapter):
     def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
         """(3, B, L) multimodal RoPE positions, computed for every batch (text-only too), so left padding
         never shifts them and an item's embedding does not depend on what else is in its batch."""
+        extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if self.timed_video and "second_per_grid_ts" in batch else {}
         position_ids, _ = backbone.model.get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
             image_grid_thw=batch.get("image_grid_thw"),
+            video_grid_thw=batch.get("video_grid_thw"),
             attention_mask=batch["attention_mask"],
+            **extra,
         )
         return position_ids
 
     def model_inputs(self, batch: dict) -> dict:
-        return {key: batch[key] for key in ("pixel_values", "image_grid_thw", "mm_token_type_ids") if key in batch}
+        keys = ["pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids"]
+        if self.timed_video:
+            keys.append("second_per_grid_ts")
+        return {key: batch[key] for key in keys if key in batch}
+
+    # ------------------------------------------------------------------------------ videos
+    def video_frame_max_pixels(self, image_processor, max_pixels: int | None = None) -> int:
+        """Most pixels of one frame: ``max_pixels`` (the config's ``video_max_pixels``), else 768 merged
+        patches (Qwen's reference video sampling), never more than the image processor allows."""
+        factor = image_processor.patch_size * image_processor.merge_size
+        limit = max_pixels or 768 * factor * factor
+        image_limit = self.image_max_pixels(image_processor)
+        return min(limit, image_limit) if image_limit else limit
+
+    def video_inputs(self, video: Video, image_processor, max_pixels: int | None = None) -> dict:
+        """A video as the upstream video processor lays it out: every frame resized to one size (a
+        multiple of patch x merge per side, within the frame budget), normalised by the image
+        processor, then patches of ``temporal_patch_size`` consecutive frames (the last frame repeated
+        to fill the last group): ``pixel_values_videos`` rows ordered (t, h/merge, w/merge, merge,
+        merge), columns (channel, frame of the group, patch row, patch column)."""
+        size = _size_dict(image_processor)
+        factor = image_processor.patch_size * image_processor.merge_size
+        width, height = video.size
+        h, w = smart_resize(height, width, factor=factor, min_pixels=size.get("shortest_edge", factor * factor),
+                            max_pixels=self.video_frame_max_pixels(image_processor, max_pixels))
+        frames = [f if f.size == (w, h) else f.resize((w, h), Image.Resampling.BICUBIC) for f in video.frames]
+        tp = image_processor.temporal_patch_size
+        frames += frames[-1:] * (-len(frames) % tp)
+        out = image_processor(images=frames, return_tensors="pt")
+        grid = out["image_grid_thw"]  # each frame is one image: (frames, 3) = (1, h/patch, w/patch)
+        patch = image_processor.patch_size
+        rows = int(grid[0, 1] * grid[0, 2])
+        # each frame's rows hold the frame tp times over (an image is a still video): keep one copy
+        per_frame = out["pixel_values"].reshape(len(frames), rows, 3, tp, patch, patch)[:, :, :, 0]
+        groups = per_frame.reshape(len(frames) // tp, tp, rows, 3, patch, patch).permute(0, 2, 3, 1, 4, 5)
+        pixel_values_videos = groups.reshape(len(frames) // tp * rows, 3 * tp * patch * patch)
+        video_grid_thw = torch.tensor([[len(frames) // tp, int(grid[0, 1]), int(grid[0, 2])]])
+        stamps = video.timestamps
+        seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 1.0  # between frames
+        times = stamps + stamps[-1:] * (-len(stamps) % tp)
+        inputs = {"pixel_values_videos": pixel_values_videos, "video_grid_thw": video_grid_thw,
+                  "tokens_per_group": rows // image_processor.merge_size**2,
+                  "timestamps": [(times[i] + times[i + tp - 1]) / 2 for i in range(0, len(times), tp)]}
+        if self.timed_video:  # temporal positions spaced by time: seconds per temporal patch
+            inputs["second_per_grid_ts"] = torch.tensor([tp * (seconds or 1.0)])
+        return inputs
+
+    def video_text(self, inputs: dict, video: Video) -> str:
+        """Qwen2-VL / Qwen2.5-VL: one run of placeholders for the whole video, inside vision start/end.
+        Qwen3-VL (``timestamped_video``): per temporal patch, its time and its own start/end, as the
+        Qwen3-VL processor writes (``<0.5 seconds><|vision_start|>...<|vision_end|><1.5 seconds>...``)."""
+        t, per_group = int(inputs["video_grid_thw"][0, 0]), inputs["tokens_per_group"]
+        if not self.timestamped_video:
+            return f"<|vision_start|>{self.video_token * (t * per_group)}<|vision_end|>"
+        return "".join(f"<{time:.1f} seconds><|vision_start|>{self.video_token * per_group}<|vision_end|>"
+                       for time in inputs["timestamps"])
 
     def tiny_image_processor(self, min_pixels: int | None = None, max_pixels: int | None = None):
         """Small images: by default between 2x2 and 4x4 patches (1 to 4 merged visual tokens)."""
@@ -326,6 +410,6 @@ def tiny_families() -> list[str]:
 register_adapter(QwenVLAdapter(model_type="qwen2_vl", model_class=Qwen2VLForConditionalGeneration,
                                patch_size=14, tiny_config=_tiny_qwen2_vl))
 register_adapter(QwenVLAdapter(model_type="qwen2_5_vl", model_class=Qwen2_5_VLForConditionalGeneration,
-                               patch_size=14, tiny_config=_tiny_qwen2_5_vl))
+                               patch_size=14, tiny_config=_tiny_qwen2_5_vl, timed_video=True))
 register_adapter(QwenVLAdapter(model_type="qwen3_vl", model_class=Qwen3VLForConditionalGeneration,
-                               patch_size=16, tiny_config=_tiny_qwen3_vl))
+                               patch_size=16, tiny_config=_tiny_qwen3_vl, timestamped_video=True))

@@ -32,7 +32,7 @@ tokenizer and processor with :func:`variant_of`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +139,11 @@ class CoTFeatures(Features):
     lm_tokens: int = 0  # tokens right before the latent block that carry LM labels (rationale + end of turn)
 
 
+def _fields_of(features: Features, **changes) -> dict:
+    """The :class:`Features` fields of ``features`` (images, videos), with ``changes``."""
+    return {f.name: getattr(features, f.name) for f in fields(Features)} | changes
+
+
 class ExplicitCoTModel(LaMEModel):
     """UME-R1-style explicit chain of thought: generate a rationale, then embed at ``[EMBED]`` after it."""
 
@@ -162,7 +167,7 @@ class ExplicitCoTModel(LaMEModel):
         """
         base = self.featurizer(query, index=index) if base is None else base
         if not rationale:
-            return CoTFeatures(base.input_ids, base.pixel_values, base.image_grid_thw, 0)
+            return CoTFeatures(**_fields_of(base), lm_tokens=0)
         found = [t for t in self.featurizer.reserved if t in rationale]
         if found:
             raise ItemError(index, f"rationale contains reserved control token(s) {found}")
@@ -173,7 +178,7 @@ class ExplicitCoTModel(LaMEModel):
         if input_ids.shape[0] > self.config.max_length:
             raise ItemError(index, f"too long with its rationale: {input_ids.shape[0]} tokens "
                                    f"> max_length {self.config.max_length}")
-        return CoTFeatures(input_ids, base.pixel_values, base.image_grid_thw, int(ids.shape[0]))
+        return CoTFeatures(**_fields_of(base, input_ids=input_ids), lm_tokens=int(ids.shape[0]))
 
     def training_query_features(self, example, features: Features) -> CoTFeatures:
         return self.rationale_features(example.query, getattr(example, "rationale", None), base=features)

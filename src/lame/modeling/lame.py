@@ -81,7 +81,8 @@ class LaMEModel(nn.Module):
                 hidden, decoder, decoder_tokenizer, config.decoder_projector, config.decoder_max_length
             )
         self.featurizer = Featurizer(tokenizer, image_processor, config.latent_token_strings(), config.max_length,
-                                     self.adapter.image_layout(image_processor, backbone.config))
+                                     self.adapter.image_layout(image_processor, backbone.config,
+                                                               video_max_pixels=config.video_max_pixels))
         self.register_buffer("latent_token_ids", torch.tensor(config.reason_token_ids + config.embed_token_ids),
                              persistent=False)
 
@@ -218,7 +219,8 @@ class LaMEModel(nn.Module):
         return features
 
     def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
-        return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id)
+        return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id,
+                       self.featurizer.video_token_id)
 
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> LaMEOutput:
         """One pass over query + latent block. ``batch`` comes from :meth:`collate`."""
