@@ -160,22 +160,43 @@ def test_lora_pattern_is_accepted_before_lora_exists(tmp_path):
 
 
 # Sizes published on the checkpoints' model cards (safetensors parameter counts).
-PUBLISHED = {"Qwen2-VL-2B-Instruct": 2.21e9, "Qwen2.5-VL-3B-Instruct": 3.75e9, "Qwen3-VL-8B-Instruct": 8.77e9}
+PUBLISHED = {"Qwen2-VL-2B-Instruct": 2.21e9, "Qwen2-VL-7B-Instruct": 8.29e9, "Qwen2.5-VL-3B-Instruct": 3.75e9,
+             "Qwen3-VL-8B-Instruct": 8.77e9}
 QWEN3_06B = 0.596e9
+RECIPES = ["qwen2-vl-2b", "qwen2-vl-7b", "qwen2.5-vl-3b", "qwen3-vl-8b"]
 
 
-@pytest.mark.parametrize("name", ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"])
-def test_dry_run_of_a_shipped_recipe_without_its_checkpoints(name):
-    """The checkpoint folders are not on this machine: the real architectures are built without weights."""
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", check_paths=False)
+@pytest.mark.parametrize("variant", ["", "-lora"], ids=["full", "lora"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_dry_run_of_a_shipped_recipe_without_its_checkpoints(name, variant):
+    """The checkpoint folders are not on this machine: the real architectures are built without weights.
+    Stage 1 trains the new parts with the backbone frozen; stage 2 fine-tunes the whole language model
+    (or, in the -lora variant, LoRA adapters on it); the vision encoder stays frozen."""
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / f"{name}{variant}.yaml", check_paths=False)
     assert not Path(recipe.model.backbone).exists()
+    assert recipe.model.dtype == "bfloat16" and recipe.train.mixed_precision == "bf16"
     report = dry_run(recipe)
     warmup, joint = ({g["pattern"]: g["parameters"] for g in stage["groups"]} for stage in report)
     backbone = PUBLISHED[Path(recipe.model.backbone).name]
     assert warmup["(frozen)"] == pytest.approx(backbone, rel=0.01)
     assert warmup["decoder_head.decoder.*"] == pytest.approx(QWEN3_06B, rel=0.01)
-    assert sum(warmup.values()) == sum(joint.values()) - joint["*lora_*"]  # LoRA adds its adapters only
-    assert 1e6 < joint["*lora_*"] < 0.02 * backbone
+    if variant:
+        assert sum(warmup.values()) == sum(joint.values()) - joint["*lora_*"]  # LoRA adds its adapters only
+        assert 1e6 < joint["*lora_*"] < 0.02 * backbone
+    else:
+        language_model = joint["backbone.model.language_model.*"]
+        assert 0.6 * backbone < language_model < backbone and sum(warmup.values()) == sum(joint.values())
+        assert joint["(frozen)"] == warmup["(frozen)"] - language_model  # the vision encoder (and LM head)
+
+
+def test_the_2b_recipe_gives_the_released_embedding_size():
+    """LaME-2B's model card lists a projection dimension of 3584 (Qwen2-VL-2B's hidden size is 1536)."""
+    from lame.modeling.meta import build_on_meta
+    from lame.training.trainer import model_config
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "qwen2-vl-2b.yaml", check_paths=False)
+    model = build_on_meta(recipe.model.backbone, None, model_config(recipe).replace(use_decoder=False))
+    assert model.embedding_dim == 3584 and model.adapter.hidden_size(model.backbone) == 1536
 
 
 def test_overrides_and_bad_overrides(tmp_path):
