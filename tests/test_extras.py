@@ -15,8 +15,8 @@ import pytest
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 HEAVY = ("torch", "transformers", "peft", "accelerate")
-VERBS = ["demo", "train", "quickstart", "eval", "encode", "index", "index build", "search", "serve", "bench",
-         "bench serve", "bench speed", "bench encode", "bench quality"]
+VERBS = ["demo", "train", "quickstart", "eval", "encode", "data", "data convert", "index", "index build", "search",
+         "serve", "bench", "bench serve", "bench speed", "bench encode", "bench quality"]
 
 
 def run_python(code: str) -> dict:

@@ -93,6 +93,23 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_convert(args: argparse.Namespace) -> int:
+    from .data.convert import VLM2VEC_V2_MIXTURE, convert
+
+    summaries = convert(args.format, args.source, args.output, image_root=args.image_root,
+                        video_root=args.video_root, subsets=args.subsets, split=args.split or None,
+                        max_rows=args.max_rows, published_caps=args.published_caps, num_frames=args.num_frames,
+                        name=args.name)
+    for summary in summaries:
+        print(summary.line())
+    weights = {m.name: m.weight for m in VLM2VEC_V2_MIXTURE}
+    print(f"summary: {Path(args.output) / 'convert-summary.json'}; as recipe data sources "
+          "(weights of the VLM2Vec-V2 mixture where it has the source):")
+    for summary in summaries:
+        print(f"    - {{path: {summary.output}, weight: {weights.get(summary.name, 1.0)}}}")
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
     from .index import VectorIndex
 
@@ -258,6 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
     enc.add_argument("--max-shards", type=int, help="stop each process after this many new shards (resume later)")
     enc.set_defaults(func=_encode)
+
+    data = verbs.add_parser("data", help="training data: convert published training sets to training JSONL")
+    data_convert = data.add_subparsers(dest="data_verb", required=True).add_parser(
+        "convert", help="MMEB-train, the VLM2Vec-V2 video and visual-document sources -> training JSONL "
+                        "(streamed; image paths checked; a summary of counts and skipped rows)")
+    data_convert.add_argument("format", choices=["mmeb-train", "llavahound-caption", "llavahound-video",
+                                                 "llavahound-qa", "vidore", "visrag"])
+    data_convert.add_argument("source", help="the local copy: MMEB-train's snapshot folder, a LLaVA-Hound JSONL, "
+                                             "or a folder/parquet file of the ColPali or VisRAG set")
+    data_convert.add_argument("output", help="folder for the JSONL files (one per subset or source)")
+    data_convert.add_argument("--image-root", help="mmeb-train: the folder its image paths are relative to "
+                                                   "(default: SOURCE)")
+    data_convert.add_argument("--video-root", help="llavahound-*: the folder of frame folders, one per video")
+    data_convert.add_argument("--subsets", nargs="+", help="mmeb-train: only these subsets")
+    data_convert.add_argument("--split", default="original", help="mmeb-train: parquet split (default: original)")
+    data_convert.add_argument("--max-rows", type=int, help="at most this many records per output file")
+    data_convert.add_argument("--published-caps", action="store_true",
+                              help="the per-source row caps of the VLM2Vec-V2 mixture")
+    data_convert.add_argument("--num-frames", type=int, default=8, help="llavahound-*: frames per video (default 8)")
+    data_convert.add_argument("--name", help="output file stem (default: the source's name in the mixture)")
+    data_convert.set_defaults(func=_data_convert)
 
     index = verbs.add_parser("index", help="build a FAISS index over `lame encode` output")
     index_build = index.add_subparsers(dest="index_verb", required=True).add_parser("build", help="build an index")
