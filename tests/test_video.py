@@ -174,3 +174,11 @@ def test_jsonl_training_records_name_videos_relative_to_the_file(tmp_path):
         {"query": {"video": "videos/clip", "num_frames": 2, "text": "describe"}, "positive": "colours"}) + "\n")
     example = JsonlSource(tmp_path / "train.jsonl").read(0)
     assert len(to_item(example.query).videos[0].frames) == 2
+
+
+def test_the_frame_budget_is_part_of_the_fingerprint():
+    plain = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=1, use_decoder=False))
+    again = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=1, use_decoder=False))
+    small = build_tiny_model("qwen2_vl", config=LaMEConfig(num_reason_tokens=1, use_decoder=False,
+                                                           video_max_pixels=28 * 28))
+    assert plain.fingerprint() == again.fingerprint() != small.fingerprint()

@@ -25,6 +25,7 @@ import torch
 
 EMBEDDING_CONFIG = ("variant", "latent_steps", "cot_max_new_tokens", "num_reason_tokens", "num_embed_tokens",
                     "pooling", "projection_dim", "normalize", "backbone_type", "reason_token_ids", "embed_token_ids")
+OPTIONAL_CONFIG = ("video_max_pixels",)
 WHOLE = 65_536  # tensors up to this many values are hashed whole
 SAMPLE = 4_096  # values sampled from a larger tensor
 
@@ -35,8 +36,12 @@ def model_fingerprint(model) -> str:
     config = model.config.to_dict()
     processor = model.image_processor.to_dict() if hasattr(model.image_processor, "to_dict") else {}
     processor = {k: v for k, v in processor.items() if not k.startswith("_") and k != "processor_class"}
+    shaping = {k: config.get(k) for k in EMBEDDING_CONFIG}
+    for key in OPTIONAL_CONFIG:  # only where set: models without them keep the fingerprints they had
+        if config.get(key) is not None:
+            shaping[key] = config[key]
     header = {
-        "config": {k: config.get(k) for k in EMBEDDING_CONFIG},
+        "config": shaping,
         "dim": model.embedding_dim,
         "image_processor": processor,
         "tokenizer": {"size": len(model.tokenizer),
