@@ -7,6 +7,7 @@ MRMR's own-document pools for Negation, official items, pin_p distractors and th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -311,17 +312,17 @@ def test_check_data_lists_what_is_missing_and_the_command_for_each_part(tmp_path
     assert "  missing  ImageNet-1K" in report and "test data: image-query/ImageNet-1K" in report
     assert ("images: MISSING (looked for image-tasks/MMEB, image-tasks/<Task>)") in report
     expected = [
-        f"huggingface-cli download TIGER-Lab/MMEB-V2 --repo-type dataset --include image-tasks/mmeb_v1.tar.gz "
-        f"--local-dir {r} && tar -xzf {r}/image-tasks/mmeb_v1.tar.gz -C {r}/image-tasks",
-        f"huggingface-cli download VLM2Vec/HMDB51 --repo-type dataset --exclude '*.mp4' '*.avi' '*.mkv' '*.zip' "
-        f"'*.tar' '*.tar.gz' --local-dir {r}/video-tasks/data/HMDB51",
-        f"mkdir -p {r}/video-tasks/frames/video_cls && tar -xzf {r}/video-tasks/frames/video_cls.tar.gz "
-        f"-C {r}/video-tasks/frames/video_cls",  # the archive is there: extraction only
-        f"huggingface-cli download vidore/arxivqa_test_subsampled_beir --repo-type dataset "
-        f"--local-dir {r}/visdoc-tasks/data/arxivqa_test_subsampled_beir",
-        f"huggingface-cli download TIGER-Lab/MMEB-V2 --repo-type dataset --include video-tasks/frames/video_ret.tar.gz "
-        f"--local-dir {r} && mkdir -p {r}/video-tasks/frames/video_ret && tar -xzf "
-        f"{r}/video-tasks/frames/video_ret.tar.gz -C {r}/video-tasks/frames/video_ret",
+        (f"huggingface-cli download TIGER-Lab/MMEB-V2 --repo-type dataset --include image-tasks/mmeb_v1.tar.gz "
+         f"--local-dir {r} && tar -xzf {r}/image-tasks/mmeb_v1.tar.gz -C {r}/image-tasks"),
+        (f"huggingface-cli download VLM2Vec/HMDB51 --repo-type dataset --exclude '*.mp4' '*.avi' '*.mkv' '*.zip' "
+         f"'*.tar' '*.tar.gz' --local-dir {r}/video-tasks/data/HMDB51"),
+        (f"mkdir -p {r}/video-tasks/frames/video_cls && tar -xzf {r}/video-tasks/frames/video_cls.tar.gz "
+         f"-C {r}/video-tasks/frames/video_cls"),  # the archive is there: extraction only
+        (f"huggingface-cli download vidore/arxivqa_test_subsampled_beir --repo-type dataset "
+         f"--local-dir {r}/visdoc-tasks/data/arxivqa_test_subsampled_beir"),
+        (f"huggingface-cli download TIGER-Lab/MMEB-V2 --repo-type dataset --include video-tasks/frames/video_ret.tar.gz "
+         f"--local-dir {r} && mkdir -p {r}/video-tasks/frames/video_ret && tar -xzf "
+         f"{r}/video-tasks/frames/video_ret.tar.gz -C {r}/video-tasks/frames/video_ret"),
     ]
     lines = report.splitlines()
     for command in expected:
@@ -422,3 +423,22 @@ def test_mrmr_knowledge_pin_p_rows_are_distractors_and_images_go_to_the_cache(tm
     (knowledge,) = load_mrmr(root, ["Knowledge"], extract_dir=tmp_path / "mine")
     assert same_image(knowledge.queries[0].item["image"], root / "knowledge" / "images" / "C.png")
     assert knowledge.queries[0].item["image"].parent == tmp_path / "mine"
+
+
+def test_lame_eval_scores_mmeb_v2_and_mrmr_items_end_to_end(tmp_path, saved_tiny_model, capsys):
+    """The items the loaders build (frame lists, candidate instructions, MRMR's text + image) embed and
+    score through the command line with the published options."""
+    make_mmeb(tmp_path / "mmeb", "parquet" if importlib.util.find_spec("pyarrow") else "jsonl")
+    out = tmp_path / "scores.json"
+    assert main(["eval", "--model", str(saved_tiny_model), "--benchmark", "mmeb-v2", "--data-root",
+                 str(tmp_path / "mmeb"), "--tasks", "MSR-VTT", "Video-MME", "ViDoRe_arxivqa", "--num-frames", "2",
+                 "--candidate-instruction", "upstream", "--image-cache", str(tmp_path / "img"), "--cache-dir", "",
+                 "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["tasks"]) == {"MSR-VTT", "Video-MME", "ViDoRe_arxivqa"}
+    assert report["tasks"]["ViDoRe_arxivqa"]["metric"] == "ndcg@5"
+    make_mrmr(tmp_path / "mrmr", "jsonl")
+    assert main(["eval", "--model", str(saved_tiny_model), "--benchmark", "mrmr", "--data-root", str(tmp_path / "mrmr"),
+                 "--tasks", "Knowledge", "Negation", "--cache-dir", "", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["tasks"]["Negation"]["num_queries"] == 2
+    assert "overall" in capsys.readouterr().out

@@ -30,18 +30,42 @@ from pathlib import Path
 from ...errors import InvalidInput, MissingPath
 from ..tasks import RetrievalTask
 from .common import CandidatePool, MMEBTask, _assemble, _Context, make_item
-from .files import (DATA_SUFFIXES, ImageStore, data_files, default_image_cache, read_file, read_records,
-                    sample_frames)
+from .files import (
+    DATA_SUFFIXES,
+    ImageStore,
+    data_files,
+    default_image_cache,
+    read_file,
+    read_records,
+    sample_frames,
+)
 from .image import IMAGE_TASKS, parse_image
 from .labels import VIDEO_CLS_LABELS
 from .layout import IMAGE_TEST_REPO, DataPart, check_parts, data_candidates, find_task_data, format_check
 from .video import VIDEO_PARSERS, VIDEO_TASKS
 from .visdoc import _OTHER_NAMES, VISDOC_PROMPT, VISDOC_TARGET, VISDOC_TASKS, load_beir_qrels, load_visdoc
 
-__all__ = ["CandidatePool", "DATA_SUFFIXES", "DataPart", "ImageStore", "MMEBTask", "MMEB_V2_GROUPS",
-           "MMEB_V2_TASKS", "VIDEO_CLS_LABELS", "check_mmeb_v2", "data_files", "format_check", "load_beir_qrels",
-           "load_mmeb_v2", "make_item", "mmeb_task_path", "read_file", "read_records", "sample_frames",
-           "select_tasks"]
+__all__ = [
+    "DATA_SUFFIXES",
+    "MMEB_V2_GROUPS",
+    "MMEB_V2_TASKS",
+    "VIDEO_CLS_LABELS",
+    "CandidatePool",
+    "DataPart",
+    "ImageStore",
+    "MMEBTask",
+    "check_mmeb_v2",
+    "data_files",
+    "format_check",
+    "load_beir_qrels",
+    "load_mmeb_v2",
+    "make_item",
+    "mmeb_task_path",
+    "read_file",
+    "read_records",
+    "sample_frames",
+    "select_tasks",
+]
 
 # the leaderboard's frame count (Qwen3-VL-Embedding's reference evaluation, VLM2Vec's mmeb_v2_video_64f.yaml);
 # VLM2Vec's public video.yaml samples 8
