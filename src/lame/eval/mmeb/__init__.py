@@ -202,7 +202,7 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *,
                           "(lame eval --benchmark mmeb-v2 --check-data ROOT lists what is missing and how to get it)")
     ctx = _Context(root, num_frames, ImageStore(Path(extract_dir) if extract_dir else default_image_cache()),
                    num_clip_frames=num_clip_frames, pad_frames=pad_frames, candidate_instruction=candidate_instruction,
-                   moment_positives=moment_positives, label_pool=label_pool)
+                   moment_positives=moment_positives)
     for name in names:  # every frame folder before any record is parsed
         if MMEB_V2_TASKS[name].modality == "video":
             ctx.frames_root(MMEB_V2_TASKS[name])

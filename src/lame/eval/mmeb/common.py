@@ -134,7 +134,6 @@ class _Context:
     pad_frames: bool = False
     candidate_instruction: str = "none"  # "none" | "upstream"
     moment_positives: str = "all"  # "all" | "last"
-    label_pool: str = "fixed"  # "fixed" | "test"
     _frame_roots: dict = field(default_factory=dict)
 
     def frames_root(self, spec: MMEBTask) -> Path:
