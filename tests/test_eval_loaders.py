@@ -16,9 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lame.eval.mmeb import MMEB_V2_TASKS, load_mmeb_v2, sample_frames
+from lame.eval.mmeb import MMEB_V2_TASKS, VIDEO_CLS_LABELS, load_mmeb_v2, sample_frames
 from lame.eval.mrmr import MRMR_TASKS, load_mrmr
 from lame.eval.runner import score_task
+
+
+@pytest.fixture(autouse=True)
+def image_cache(tmp_path, monkeypatch) -> Path:
+    """Images stored in parquet files are extracted to $LAME_CACHE/images by default: a per-test folder."""
+    monkeypatch.setenv("LAME_CACHE", str(tmp_path / "lame-cache"))
+    return tmp_path / "lame-cache" / "images"
 
 
 @pytest.fixture(params=["jsonl", "parquet"])
@@ -354,7 +361,7 @@ def test_other_video_formats(tmp_path):
 
     assert t["SmthSmthV2"].queries[0].item["images"] == ssv2
     assert cands("SmthSmthV2") == ["Folding something", "Opening something"]
-    assert sorted(t["HMDB51"].corpus.values()) == ["run", "walk"]
+    assert list(t["HMDB51"].corpus.values()) == VIDEO_CLS_LABELS["HMDB51"]  # the 51 published classes
     assert t["HMDB51"].queries[0].candidates is None
     assert t["HMDB51"].queries[0].item["images"] == hmdb
     q = t["QVHighlight"].queries[0]
@@ -368,7 +375,7 @@ def test_other_video_formats(tmp_path):
     assert cands("EgoSchema") == ["two", "one"] and t["EgoSchema"].queries[0].item["images"] == ego
     assert cands("ActivityNetQA") == ["no", "yes"] and t["ActivityNetQA"].queries[0].item["images"] == anet
     q = t["MVBench"].queries[0]
-    assert cands("MVBench") == ["3", "1", "2"] and q.item["images"] == mvb
+    assert cands("MVBench") == ["(C) 3", "(A) 1", "(B) 2"] and q.item["images"] == mvb
     assert q.meta == {"subset": "action_count"}
     for task in t.values():
         assert all(q.relevant == {q.candidates[0]: 1.0} for q in task.queries if q.candidates)
@@ -390,7 +397,7 @@ def test_visrag_page_names(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------
-# MRMR fixture: Knowledge (interleaved, graded) and Negation (image queries, Hit@1)
+# MRMR fixture: Knowledge (interleaved, graded) and Negation (image queries, Hit@1, own documents)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -418,6 +425,7 @@ def make_mrmr(root: Path, fmt: str) -> dict:
         {"query_id": "q2", "corpus_id": "d3", "score": 1},
     ], fmt)
 
+    # Negation: each query has its own four descriptions <query id>_1 .. _4, one of them relevant
     npics = root / "negation" / "images"
     g = {k: write_png(npics / f"{k}.png", c) for k, c in (("F", "cyan"), ("G", "magenta"))}
     nq = root / "negation" / "query"
@@ -426,12 +434,12 @@ def make_mrmr(root: Path, fmt: str) -> dict:
         {"id": "n2", "modality": "image", "text": "", "image": image_cell(g["G"], nq, fmt)},
     ], fmt)
     write_rows(root / "negation" / "corpus", "test-00000-of-00001", [
-        {"id": f"t{k}", "modality": "text", "text": f"Caption {k} is not true.", "image": None}
-        for k in (1, 2, 3)
+        {"id": f"{q}_{k}", "modality": "text", "text": f"Caption {q}.{k} is not true.", "image": None}
+        for q in ("n1", "n2") for k in (1, 2, 3, 4)
     ], fmt)
     write_rows(root / "negation" / "qrels", "test-00000-of-00001", [
-        {"query-id": "n1", "corpus-id": "t1", "score": 1},
-        {"query-id": "n2", "corpus-id": "t2", "score": 1},
+        {"query-id": "n1", "corpus-id": "n1_1", "score": 1},
+        {"query-id": "n2", "corpus-id": "n2_2", "score": 1},
     ], fmt)
     return {**f, **g}
 
@@ -444,23 +452,44 @@ def test_mrmr_registry():
     assert {t.category for t in MRMR_TASKS.values()} == {"knowledge", "theorem", "contradiction"}
 
 
-def test_mrmr_interleaved_items_and_graded_qrels(tmp_path, fmt):
+def test_mrmr_items_as_the_official_code_builds_them(tmp_path, fmt):
+    """Default items: the record's text with its <image N> placeholders, plus its ``image`` column
+    (MRMR's mteb tasks pass exactly these two fields to a model)."""
     f = make_mrmr(tmp_path, fmt)
-    knowledge, negation = load_mrmr(tmp_path, ["Knowledge", "Negation"])
+    knowledge, negation = load_mrmr(tmp_path, ["Knowledge", "Negation"], extract_dir=tmp_path / "cache")
     assert (knowledge.metric, knowledge.category, knowledge.group_by) == ("ndcg@10", "knowledge", "domain")
     assert (negation.metric, negation.category) == ("hit@1", "contradiction")
 
     q1, q2 = knowledge.queries  # q3 has no judged document
+    assert set(q1.item) == {"instruction", "image", "text"}
     assert q1.item["instruction"] == "Retrieve relevant documents that help answer the question."
+    assert q1.item["text"] == "Look at <image 1> and <image 2>. Which disease?"
+    assert same_image(q1.item["image"], f["C"])  # the image column; the numbered images are not read
+    assert q1.relevant == {"d1": 2.0, "d2": 1.0}
+    assert q1.meta == {"category": "Clinical_Medicine", "domain": "Medicine"}
+    assert q2.item == {"instruction": q1.item["instruction"], "text": "Who painted it?"}
+    assert q2.relevant == {"d3": 1.0} and q2.candidates is None
+
+    # d1 has numbered images only and no image column: its text alone, placeholders and all
+    assert knowledge.corpus["d1"] == "Slide <image 1> shows a lesion; see also <image 2>"
+    assert knowledge.corpus["d2"] == "A plain text document."
+    assert same_image(knowledge.corpus["d3"], f["E"])
+
+    n1, n2 = negation.queries
+    assert same_image(n1.item["image"], f["F"]) and set(n1.item) == {"instruction", "image"}
+    assert n1.relevant == {"n1_1": 1.0} and n2.relevant == {"n2_2": 1.0}
+    assert negation.corpus["n1_3"] == "Caption n1.3 is not true."
+
+
+def test_mrmr_interleaved_items(tmp_path, fmt):
+    """items="interleaved": text pieces and the numbered images in reading order."""
+    f = make_mrmr(tmp_path, fmt)
+    (knowledge,) = load_mrmr(tmp_path, ["Knowledge"], items="interleaved", extract_dir=tmp_path / "cache")
+    q1 = knowledge.queries[0]
     parts = q1.item["parts"]
     assert [p if isinstance(p, str) else "IMG" for p in parts] == [
         "Look at", "IMG", "and", "IMG", ". Which disease?"]
     assert same_image(parts[1], f["A"]) and same_image(parts[3], f["B"])  # the combined "image" C is left out
-    assert q1.relevant == {"d1": 2.0, "d2": 1.0}
-    assert q1.meta == {"category": "Clinical_Medicine", "domain": "Medicine"}
-    assert q2.item["parts"] == ["Who painted it?"] and q2.relevant == {"d3": 1.0}
-    assert q2.candidates is None
-
     d1 = knowledge.corpus["d1"]
     assert [p if isinstance(p, str) else "IMG" for p in d1] == [
         "Slide", "IMG", "shows a lesion; see also", "IMG"]
@@ -469,11 +498,8 @@ def test_mrmr_interleaved_items_and_graded_qrels(tmp_path, fmt):
     assert len(knowledge.corpus["d3"]) == 1 and same_image(knowledge.corpus["d3"][0], f["E"])
     if fmt == "jsonl":  # path cells point at the written files themselves
         assert d1[1].resolve() == f["D"].resolve()
-
-    n1, n2 = negation.queries
-    assert len(n1.item["parts"]) == 1 and same_image(n1.item["parts"][0], f["F"])
-    assert n1.relevant == {"t1": 1.0} and n2.relevant == {"t2": 1.0}
-    assert negation.corpus["t3"] == ["Caption 3 is not true."]
+    with pytest.raises(ValueError, match="items"):
+        load_mrmr(tmp_path, ["Knowledge"], items="sideways")
 
 
 def test_mrmr_scores_by_hand(tmp_path):
@@ -487,9 +513,11 @@ def test_mrmr_scores_by_hand(tmp_path):
     assert result["metric"] == "ndcg@10"
     assert result["score"] == pytest.approx((dcg / idcg + 1.0) / 2)
     assert result["groups"]["Medicine"]["ndcg@10"] == pytest.approx(dcg / idcg)
-    # Negation: n1 -> t1 right, n2 -> t3 wrong: Hit@1 = 1/2
-    query_emb = np.array([[0.9, 0.1, 0.2], [0.1, 0.3, 0.8]])
-    result, _ = score_task(negation, query_emb, np.eye(3), ["t1", "t2", "t3"])
+    # Negation: n1 -> n1_1 right, n2 -> n2_4 wrong: Hit@1 = 1/2
+    doc_ids = list(negation.corpus)
+    query_emb = np.zeros((2, len(doc_ids)))
+    query_emb[0, doc_ids.index("n1_1")], query_emb[1, doc_ids.index("n2_4")] = 1.0, 1.0
+    result, _ = score_task(negation, query_emb, np.eye(len(doc_ids)), doc_ids)
     assert (result["metric"], result["score"]) == ("hit@1", pytest.approx(0.5))
 
 

@@ -153,11 +153,12 @@ def test_an_altered_reference_file_is_named(tmp_path):
     copy = tmp_path / "reference"
     shutil.copytree(REFERENCE_DIR, copy)
     verify_checksums(copy)
-    config = json.loads((copy / "config.json").read_text())
+    original = (copy / "config.json").read_bytes()
+    config = json.loads(original)
     (copy / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     with pytest.raises((UserError, ValueError), match="config.json"):
         verify_checksums(copy)
-    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "config.json").write_bytes(original)
     (copy / "extra.txt").write_text("x")
     with pytest.raises((UserError, ValueError), match="extra.txt"):
         verify_checksums(copy)

@@ -42,11 +42,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .eval.loaders import load_benchmark
+    from .errors import InvalidInput
+    from .eval.loaders import check_benchmark_data, load_benchmark
     from .eval.runner import evaluate, format_table, save_report
+
+    if args.check_data is not None:  # what is there and how to get the rest; no model, no embedding
+        parts, report = check_benchmark_data(args.benchmark, args.check_data, args.tasks)
+        print(report)
+        return 0 if all(p.found for p in parts) else 1
+    if not args.model:
+        raise InvalidInput("lame eval: --model is required (except with --check-data)")
     from .modeling import LaMEModel
 
-    tasks = load_benchmark(args.benchmark, args.data_root, args.tasks)
+    tasks = load_benchmark(args.benchmark, args.data_root, args.tasks, **_benchmark_options(args))
     model = LaMEModel.from_pretrained(args.model, device=args.device)
     report = evaluate(model, tasks, batch_size=args.batch_size, cache_dir=args.cache_dir, model_dir=args.model)
     report["model"], report["benchmark"] = str(args.model), args.benchmark
@@ -64,6 +72,36 @@ def _eval(args: argparse.Namespace) -> int:
         else:
             print(f"model card updated: {card} (model-index and table for {Path(args.benchmark).name})")
     return 0
+
+
+def _benchmark_options(args: argparse.Namespace) -> dict:
+    """The loader options given on the command line (None: not given, the loader's default applies)."""
+    from .errors import InvalidInput
+
+    eval_type = None
+    if args.eval_type:
+        eval_type = {}
+        for pair in args.eval_type:
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise InvalidInput(f"--eval-type takes TASK=local or TASK=global, got {pair!r}")
+            eval_type[name] = value
+    return {
+        "num_frames": args.num_frames, "num_clip_frames": args.num_clip_frames, "num_samples": args.num_samples,
+        "pad_frames": True if args.pad_frames else None, "eval_type": eval_type,
+        "candidate_instruction": args.candidate_instruction, "moment_positives": args.moment_positives,
+        "label_pool": args.label_pool, "items": args.mrmr_items, "extract_dir": args.image_cache,
+    }
+
+
+def _frames(value: str) -> int | str:
+    """--num-frames: a positive count, or "all" (every saved frame)."""
+    if value == "all":
+        return value
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {value!r}")
+    return number
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -254,16 +292,49 @@ def build_parser() -> argparse.ArgumentParser:
     quick.set_defaults(func=_quickstart)
 
     ev = verbs.add_parser("eval", help="score a model on a benchmark (MMEB-V2, MRMR or a JSONL folder)")
-    ev.add_argument("--model", required=True, help="saved LaME model folder")
+    ev.add_argument("--model", help="saved LaME model folder (required, except with --check-data)")
     ev.add_argument("--benchmark", required=True, help="mmeb-v2, mrmr, or a JSONL benchmark folder")
     ev.add_argument("--data-root", help="folder holding the named benchmark's files")
     ev.add_argument("--tasks", nargs="+", help="only these tasks")
+    ev.add_argument("--check-data", metavar="ROOT",
+                    help="mmeb-v2 / mrmr: list which parts are under ROOT, which are missing and the command that "
+                         "downloads each missing part; nothing is embedded (exit status 1 when a part is missing)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--cache-dir", default=".lame-cache/embeddings", help="embedding cache ('' to disable)")
+    ev.add_argument("--image-cache", metavar="DIR",
+                    help="mmeb-v2 / mrmr: where images stored inside data files are extracted "
+                         "(default: $LAME_CACHE/images, i.e. ~/.cache/lame/images)")
     ev.add_argument("--output", help="scores JSON (default: MODEL/scores-<benchmark>.json)")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     ev.add_argument("--no-card", action="store_true",
                     help="do not write the scores into MODEL/README.md (its model-index and results table)")
+    proto = ev.add_argument_group("MMEB-V2 protocol (docs/benchmarks.md: which published setting each default follows)")
+    proto.add_argument("--num-frames", type=_frames, metavar="N|all",
+                       help="frames sampled per video, evenly spaced (default 64, the leaderboard's; VLM2Vec's "
+                            "public configs: 8); 'all': every saved frame")
+    proto.add_argument("--num-clip-frames", type=_frames, metavar="N|all",
+                       help="frames per candidate clip of QVHighlight / Charades-STA (default 8, as published)")
+    proto.add_argument("--num-samples", type=int, metavar="N",
+                       help="only the first N records of each task (num_sample_per_subset; SmthSmthV2 is always "
+                            "cut to 1,000)")
+    proto.add_argument("--pad-frames", action="store_true",
+                       help="sample short videos with repetition up to --num-frames (VLM2Vec main since June "
+                            "2026; default: their saved frames as they are, the leaderboard's reference)")
+    proto.add_argument("--eval-type", action="append", metavar="TASK=local|global",
+                       help="rank a task's own candidate lists (local) or its whole pool (global) (repeatable)")
+    proto.add_argument("--candidate-instruction", choices=("none", "upstream"),
+                       help="none (default, the leaderboard's reference) or upstream: VLM2Vec's target "
+                            "instructions on candidates (tgt_inst, TASK_INST_TGT)")
+    proto.add_argument("--moment-positives", choices=("all", "last"),
+                       help="QVHighlight / Charades-STA: every positive clip is relevant (all, default; VLM2Vec "
+                            "main) or only the last one listed (last; the VLM2Vec-V2 release code)")
+    proto.add_argument("--label-pool", choices=("fixed", "test"),
+                       help="global video classification ranks the published label lists (fixed, default) or "
+                            "only the labels of the test file (test)")
+    mrmr = ev.add_argument_group("MRMR")
+    mrmr.add_argument("--mrmr-items", choices=("official", "interleaved"),
+                      help="official (default): text with its <image N> placeholders plus the image column, as "
+                           "MRMR's evaluation code; interleaved: text pieces and the numbered images in order")
     ev.set_defaults(func=_eval)
 
     enc = verbs.add_parser("encode", help="embed a JSONL corpus into float32 shards (resumable; data-parallel "

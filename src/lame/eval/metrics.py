@@ -7,6 +7,10 @@ Definitions (the ones MMEB-V2 and MRMR report):
 * MRR: 1 / rank of the first relevant document (0 if none is ranked).
 * nDCG@k, linear gain: DCG@k = sum_{i=1..k} grade_i / log2(i + 1), divided by the DCG@k of the
   ideal order of the grades (0 when nothing is relevant).
+
+A grade <= 0 (or a document without a grade) is not relevant and gains nothing: negative grades count as
+0, as trec_eval (and pytrec_eval, which MRMR's evaluation uses) treats them. Ties in the ranking itself
+are broken in :func:`lame.eval.runner.rank`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def mrr(ranking: Sequence[str], relevant: dict[str, float]) -> float:
 
 
 def ndcg_at_k(ranking: Sequence[str], relevant: dict[str, float], k: int) -> float:
-    dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
+    dcg = sum(max(relevant.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
     ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0

@@ -7,10 +7,13 @@ Nothing is downloaded. ``root`` holds one folder per task, each a snapshot of ``
     root/<folder>/qrels/test-*.parquet     query-id (or query_id), corpus-id (or corpus_id), score
     root/<folder>/pin_p/...                optional extra corpus documents (Knowledge)
 
-Queries and documents are image-text interleaved: ``text`` holds ``<image 1>``, ``<image 2>``, ... (or
-``<image>``) where the images ``image 1``, ``image 2``, ... (or ``image``) stand. Each becomes a list of
-text and image parts in reading order. Relevance is graded (``score``); the main metric is nDCG@10,
-except Hit@1 for Negation. docs/benchmarks.md lists the decisions taken where the data was ambiguous.
+Items are built as MRMR's own evaluation code builds them (rebeccaz4/MRMR, ``mteb/tasks/Image/
+Any2AnyRetrieval/eng/*``): the record's ``text``, ``<image N>`` placeholders included, with its ``image``
+column. ``items="interleaved"`` builds instead a list of text and image parts in reading order from
+the numbered ``image N`` columns. Relevance is graded (``score``); the main metric is nDCG@10, except
+Hit@1 for Negation, whose queries rank only their own four descriptions (``<query id>_1`` ..
+``_4``), as the official predictions do. docs/benchmarks.md lists the decisions taken where the data
+was ambiguous.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 
 from ..errors import InvalidInput, MissingPath
 from .mmeb import ImageStore, load_beir_qrels, read_records, select_tasks
-from .mmeb.files import row_where
+from .mmeb.files import default_image_cache, row_where
+from .mmeb.layout import DataPart, hf_download
 from .tasks import Query, RetrievalTask
 
 
@@ -35,6 +39,8 @@ class MRMRTask:
     metric: str
     instruction: str  # the task prompt of the MRMR evaluation code (rebeccaz4/MRMR, mteb/tasks)
     domains: dict = field(default_factory=dict)  # query "category" -> reported domain
+    pool: str = "corpus"  # "corpus": every query ranks the corpus; "own": only docs "<query id>_<k>"
+    pin_p: str = "own"  # extra pin_p rows keep their ids ("own", Theorem) or are distractors ("distractor")
 
 
 _KNOWLEDGE_DOMAINS = {
@@ -56,12 +62,13 @@ _THEOREM_DOMAINS = {
 MRMR_TASKS: dict[str, MRMRTask] = {
     t.name: t for t in (
         MRMRTask("Knowledge", "knowledge", "knowledge", "ndcg@10",
-                 "Retrieve relevant documents that help answer the question.", _KNOWLEDGE_DOMAINS),
+                 "Retrieve relevant documents that help answer the question.", _KNOWLEDGE_DOMAINS,
+                 pin_p="distractor"),
         MRMRTask("Theorem", "theorem", "theorem", "ndcg@10",
                  "Retrieve relevant theorems that are involved in solving the problem.", _THEOREM_DOMAINS),
         MRMRTask("Negation", "negation", "contradiction", "hit@1",
                  "Given an image caption, retrieve descriptions that have contradictory information with "
-                 "the image."),
+                 "the image.", pool="own"),
         MRMRTask("Design", "design", "contradiction", "ndcg@10",
                  "Given a vehicle design, retrieve the design requirements that it violates."),
         MRMRTask("Traffic", "traffic", "contradiction", "ndcg@10",
@@ -69,9 +76,22 @@ MRMR_TASKS: dict[str, MRMRTask] = {
     )
 }
 MRMR_GROUPS = ("knowledge", "theorem", "contradiction")  # also accepted in ``tasks=``
+MRMR_ITEMS = ("official", "interleaved")
 
 _PLACEHOLDER = re.compile(r"(<image(?: \d+)?>)")
 _NUMBERED = re.compile(r"image (\d+)")
+
+
+def official_item(row: dict, images: ImageStore, where: str) -> Any:
+    """A record as MRMR's evaluation code passes it to a model: its ``text`` as it is (``<image N>``
+    placeholders included) and its ``image`` column (an image followed by the text; either may be
+    absent). None when the record has neither."""
+    image = images.path(row.get("image"), Path(row["_source"]).parent, where)
+    text = row.get("text")
+    text = str(text) if text is not None and str(text).strip() else ""
+    if image is None:
+        return text or None
+    return {"image": image, "text": text} if text else image
 
 
 def interleave(row: dict, images: ImageStore, where: str) -> list:
@@ -123,26 +143,38 @@ def _subdir(task_dir: Path, names: tuple[str, ...], what: str) -> Path:
     raise MissingPath(f"{what}: no {names[0]}/ in {task_dir}")
 
 
-def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalTask:
+def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore, items: str) -> RetrievalTask:
     what = f"MRMR task {spec.name}"
+
+    def build(row: dict, where: str) -> Any:
+        if items == "interleaved":
+            return interleave(row, images, where) or None
+        return official_item(row, images, where)
+
     qrels = load_beir_qrels(read_records(_subdir(task_dir, ("qrels",), what), split="test"), what)
     corpus: dict[str, Any] = {}
     for i, row in enumerate(read_records(_subdir(task_dir, ("corpus",), what), split="test")):
         where = f"{what}, corpus {row_where(row, i)}"
         if "id" not in row:
             raise InvalidInput(f"{where}: missing field 'id'")
-        parts = interleave(row, images, where)
-        if not parts:
+        item = build(row, where)
+        if item is None:
             raise InvalidInput(f"{where}: empty document (no text and no image)")
-        corpus[str(row["id"])] = parts
+        corpus[str(row["id"])] = item
     if (task_dir / "pin_p").exists():  # extra corpus documents of the Knowledge/Theorem data
         for i, row in enumerate(read_records(task_dir / "pin_p", split="test")):
             where = f"{what}, pin_p {row_where(row, i)}"
             own = str(row["id"]) if row.get("id") is not None else None
-            doc_id = own if own is not None and own not in corpus else f"pin_p-{i}"
-            parts = interleave(row, images, where)
-            if parts:
-                corpus[doc_id] = parts
+            # Knowledge: MRMR renames every pin_p row ("redo-<row>"), so no judgement can point at one
+            fresh = spec.pin_p == "distractor" or own is None or own in corpus
+            doc_id = f"pin_p-{i}" if fresh else own
+            item = build(row, where)
+            if item is not None:
+                corpus[doc_id] = item
+    own_docs: dict[str, list[str]] = {}
+    if spec.pool == "own":
+        for doc_id in corpus:
+            own_docs.setdefault(doc_id.rsplit("_", 1)[0], []).append(doc_id)
     queries = []
     for i, row in enumerate(read_records(_subdir(task_dir, ("query", "queries"), what), split="test")):
         where = f"{what}, query {row_where(row, i)}"
@@ -151,32 +183,64 @@ def _load_task(spec: MRMRTask, task_dir: Path, images: ImageStore) -> RetrievalT
         qid = str(row["id"])
         if qid not in qrels:  # no relevant document: not scored (as in the MTEB evaluation)
             continue
-        parts = interleave(row, images, where)
-        if not parts:
+        item = build(row, where)
+        if item is None:
             raise InvalidInput(f"{where}: empty query (no text and no image)")
+        candidates = None
+        if spec.pool == "own":
+            candidates = own_docs.get(qid)
+            if not candidates:
+                raise InvalidInput(f"{where}: no corpus document {qid}_<k> for this query to rank")
         meta = {}
         if row.get("category"):
             meta = {"category": str(row["category"]), "domain": spec.domains.get(str(row["category"]),
                                                                                  str(row["category"]))}
-        queries.append(Query(qid, {"instruction": spec.instruction, "parts": parts}, qrels[qid], None, meta))
+        query = {"instruction": spec.instruction, "parts": item} if isinstance(item, list) else \
+            _with_instruction(item, spec.instruction)
+        queries.append(Query(qid, query, qrels[qid], candidates, meta))
     if not queries:
         raise InvalidInput(f"{what}: no query has a relevant document in qrels")
     return RetrievalTask(spec.name, queries, corpus, metric=spec.metric, category=spec.category,
                          group_by="domain" if spec.domains else None)
 
 
-def load_mrmr(root: str | Path, tasks: Iterable[str] | str | None = None, *,
+def _with_instruction(item: Any, instruction: str) -> dict:
+    if isinstance(item, dict):
+        return {"instruction": instruction, **item}
+    if isinstance(item, Path):
+        return {"instruction": instruction, "image": item}
+    return {"instruction": instruction, "text": item}
+
+
+def check_mrmr(root: str | Path, tasks: Iterable[str] | str | None = None) -> list[DataPart]:
+    """Which selected task folders are present under ``root``, with the download command of each missing one."""
+    root = Path(root)
+    groups = {g: [n for n, s in MRMR_TASKS.items() if s.category == g] for g in MRMR_GROUPS}
+    parts = []
+    for name in select_tasks(MRMR_TASKS, tasks, groups, "MRMR"):
+        spec = MRMR_TASKS[name]
+        found = _task_dir(root, spec) if root.is_dir() else None
+        command = None if found else hf_download(f"MRMRbenchmark/{spec.folder}", root / spec.folder)
+        parts.append(DataPart(name, "test data", found, [spec.folder], command, f"MRMRbenchmark/{spec.folder}"))
+    return parts
+
+
+def load_mrmr(root: str | Path, tasks: Iterable[str] | str | None = None, *, items: str = "official",
               extract_dir: str | Path | None = None) -> list[RetrievalTask]:
     """Load MRMR tasks from ``root`` (one folder per task; see the module docstring).
 
     ``tasks``: task names (Knowledge, Theorem, Negation, Design, Traffic) and/or the groups "knowledge",
     "theorem", "contradiction" (None: all five); an unknown name or a missing folder raises an error
-    naming it. Images embedded in parquet files are written once to ``extract_dir`` (default
-    ``root/.lame_images``) so that items refer to image files.
+    naming it. ``items``: "official" (text with its placeholders plus the ``image`` column, as MRMR's
+    evaluation code) or "interleaved" (text pieces and the numbered images in reading order). Images
+    embedded in parquet files are written once to ``extract_dir`` (default ``$LAME_CACHE/images``, i.e.
+    ``~/.cache/lame/images``) so that items refer to image files.
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingPath(f"MRMR root {root} is not a folder")
+    if items not in MRMR_ITEMS:
+        raise InvalidInput(f"items must be one of {MRMR_ITEMS}, got {items!r}")
     groups = {g: [n for n, s in MRMR_TASKS.items() if s.category == g] for g in MRMR_GROUPS}
     names = select_tasks(MRMR_TASKS, tasks, groups, "MRMR")
     dirs = {name: _task_dir(root, MRMR_TASKS[name]) for name in names}
@@ -184,5 +248,5 @@ def load_mrmr(root: str | Path, tasks: Iterable[str] | str | None = None, *,
     if missing:
         expected = {n: str(root / MRMR_TASKS[n].folder) for n in missing}
         raise MissingPath(f"MRMR task(s) {missing} not found; expected folders {expected}")
-    images = ImageStore(Path(extract_dir) if extract_dir else root / ".lame_images")
-    return [_load_task(MRMR_TASKS[name], dirs[name], images) for name in names]
+    images = ImageStore(Path(extract_dir) if extract_dir else default_image_cache())
+    return [_load_task(MRMR_TASKS[name], dirs[name], images, items) for name in names]

@@ -82,22 +82,35 @@ def model_cache_key(model_dir: str | Path | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def rank(scores: np.ndarray, ids: Sequence[str], id_order: np.ndarray | None = None) -> list[str]:
+    """``ids`` best first: by score, highest first; equal scores by document id in decreasing order (the
+    rule of trec_eval, which MRMR's pytrec_eval evaluation follows). The order of ids never depends on
+    where a document stands in a candidate list, so a positive listed first gains nothing from a tie.
+    ``id_order``: each id's position in ascending id order (computed when not given)."""
+    if id_order is None:
+        id_order = np.argsort(np.argsort(np.asarray(ids, dtype=object)))
+    order = np.lexsort((-np.asarray(id_order), -np.asarray(scores, dtype=np.float64)))
+    return [ids[i] for i in order]
+
+
 def score_task(task: RetrievalTask, query_emb: np.ndarray, doc_emb: np.ndarray,
                doc_ids: Sequence[str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Ranks every query's pool and averages the metrics (overall and per ``task.group_by`` value).
+    """Ranks every query's pool (:func:`rank`) and averages the metrics (overall and per
+    ``task.group_by`` value).
 
     Returns the scores and each query's top 10 document ids (query id -> ranking).
     """
     position = {d: i for i, d in enumerate(doc_ids)}
+    id_rank = np.empty(len(doc_ids), dtype=np.int64)  # each document's position in ascending id order
+    id_rank[sorted(range(len(doc_ids)), key=lambda i: doc_ids[i])] = np.arange(len(doc_ids))
     sums: dict[str, float] = defaultdict(float)
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[str, int] = defaultdict(int)
     rankings = {}
     for qi, query in enumerate(task.queries):
         pool = query.candidates if query.candidates is not None else doc_ids
-        scores = doc_emb[[position[d] for d in pool]] @ query_emb[qi]
-        order = np.argsort(-scores, kind="stable")
-        ranking = [pool[i] for i in order]
+        index = [position[d] for d in pool]
+        ranking = rank(doc_emb[index] @ query_emb[qi], pool, id_rank[index])
         rankings[query.id] = ranking[:10]
         metrics = all_metrics(ranking, query.relevant)
         for name, value in metrics.items():

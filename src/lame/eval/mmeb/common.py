@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidInput
+from ...errors import InvalidInput, MissingPath
 from ..tasks import Query, RetrievalTask
 from .files import ImageStore, row_where, sample_frames
+from .layout import data_candidates, find_frames_root, frames_candidates
 
 _IMAGE_TOKEN = re.compile(r"<\|image_\d+\|>")
 
@@ -103,8 +104,13 @@ class _Entry:
     meta: dict = field(default_factory=dict)
 
 
-def _assemble(spec: MMEBTask, entries: list[_Entry], eval_type: str) -> RetrievalTask:
+def _assemble(spec: MMEBTask, entries: list[_Entry], eval_type: str, pool_first: Iterable[Any] = ()
+              ) -> RetrievalTask:
+    """The task from its entries. ``pool_first``: candidates put in the corpus before any entry's (a global
+    task's fixed candidate list, e.g. every class label, whether or not a query has it as its answer)."""
     pool = CandidatePool()
+    for item in pool_first:
+        pool.add(item)
     queries = []
     for e in entries:
         ids = [pool.add(c) for c in e.candidates]
@@ -114,17 +120,44 @@ def _assemble(spec: MMEBTask, entries: list[_Entry], eval_type: str) -> Retrieva
     return RetrievalTask(spec.name, queries, pool.corpus, metric=spec.metric, category=spec.modality)
 
 
+_SAME = object()  # "the task's num_frames"
+
+
 @dataclass
 class _Context:
+    """What the parsers share: the root, the extraction store and the protocol options of load_mmeb_v2."""
+
     root: Path
     num_frames: int | None
     images: ImageStore
+    num_clip_frames: int | None = 8
+    pad_frames: bool = False
+    candidate_instruction: str = "none"  # "none" | "upstream"
+    moment_positives: str = "all"  # "all" | "last"
+    _frame_roots: dict = field(default_factory=dict)
 
     def frames_root(self, spec: MMEBTask) -> Path:
-        return self.root / "video-tasks" / "frames" / spec.params["frames"]
+        if spec.name not in self._frame_roots:
+            found = find_frames_root(self.root, spec)
+            if found is None:
+                looked = [str(Path("video-tasks", "frames", c)) for c in frames_candidates(spec)]
+                raise MissingPath(f"MMEB-V2 task {spec.name}: no frame folder under {self.root}; looked for "
+                                  f"{looked} (lame eval --benchmark mmeb-v2 --check-data ROOT says how to get it)")
+            self._frame_roots[spec.name] = found
+        return self._frame_roots[spec.name]
 
-    def frames(self, spec: MMEBTask, folder: Path, where: str) -> list[Path]:
-        return sample_frames(folder, self.num_frames, f"MMEB-V2 task {spec.name}, {where}")
+    def data_paths(self, spec: MMEBTask) -> list[Path]:
+        return [self.root / c for c in data_candidates(spec)]
+
+    def frames(self, spec: MMEBTask, folder: Path, where: str, num_frames: Any = _SAME) -> list[Path]:
+        """The frames of one video: ``num_frames`` of them (default: the task's), None for all."""
+        n = self.num_frames if num_frames is _SAME else num_frames
+        return sample_frames(folder, n, f"MMEB-V2 task {spec.name}, {where}", pad=self.pad_frames)
+
+    def target(self, spec: MMEBTask) -> str | None:
+        """The candidate instruction: VLM2Vec's TASK_INST_TGT with candidate_instruction="upstream", else
+        none (the leaderboard's reference evaluation encodes candidates without an instruction)."""
+        return spec.params.get("target") if self.candidate_instruction == "upstream" else None
 
 
 def _where(spec: MMEBTask, i: int, row: dict) -> str:

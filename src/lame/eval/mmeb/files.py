@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,32 @@ from ...errors import InvalidInput, MissingPath
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def default_image_cache() -> Path:
+    """Where images stored inside data files are extracted by default: ``$LAME_CACHE/images``
+    (``~/.cache/lame/images`` when ``LAME_CACHE`` is not set). Never the (possibly read-only) data root."""
+    return Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame")) / "images"
+
+
+def has_data_files(path: Path, depth: int = 0) -> bool:
+    """Whether ``path`` is a data file, or a folder holding .parquet/.jsonl/.json files directly or (with
+    ``depth``) that many sub-folder levels down. Tells a test-data folder from an extracted image folder
+    of the same name (MMEB-V2's older layout moves ``image-tasks/MMEB/<Task>/`` up to
+    ``image-tasks/<Task>/``)."""
+    if path.is_file():
+        return path.suffix in DATA_SUFFIXES
+    if not path.is_dir():
+        return False
+    subdirs = []
+    for child in path.iterdir():
+        if child.name.startswith("."):
+            continue
+        if child.is_file() and child.suffix in DATA_SUFFIXES:
+            return True
+        if depth > 0 and child.is_dir():
+            subdirs.append(child)
+    return any(has_data_files(d, depth - 1) for d in subdirs)
 
 
 def data_files(path: Path, config: str | None = None, split: str | None = None) -> list[Path]:
@@ -155,11 +182,13 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def sample_frames(frame_dir: Path, num_frames: int | None, where: str) -> list[Path]:
+def sample_frames(frame_dir: Path, num_frames: int | None, where: str, pad: bool = False) -> list[Path]:
     """The frame images of one video (natural sort order), ``num_frames`` of them evenly spaced.
 
-    Like VLM2Vec: indices ``linspace(0, n - 1, num_frames)`` rounded down; a video with fewer saved frames
-    keeps all of them (no padding). ``num_frames=None`` keeps every frame.
+    Like VLM2Vec: indices ``linspace(0, n - 1, num_frames)`` rounded down. A video with fewer saved frames
+    keeps all of them, as saved (the leaderboard's reference behaviour); with ``pad=True`` it is sampled
+    the same way anyway, so frames repeat up to ``num_frames`` (VLM2Vec ``main`` since June 2026).
+    ``num_frames=None`` keeps every frame.
     """
     if not frame_dir.is_dir():
         raise MissingPath(f"{where}: frame folder {frame_dir} does not exist")
@@ -167,6 +196,6 @@ def sample_frames(frame_dir: Path, num_frames: int | None, where: str) -> list[P
                     key=lambda p: _natural_key(p.name))
     if not frames:
         raise MissingPath(f"{where}: no frame images (.jpg/.jpeg/.png) in {frame_dir}")
-    if num_frames is None or num_frames >= len(frames):
+    if num_frames is None or (num_frames >= len(frames) and not pad):
         return frames
     return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).astype(int)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,67 +11,98 @@ from ...errors import InvalidInput, MissingPath
 from .common import MMEBTask, _as_list, _Context, _Entry, _positive_first, _require, _where, make_item
 from .files import _natural_key
 
-# Query instructions of the video and visdoc parsers in VLM2Vec src/data/eval_dataset/*.py (the image
-# tasks carry theirs in the data, field qry_inst).
+# Query instructions of the video parsers in VLM2Vec src/data/eval_dataset/*.py (the image tasks carry
+# theirs in the data, field qry_inst), and the target instructions (TASK_INST_TGT) those parsers define
+# for candidates, used only with candidate_instruction="upstream".
 _VIDEO_QA_PROMPT = ("Given a video and a question, select the most accurate answer from the provided "
                     "candidates. Return only the exact text of your chosen answer. Question:")
 _MOMENT_PROMPT = "Find the clip that corresponds to the described scene in the given video:"
-_VISDOC_PROMPT = "Find a document image that matches the given query:"
+_VIDEO_TARGET = "Understand the content of the provided video."
+_CLIP_TARGET = "Understand the content of the provided video clip."
 
-# name: (subcategory, eval_type, parser, frame folder under video-tasks/frames,
-#        file or folder in video-tasks/data (VLM2Vec's local mirror names), params)
+
+def _ret(name: str) -> tuple[str, ...]:
+    """Frame folders of a video-retrieval set: VLM2Vec's public configs (``video_ret/<name>``) or what
+    ``video_ret.tar.gz`` extracts to (``video_ret/data/ziyan/video_retrieval/<name>/frames``)."""
+    return (f"video_ret/{name}/frames", f"video_ret/data/ziyan/video_retrieval/{name}/frames", f"video_ret/{name}")
+
+
+def _qa(*names: str) -> tuple[str, ...]:
+    """Frame folders of a video-QA set: ``video_qa/<name>`` or, as the 64-frame reproduction config has
+    it, ``video_qa/video_qa/<name>``."""
+    return tuple(f"video_qa/{n}" for n in names) + tuple(f"video_qa/video_qa/{n}" for n in names)
+
+
+# name: (subcategory, eval_type, parser,
+#        frame folders under video-tasks/frames (first existing one wins),
+#        test-data names under video-tasks/data (folder or file; first existing one wins),
+#        Hugging Face dataset of the test data (VLM2Vec src/constant/dataset_hf_path.py), params)
 VIDEO_TASKS = {
-    "SmthSmthV2": ("classification", "local", "ssv2", "video_cls/SSv2", "ssv2.jsonl",
-                   {"instruction": "What actions or object interactions are being performed by the person "
+    "SmthSmthV2": ("classification", "local", "ssv2", ("video_cls/SSv2",), ("SmthSmthV2", "ssv2.jsonl"),
+                   "VLM2Vec/SmthSmthV2",
+                   {"num_samples": 1000,  # num_sample_per_subset of every published video config
+                    "instruction": "What actions or object interactions are being performed by the person "
                                    "in the video?"}),
-    "HMDB51": ("classification", "global", "video_cls", "video_cls/HMDB51", "hmdb51.jsonl",
+    "HMDB51": ("classification", "global", "video_cls", ("video_cls/HMDB51",), ("HMDB51", "hmdb51.jsonl"),
+               "VLM2Vec/HMDB51",
                {"instruction": "What actions or objects interactions are the person in the video doing?"}),
-    "UCF101": ("classification", "global", "video_cls", "video_cls/UCF101", "ucf101.jsonl",
+    "UCF101": ("classification", "global", "video_cls", ("video_cls/UCF101",), ("UCF101", "ucf101.jsonl"),
+               "VLM2Vec/UCF101",
                {"instruction": "What activities or sports are being performed by the person in the video?"}),
-    "K700": ("classification", "global", "video_cls", "video_cls/K700", "k700.jsonl",
+    "K700": ("classification", "global", "video_cls", ("video_cls/K700", "video_cls/Kinetics-700"),
+             ("K700", "Kinetics-700", "k700.jsonl"), "VLM2Vec/Kinetics-700",
              {"instruction": "Recognize the category of the video content."}),
-    "Breakfast": ("classification", "global", "video_cls", "video_cls/Breakfast", "breakfast.jsonl",
+    "Breakfast": ("classification", "global", "video_cls", ("video_cls/Breakfast",),
+                  ("Breakfast", "breakfast.jsonl"), "VLM2Vec/Breakfast",
                   {"instruction": "Recognize the breakfast type that the person is cooking in the video."}),
-    "MSR-VTT": ("retrieval", "global", "video_ret", "video_ret/MSR-VTT", "msr-vtt.jsonl",
-                {"config": "test_1k", "video": "video_id", "text": "caption",
+    "MSR-VTT": ("retrieval", "global", "video_ret", _ret("MSR-VTT"), ("MSR-VTT", "msr-vtt.jsonl"),
+                "VLM2Vec/MSR-VTT",
+                {"config": "test_1k", "video": "video_id", "text": "caption", "target": _VIDEO_TARGET,
                  "instruction": "Find a video that contains the following visual content:"}),
-    "MSVD": ("retrieval", "global", "video_ret", "video_ret/MSVD", "msvd.jsonl",
-             {"video": "video_id", "text": "caption",
+    "MSVD": ("retrieval", "global", "video_ret", _ret("MSVD"), ("MSVD", "msvd.jsonl"), "VLM2Vec/MSVD",
+             {"video": "video_id", "text": "caption", "target": _VIDEO_TARGET,
               "instruction": "Find the video snippet that corresponds to the given summary:"}),
-    "DiDeMo": ("retrieval", "global", "video_ret", "video_ret/DiDeMo", "didemo.jsonl",
-               {"video": "video", "video_is_path": True, "text": "caption",
+    "DiDeMo": ("retrieval", "global", "video_ret", _ret("DiDeMo"), ("DiDeMo", "didemo.jsonl"), "VLM2Vec/DiDeMo",
+               {"video": "video", "video_is_path": True, "text": "caption", "target": _VIDEO_TARGET,
                 "instruction": "Find a video that includes the following described scenes:"}),
-    "YouCook2": ("retrieval", "global", "video_ret", "video_ret/YouCook2", "youcook2-val.jsonl",
-                 {"split": "val", "video": "id", "text": "sentence",
+    "YouCook2": ("retrieval", "global", "video_ret", _ret("YouCook2"), ("YouCook2", "youcook2-val.jsonl"),
+                 "lmms-lab/YouCook2",
+                 {"split": "val", "video": "id", "text": "sentence", "target": _VIDEO_TARGET,
                   "instruction": "Find a video that demonstrates the following action while making a "
                                  "recipe:"}),
-    "VATEX": ("retrieval", "global", "video_ret", "video_ret/VATEX", "vatex.jsonl",
-              {"video": "videoID", "text": "enCap",
+    "VATEX": ("retrieval", "global", "video_ret", _ret("VATEX"), ("VATEX", "vatex.jsonl"), "VLM2Vec/VATEX",
+              {"video": "videoID", "text": "enCap", "target": _VIDEO_TARGET,
                "instruction": "Select a video that fits the description provided:"}),
-    "QVHighlight": ("moment", "local", "moment", "video_mret/QVHighlight", "qvhighlight.jsonl",
-                    {"instruction": _MOMENT_PROMPT}),
-    "Charades-STA": ("moment", "local", "moment", "video_mret/Charades_STA", "charades_sta.jsonl",
-                     {"instruction": _MOMENT_PROMPT}),
-    "MomentSeeker": ("moment", "local", "momentseeker", "video_mret/MomentSeeker", "momentseeker_1k6.jsonl",
+    "QVHighlight": ("moment", "local", "moment", ("video_mret/QVHighlight",), ("QVHighlight", "qvhighlight.jsonl"),
+                    "VLM2Vec/QVHighlight", {"instruction": _MOMENT_PROMPT, "target": _VIDEO_TARGET}),
+    "Charades-STA": ("moment", "local", "moment", ("video_mret/Charades_STA", "video_mret/Charades-STA"),
+                     ("Charades-STA", "Charades_STA", "charades_sta.jsonl"), "VLM2Vec/Charades-STA",
+                     {"instruction": _MOMENT_PROMPT, "target": _VIDEO_TARGET}),
+    "MomentSeeker": ("moment", "local", "momentseeker", ("video_mret/MomentSeeker",),
+                     ("MomentSeeker", "momentseeker_1k6.jsonl", "momentseeker.jsonl"), "VLM2Vec/MomentSeeker",
                      {"instruction_text": "Find the clip that corresponds to the given text:",
                       "instruction_image": "Select the video clip that aligns with the given text and image:",
                       "instruction_video": "Find the clip that corresponds to the given sentence and video "
-                                           "segment:"}),
-    "Video-MME": ("qa", "local", "videomme", "video_qa/Video-MME", "video-mme.jsonl",
-                  {"instruction": _VIDEO_QA_PROMPT}),
-    "NExTQA": ("qa", "local", "nextqa", "video_qa/NExTQA", "nextqa.jsonl",
+                                           "segment:",
+                      "target": _CLIP_TARGET}),
+    "Video-MME": ("qa", "local", "videomme", _qa("Video-MME"), ("Video-MME", "video-mme.jsonl"),
+                  "VLM2Vec/Video-MME", {"instruction": _VIDEO_QA_PROMPT}),
+    "NExTQA": ("qa", "local", "nextqa", _qa("NExTQA"), ("NExTQA", "nextqa.jsonl"), "VLM2Vec/NExTQA",
                {"config": "MC", "instruction": _VIDEO_QA_PROMPT}),
-    "EgoSchema": ("qa", "local", "egoschema", "video_qa/EgoSchema", "egoschema.jsonl",
+    "EgoSchema": ("qa", "local", "egoschema", _qa("EgoSchema", "egoschema"),
+                  ("EgoSchema", "egoschema.jsonl", "egoschema"), "VLM2Vec/EgoSchema",
                   {"config": "Subset", "instruction": _VIDEO_QA_PROMPT}),
-    "MVBench": ("qa", "local", "mvbench", "video_qa/MVBench", "mvbench",
+    "MVBench": ("qa", "local", "mvbench", _qa("MVBench"), ("MVBench", "mvbench"), "VLM2Vec/MVBench",
                 {"split": "train", "instruction": _VIDEO_QA_PROMPT}),
-    "ActivityNetQA": ("qa", "local", "activitynetqa", "video_qa/ActivityNetQA", "activitynetqa.jsonl",
+    "ActivityNetQA": ("qa", "local", "activitynetqa", _qa("ActivityNetQA"),
+                      ("ActivityNetQA", "activitynetqa.jsonl"), "VLM2Vec/ActivityNetQA",
                       {"instruction": _VIDEO_QA_PROMPT}),
 }
 
 
 def _parse_video_cls(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
-    """VLM2Vec/{HMDB51,UCF101,Kinetics-700,Breakfast}: video_id, pos_text (the label)."""
+    """VLM2Vec/{HMDB51,UCF101,Kinetics-700,Breakfast}: video_id, pos_text (the label). The candidate pool
+    of the global task is the fixed label list (``_assemble``), not only the labels of the test file."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
@@ -113,13 +144,17 @@ def _parse_video_ret(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_E
             raise InvalidInput(f"{where}: empty {p['text']!r}")
         frames = ctx.frames(spec, ctx.frames_root(spec) / video, where)
         query = make_item(str(captions[0]).strip(), (), p["instruction"])
-        entries.append(_Entry(f"q{i}", query, [make_item("", frames)], [0], {"video_id": video}))
+        entries.append(_Entry(f"q{i}", query, [make_item("", frames, ctx.target(spec))], [0],
+                              {"video_id": video}))
     return entries
 
 
 def _parse_moment(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
-    """VLM2Vec/{QVHighlight,Charades-STA}: query, video_path. Frames: <video>/query/ is the query video,
-    every other sub-folder a candidate clip; those named positive* are relevant."""
+    """VLM2Vec/{QVHighlight,Charades-STA}: query, video_path. Frames: <video>/query/ is the query video
+    (``num_frames`` of its frames), every other sub-folder a candidate clip (``num_clip_frames`` of its
+    frames, VLM2Vec's num_clip_frames). Relevant: every ``positive*`` clip (VLM2Vec ``main``), or with
+    ``moment_positives="last"`` only the last ``positive*`` folder in directory-listing order (the
+    VLM2Vec-V2 release code, which kept one label per query)."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
@@ -129,12 +164,17 @@ def _parse_moment(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entr
             raise MissingPath(f"{where}: frame folder {video_dir} does not exist")
         query = make_item(str(row["query"]).strip(), ctx.frames(spec, video_dir / "query", where),
                           spec.params["instruction"])
-        clips = sorted((d for d in video_dir.iterdir() if d.is_dir() and d.name != "query"),
-                       key=lambda d: (not d.name.startswith("positive"), _natural_key(d.name)))
-        positives = [k for k, d in enumerate(clips) if d.name.startswith("positive")]
-        if not positives:
+        listed = [d for d in (video_dir / name for name in os.listdir(video_dir))
+                  if d.is_dir() and d.name != "query"]
+        clips = sorted(listed, key=lambda d: (not d.name.startswith("positive"), _natural_key(d.name)))
+        positive_dirs = [d for d in listed if d.name.startswith("positive")]
+        if not positive_dirs:
             raise MissingPath(f"{where}: no positive* clip folder in {video_dir}")
-        candidates = [make_item("", ctx.frames(spec, d, where)) for d in clips]
+        if ctx.moment_positives == "last":
+            positive_dirs = positive_dirs[-1:]
+        positives = [k for k, d in enumerate(clips) if d in positive_dirs]
+        candidates = [make_item("", ctx.frames(spec, d, where, ctx.num_clip_frames), ctx.target(spec))
+                      for d in clips]
         entries.append(_Entry(f"q{i}", query, candidates, positives, {"video_id": video_dir.name}))
     return entries
 
@@ -145,7 +185,8 @@ def _clip_name(path: str) -> str:
 
 def _parse_momentseeker(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
     """VLM2Vec/MomentSeeker: query, input_frames ('' | <video>.mp4 | <image>.jpg), positive_frames and
-    negative_frames ([{output_path}]); clip frames in video_frames/<output_path, '/' -> '_', no .mp4>."""
+    negative_frames ([{output_path}]); clip frames in video_frames/<output_path, '/' -> '_', no .mp4>.
+    Query videos and clips use every saved frame, as VLM2Vec's parser does (no sampling)."""
     p, root = spec.params, ctx.frames_root(spec)
     entries = []
     for i, row in enumerate(rows):
@@ -154,7 +195,7 @@ def _parse_momentseeker(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list
         source = str(row.get("input_frames") or "")
         text = str(row["query"]).strip()
         if source.endswith(".mp4"):
-            query = make_item(text, ctx.frames(spec, root / "video_frames" / _clip_name(source), where),
+            query = make_item(text, ctx.frames(spec, root / "video_frames" / _clip_name(source), where, None),
                               p["instruction_video"])
         elif source.endswith(".jpg"):
             image = ctx.images.file(Path(f"query_{source}"), root, where)
@@ -168,18 +209,24 @@ def _parse_momentseeker(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list
         positive, negative = clips(row["positive_frames"]), clips(row["negative_frames"])
         if not positive:
             raise InvalidInput(f"{where}: no positive clip")
-        candidates = [make_item("", ctx.frames(spec, root / "video_frames" / _clip_name(c), where))
+        candidates = [make_item("", ctx.frames(spec, root / "video_frames" / _clip_name(c), where, None),
+                                ctx.target(spec))
                       for c in positive + negative]
         entries.append(_Entry(f"q{i}", query, candidates, list(range(len(positive)))))
     return entries
 
 
-_OPTION_PREFIX = re.compile(r"^\s*\(?[A-Z]\)?\s*[.:)]\s*")
+def _option_text(option: str) -> str:
+    """A Video-MME / EgoSchema option without its letter, as VLM2Vec cuts it: from the first ". " on, with
+    dots and spaces stripped at both ends ("A. Soup." -> "Soup"). An option without ". " keeps only its
+    last character there, which this reproduces."""
+    return option[option.find(". "):].strip(". ")
 
 
 def _options_block(question: str, options: list[str]) -> str:
+    """VLM2Vec's qa_template: question, "Options:" and one "(A) option" line each, trailing space cut."""
     lines = [f"({chr(ord('A') + k)}) {o}" for k, o in enumerate(options)]
-    return question.rstrip() + "\nOptions:\n" + "\n".join(lines)
+    return (question + "\nOptions:\n" + "\n".join(lines)).rstrip()
 
 
 def _qa_entry(spec: MMEBTask, i: int, frames: list[Path], text: str, options: list[str], answer: int,
@@ -201,15 +248,16 @@ def _parse_videomme(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_En
         if len(letter) != 1 or not letter.isalpha():
             raise InvalidInput(f"{where}: answer {row['answer']!r} is not an option letter")
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["videoID"]), where)
-        text = str(row["question"]).strip() + "\n" + "\n".join(options)
+        text = str(row["question"]) + "\n" + "\n".join(options)
         meta = {k: row[k] for k in ("question_id", "domain", "sub_category") if k in row}
-        entries.append(_qa_entry(spec, i, frames, text, [_OPTION_PREFIX.sub("", o) for o in options],
+        entries.append(_qa_entry(spec, i, frames, text, [_option_text(o) for o in options],
                                  ord(letter.upper()) - ord("A"), where, meta))
     return entries
 
 
 def _parse_nextqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
-    """VLM2Vec/NExTQA (config MC): video, question, answer (index), a0..a4."""
+    """VLM2Vec/NExTQA (config MC): video, question, answer (index), a0..a4. Candidates are the plain
+    answers (VLM2Vec builds the "(A) ..." lines for the query only)."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
@@ -217,22 +265,24 @@ def _parse_nextqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entr
         options = [str(row[f"a{k}"]) for k in range(5)]
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["video"]), where)
         meta = {k: row[k] for k in ("qid", "type") if k in row}
-        text = _options_block(str(row["question"]).strip(), options)
+        text = _options_block(str(row["question"]), options)
         entries.append(_qa_entry(spec, i, frames, text, options, int(row["answer"]), where, meta))
     return entries
 
 
 def _parse_egoschema(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
-    """VLM2Vec/EgoSchema (config Subset): video_idx, question, option [...], answer (index)."""
+    """VLM2Vec/EgoSchema (config Subset): video_idx, question, option [...], answer (index). The query text
+    is the question immediately followed by the options joined by single spaces (VLM2Vec: question +
+    ' '.join(options), no space after the question)."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
         _require(row, ["video_idx", "question", "option", "answer"], where)
         options = [str(o) for o in _as_list(row["option"])]
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(row["video_idx"]), where)
-        text = str(row["question"]).strip() + " " + " ".join(options)
+        text = str(row["question"]) + " ".join(options)
         meta = {"question_idx": row["question_idx"]} if "question_idx" in row else {}
-        entries.append(_qa_entry(spec, i, frames, text, [_OPTION_PREFIX.sub("", o) for o in options],
+        entries.append(_qa_entry(spec, i, frames, text, [_option_text(o) for o in options],
                                  int(row["answer"]), where, meta))
     return entries
 
@@ -247,7 +297,7 @@ def _parse_activitynetqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> lis
         if answer not in ("yes", "no"):
             raise InvalidInput(f"{where}: answer {row['answer']!r} is neither 'yes' nor 'no'")
         frames = ctx.frames(spec, ctx.frames_root(spec) / f"v_{row['video_name']}", where)
-        text = str(row["question"]).strip() + "? (A) yes; (B) no."
+        text = str(row["question"]) + "? (A) yes; (B) no."
         entries.append(_qa_entry(spec, i, frames, text, ["yes", "no"], ["yes", "no"].index(answer), where,
                                  {"question_id": row["question_id"]} if "question_id" in row else {}))
     return entries
@@ -255,8 +305,7 @@ def _parse_activitynetqa(spec: MMEBTask, rows: list[dict], ctx: _Context) -> lis
 
 def _parse_mvbench(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
     """VLM2Vec/MVBench: one config (or <subset>.json) per subset; question, video, candidates, answer (text).
-    Frames in <subset>/<video>/."""
-    data_root = ctx.root / "video-tasks" / "data"
+    Frames in <subset>/<video>/. Candidates keep VLM2Vec's option template: "(A) 1", "(B) 2", ..."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
@@ -264,8 +313,7 @@ def _parse_mvbench(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Ent
         subset = row.get("subset")
         if not subset:  # the config folder (or <subset>.json file) the row came from
             source = Path(row["_source"])
-            base = next((b for b in (data_root / spec.name, data_root / spec.params["data_file"])
-                         if b in source.parents), source.parent)
+            base = next((b for b in ctx.data_paths(spec) if b in source.parents), source.parent)
             rel = source.relative_to(base)
             subset = rel.parts[0] if len(rel.parts) > 1 else source.stem
         options = [str(c) for c in _as_list(row["candidates"])]
@@ -273,8 +321,9 @@ def _parse_mvbench(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Ent
         if answer not in options:
             raise InvalidInput(f"{where}: answer {answer!r} is not among the candidates {options}")
         frames = ctx.frames(spec, ctx.frames_root(spec) / str(subset) / str(row["video"]), where)
-        text = _options_block(str(row["question"]).strip(), options)
-        entries.append(_qa_entry(spec, i, frames, text, options, options.index(answer), where,
+        text = _options_block(str(row["question"]), options)
+        templated = [f"({chr(ord('A') + k)}) {o}" for k, o in enumerate(options)]
+        entries.append(_qa_entry(spec, i, frames, text, templated, options.index(answer), where,
                                  {"subset": str(subset)}))
     return entries
 

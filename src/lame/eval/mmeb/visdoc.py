@@ -10,21 +10,25 @@ from ...errors import InvalidInput, MissingPath
 from ..tasks import Query, RetrievalTask
 from .common import MMEBTask, _Context, make_item
 from .files import read_records, row_where
+from .layout import page_dirs
 
 VISDOC_PROMPT = "Find a document image that matches the given query:"
+VISDOC_TARGET = "Understand the content of the provided document image."  # VLM2Vec's TASK_INST_TGT
 
-# name: (subcategory, parser, folder of the HF dataset under visdoc-tasks/data, page-image folder, split)
+# name: (subcategory, parser, Hugging Face dataset (its name is also a folder name under
+#        visdoc-tasks/data), page-image folder, split); data folders besides the task's and the dataset's
+#        names are in _OTHER_NAMES
 VISDOC_TASKS = {
-    "ViDoRe_arxivqa": ("vidore-v1", "vidore", "arxivqa_test_subsampled_beir", "ViDoRe_arxivqa", "test"),
-    "ViDoRe_docvqa": ("vidore-v1", "vidore", "docvqa_test_subsampled_beir", "ViDoRe_docvqa", "test"),
-    "ViDoRe_infovqa": ("vidore-v1", "vidore", "infovqa_test_subsampled_beir", "ViDoRe_infovqa", "test"),
-    "ViDoRe_tabfquad": ("vidore-v1", "vidore", "tabfquad_test_subsampled_beir", "ViDoRe_tabfquad", "test"),
-    "ViDoRe_tatdqa": ("vidore-v1", "vidore", "tatdqa_test_beir", "ViDoRe_tatdqa", "test"),
-    "ViDoRe_shiftproject": ("vidore-v1", "vidore", "shiftproject_test_beir", "ViDoRe_shiftproject", "test"),
+    "ViDoRe_arxivqa": ("vidore-v1", "vidore", "vidore/arxivqa_test_subsampled_beir", "ViDoRe_arxivqa", "test"),
+    "ViDoRe_docvqa": ("vidore-v1", "vidore", "vidore/docvqa_test_subsampled_beir", "ViDoRe_docvqa", "test"),
+    "ViDoRe_infovqa": ("vidore-v1", "vidore", "vidore/infovqa_test_subsampled_beir", "ViDoRe_infovqa", "test"),
+    "ViDoRe_tabfquad": ("vidore-v1", "vidore", "vidore/tabfquad_test_subsampled_beir", "ViDoRe_tabfquad", "test"),
+    "ViDoRe_tatdqa": ("vidore-v1", "vidore", "vidore/tatdqa_test_beir", "ViDoRe_tatdqa", "test"),
+    "ViDoRe_shiftproject": ("vidore-v1", "vidore", "vidore/shiftproject_test_beir", "ViDoRe_shiftproject", "test"),
     "ViDoRe_syntheticDocQA_artificial_intelligence": (
         "vidore-v1", "vidore", "syntheticDocQA_artificial_intelligence_test_beir",
         "ViDoRe_syntheticDocQA_artificial_intelligence", "test"),
-    "ViDoRe_syntheticDocQA_energy": ("vidore-v1", "vidore", "syntheticDocQA_energy_test_beir",
+    "ViDoRe_syntheticDocQA_energy": ("vidore-v1", "vidore", "vidore/syntheticDocQA_energy_test_beir",
                                      "ViDoRe_syntheticDocQA_energy", "test"),
     "ViDoRe_syntheticDocQA_government_reports": (
         "vidore-v1", "vidore", "syntheticDocQA_government_reports_test_beir",
@@ -32,25 +36,29 @@ VISDOC_TASKS = {
     "ViDoRe_syntheticDocQA_healthcare_industry": (
         "vidore-v1", "vidore", "syntheticDocQA_healthcare_industry_test_beir",
         "ViDoRe_syntheticDocQA_healthcare_industry", "test"),
-    "ViDoRe_esg_reports_human_labeled_v2": ("vidore-v2", "vidore", "esg_reports_human_labeled_v2",
+    "ViDoRe_esg_reports_human_labeled_v2": ("vidore-v2", "vidore", "vidore/esg_reports_human_labeled_v2",
                                             "esg_reports_human_labeled_v2", "test"),
-    "ViDoRe_biomedical_lectures_v2_multilingual": ("vidore-v2", "vidore", "biomedical_lectures_v2",
+    "ViDoRe_biomedical_lectures_v2_multilingual": ("vidore-v2", "vidore", "vidore/biomedical_lectures_v2",
                                                    "biomedical_lectures_v2_multilingual", "test"),
-    "ViDoRe_economics_reports_v2_multilingual": ("vidore-v2", "vidore", "economics_reports_v2",
+    "ViDoRe_economics_reports_v2_multilingual": ("vidore-v2", "vidore", "vidore/economics_reports_v2",
                                                  "economics_reports_v2_multilingual", "test"),
-    "ViDoRe_esg_reports_v2_multilingual": ("vidore-v2", "vidore", "esg_reports_v2",
+    "ViDoRe_esg_reports_v2_multilingual": ("vidore-v2", "vidore", "vidore/esg_reports_v2",
                                            "esg_reports_v2_multilingual", "test"),
-    "VisRAG_ArxivQA": ("visrag", "visrag", "VisRAG-Ret-Test-ArxivQA", "VisRAG_ArxivQA", "train"),
-    "VisRAG_ChartQA": ("visrag", "visrag", "VisRAG-Ret-Test-ChartQA", "VisRAG_ChartQA", "train"),
-    "VisRAG_MP-DocVQA": ("visrag", "visrag", "VisRAG-Ret-Test-MP-DocVQA", "VisRAG_MP-DocVQA", "train"),
-    "VisRAG_SlideVQA": ("visrag", "visrag", "VisRAG-Ret-Test-SlideVQA", "VisRAG_SlideVQA", "train"),
-    "VisRAG_InfoVQA": ("visrag", "visrag", "VisRAG-Ret-Test-InfoVQA", "VisRAG_InfoVQA", "train"),
-    "VisRAG_PlotQA": ("visrag", "visrag", "VisRAG-Ret-Test-PlotQA", "VisRAG_PlotQA", "train"),
-    "ViDoSeek-page": ("ood", "vidore", "ViDoSeek-page-fixed", "ViDoSeek-page", "test"),
-    "ViDoSeek-doc": ("ood", "vidore", "ViDoSeek", "ViDoSeek-doc", "test"),
-    "MMLongBench-page": ("ood", "vidore", "MMLongBench-page-fixed", "MMLongBench-page", "test"),
-    "MMLongBench-doc": ("ood", "vidore", "MMLongBench-doc", "MMLongBench-doc", "test"),
+    "VisRAG_ArxivQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-ArxivQA", "VisRAG_ArxivQA", "train"),
+    "VisRAG_ChartQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-ChartQA", "VisRAG_ChartQA", "train"),
+    "VisRAG_MP-DocVQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-MP-DocVQA", "VisRAG_MP-DocVQA", "train"),
+    "VisRAG_SlideVQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-SlideVQA", "VisRAG_SlideVQA", "train"),
+    "VisRAG_InfoVQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-InfoVQA", "VisRAG_InfoVQA", "train"),
+    "VisRAG_PlotQA": ("visrag", "visrag", "openbmb/VisRAG-Ret-Test-PlotQA", "VisRAG_PlotQA", "train"),
+    "ViDoSeek-page": ("ood", "vidore", "VLM2Vec/ViDoSeek-page-fixed", "ViDoSeek-page", "test"),
+    "ViDoSeek-doc": ("ood", "vidore", "VLM2Vec/ViDoSeek", "ViDoSeek-doc", "test"),
+    "MMLongBench-page": ("ood", "vidore", "VLM2Vec/MMLongBench-page-fixed", "MMLongBench-page", "test"),
+    "MMLongBench-doc": ("ood", "vidore", "VLM2Vec/MMLongBench-doc", "MMLongBench-doc", "test"),
 }
+
+
+# older local names: VLM2Vec's dataset_hflocal_path.py reads MMLongBench-page from visdoc-tasks/data/MMLongBench
+_OTHER_NAMES = {"MMLongBench-page": ("MMLongBench",)}
 
 
 def _visrag_image_name(corpus_id: str) -> str:
@@ -83,14 +91,14 @@ def load_beir_qrels(rows: list[dict], what: str) -> dict[str, dict[str, float]]:
     return qrels
 
 
-def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
+def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context, num_samples: int | None = None) -> RetrievalTask:
     """BEIR layout: queries (query-id, query), corpus (corpus-id, image), qrels (query-id, corpus-id,
-    score)."""
+    score). ``num_samples``: only the first that many queries of the queries file."""
     split = spec.params["split"]
     what = f"MMEB-V2 task {spec.name}"
     qrels = load_beir_qrels(read_records(data_dir / "qrels", split=split), what)
-    image_dirs = [ctx.root / "visdoc-tasks" / spec.params["image_dir"],
-                  ctx.root / "visdoc-tasks" / "images" / spec.params["image_dir"]]
+    image_dirs = page_dirs(ctx.root, spec)
+    target = ctx.target(spec)
     corpus: dict[str, Any] = {}
     for i, row in enumerate(read_records(data_dir / "corpus", split=split)):
         where = f"{what}, corpus {row_where(row, i)}"
@@ -102,9 +110,10 @@ def load_visdoc(spec: MMEBTask, data_dir: Path, ctx: _Context) -> RetrievalTask:
         if page is None:
             raise MissingPath(f"{where}: no page image {name} in {image_dirs[0]} and none in the "
                               "corpus file")
-        corpus[did] = page
+        corpus[did] = make_item("", [page], target)
     queries = []
-    for i, row in enumerate(read_records(data_dir / "queries", split=split)):
+    query_rows = read_records(data_dir / "queries", split=split)
+    for i, row in enumerate(query_rows[:num_samples] if num_samples else query_rows):
         where = f"{what}, query {row_where(row, i)}"
         qid = str(_field(row, ("query-id", "query_id"), where))
         if qid not in qrels:  # no relevant page: nothing to score (VLM2Vec cannot load such a query either)
