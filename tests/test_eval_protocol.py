@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -430,6 +431,7 @@ def test_lame_eval_scores_mmeb_v2_and_mrmr_items_end_to_end(tmp_path, saved_tiny
     score through the command line with the published options."""
     make_mmeb(tmp_path / "mmeb", "parquet" if importlib.util.find_spec("pyarrow") else "jsonl")
     out = tmp_path / "scores.json"
+    saved_tiny_model = Path(shutil.copytree(saved_tiny_model, tmp_path / "model"))  # its card is written: a copy
     assert main(["eval", "--model", str(saved_tiny_model), "--benchmark", "mmeb-v2", "--data-root",
                  str(tmp_path / "mmeb"), "--tasks", "MSR-VTT", "Video-MME", "ViDoRe_arxivqa", "--num-frames", "2",
                  "--candidate-instruction", "upstream", "--image-cache", str(tmp_path / "img"), "--cache-dir", "",

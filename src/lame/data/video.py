@@ -137,12 +137,13 @@ def _decode_file(path: Path, num_frames: int | None) -> Video:
             if not count:
                 raise ValueError(f"video {str(path)!r} has no frames")
             wanted = set(sample_indices(count, num_frames))
+            rate = float(stream.average_rate or 1)
             container.seek(0)
             frames, times = [], []
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
                     frames.append(frame.to_image())
-                    times.append(float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1))
+                    times.append(float(frame.time) if frame.time is not None else index / rate)
                 if index >= max(wanted):
                     break
     except av.error.FFmpegError as exc:

@@ -223,7 +223,8 @@ class QwenVLAdapter(BackboneAdapter):
     def positions(self, backbone: PreTrainedModel, batch: dict) -> torch.Tensor:
         """(3, B, L) multimodal RoPE positions, computed for every batch (text-only too), so left padding
         never shifts them and an item's embedding does not depend on what else is in its batch."""
-        extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if self.timed_video and "second_per_grid_ts" in batch else {}
+        timed = self.timed_video and "second_per_grid_ts" in batch
+        extra = {"second_per_grid_ts": batch["second_per_grid_ts"]} if timed else {}
         position_ids, _ = backbone.model.get_rope_index(
             batch["input_ids"],
             mm_token_type_ids=batch["mm_token_type_ids"],
