@@ -78,7 +78,9 @@ LaME can be tested on a backbone that CAN reason when it generates.
   {s['split_seed']} split: 60 % train / 10 % validation / 30 % test, by image), shifted by up to one pixel
   with contrast jitter; captions ("Which digit is this?"), the level 1-3 questions answered with their
   worked steps (level mix {list(s['level_weights'])}), and {s['text_drill_share']:.0%} text-only arithmetic
-  drills.
+  drills. {s.get('direct_answer_share', 0):.0%} of the answers are the number word alone (answered in one
+  pass), the rest the worked steps; {s.get('instruction_share', 0):.0%} of the image questions are worded as the
+  benchmark's retrieval instructions.
 * Backbone: {s['steps']} steps, batch {s['batch_size']}, AdamW, lr {s['lr']} (5 % warm-up, cosine decay), next-token loss on the
   answer. Decoder: {s['decoder_steps']} steps on the same answers (half of them the answer word alone).
 * The full log is `pretrain.log`; the settings and scores are in `pretrain.json`.

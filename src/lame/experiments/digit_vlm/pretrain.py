@@ -8,7 +8,9 @@ size, trained from random initialisation with the ordinary next-token loss on
 * captions: "Which digit is this?" -> "The image shows 3. The answer is three.";
 * the benchmark's reasoning questions (levels 1-3), answered with the worked steps, e.g.
   "Add 3, then multiply by 2 (mod 10)." -> "The image shows 4. 4 plus 3 is 7. 7 times 2 is 14, which is
-  4 mod 10. The answer is four.";
+  4 mod 10. The answer is four.", or (``direct_answer_share`` of them) with the answer word alone, the
+  way a VLM answers without thinking aloud; half of the questions are worded as the benchmark's
+  retrieval instructions ("... Find an image of the result.");
 * text-only arithmetic drills ("What is 7 times 2 (mod 10)?").
 
 Queries are drawn afresh at every step from the TRAINING images only (random shifts of one pixel and
@@ -44,6 +46,7 @@ from lame.experiments.digits import (
     OPERANDS,
     UNARY_OPS,
     draw_query,
+    instruction,
     question,
     rationale,
     render_digit,
@@ -72,6 +75,8 @@ class PretrainSettings:
     split_seed: int = 0  # the benchmark seed whose training images are used
     level_weights: tuple[float, ...] = (0.2, 0.2, 0.35, 0.25)  # share of each level among image queries
     text_drill_share: float = 0.1  # text-only arithmetic questions
+    direct_answer_share: float = 0.4  # answers given as the number word alone (one pass) instead of worked steps
+    instruction_share: float = 0.5  # image questions worded as the benchmark's retrieval instruction
     decoder_hidden_size: int = 64
     decoder_steps: int = 1500
     eval_every: int = 1000
@@ -111,19 +116,27 @@ class QueryStream:
 
     def pair(self) -> tuple[object, str]:
         if self.rng.random() < self.settings.text_drill_share:
-            return text_drill(self.rng)
-        level = self.rng.choices(range(len(self.settings.level_weights)), self.settings.level_weights)[0]
-        indices, digits, ops, _ = draw_query(self.np_rng, level, self.pool, self.labels)
-        return query_item(level, ops, [self.image(i) for i in indices]), rationale(ops, digits)
+            prompt, answer = text_drill(self.rng)
+        else:
+            level = self.rng.choices(range(len(self.settings.level_weights)), self.settings.level_weights)[0]
+            indices, digits, ops, _ = draw_query(self.np_rng, level, self.pool, self.labels)
+            text = None
+            if self.rng.random() < self.settings.instruction_share:
+                text = instruction(level, ops, self.rng.choice(("image", "text")))
+            prompt, answer = query_item(level, ops, [self.image(i) for i in indices], text), rationale(ops, digits)
+        if self.rng.random() < self.settings.direct_answer_share:
+            answer = answer.rsplit("The answer is ", 1)[1].rstrip(".")  # the number word alone
+        return prompt, answer
 
     def batch(self) -> list[tuple[object, str]]:
         return [self.pair() for _ in range(self.settings.batch_size)]
 
 
-def query_item(level: int, ops, images: list) -> dict:
-    """The generative question of a benchmark query: its images and the operations (no retrieval phrase)."""
+def query_item(level: int, ops, images: list, text: str | None = None) -> dict:
+    """A query as a generative question: its images and ``text`` (default: the operations alone, no
+    retrieval phrase)."""
     key = {"images": images} if len(images) > 1 else {"image": images[0]}
-    return {**key, "instruction": question(level, ops)}
+    return {**key, "instruction": text or question(level, ops)}
 
 
 def lm_batch(featurizer: Featurizer, tokenizer, pairs: list[tuple[object, str]]) -> tuple[dict, torch.Tensor]:
