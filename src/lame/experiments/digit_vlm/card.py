@@ -50,9 +50,14 @@ def write_card(folder: Path, record: dict, command: str) -> None:
     s = record["settings"]
     probe = record["probe"]
     levels = sorted(probe["test"])
+    def one_pass(lv: str) -> str:
+        row = probe["test"][lv]
+        return f"{row['one_pass_accuracy']:.3f}" if "one_pass_accuracy" in row else "-"
+
     rows = "\n".join(
         f"| {lv} | {probe['val'][lv]['accuracy']:.3f} | {probe['test'][lv]['accuracy']:.3f} "
-        f"({probe['test'][lv]['queries']}) | {probe['test'][lv]['image_only_ceiling']:.3f} |" for lv in levels)
+        f"({probe['test'][lv]['queries']}) | {one_pass(lv)} | {probe['test'][lv]['image_only_ceiling']:.3f} |"
+        for lv in levels)
     params = record["parameters"]
     text = f"""---
 library_name: transformers
@@ -87,12 +92,13 @@ LaME can be tested on a backbone that CAN reason when it generates.
 
 ## Generative probe (greedy; the answer is the number word after "The answer is")
 
-| level | val accuracy | test accuracy (queries) | image-only ceiling |
-|---|---|---|---|
+| level | val accuracy | test accuracy (queries) | test, answering in one pass | image-only ceiling |
+|---|---|---|---|---|
 {rows}
 
 Level 0 asks "Which digit is this?"; levels 1-3 are the benchmark's operations
-(`python -m lame.experiments.digit_vlm.probe`).
+(`python -m lame.experiments.digit_vlm.probe`). "In one pass": the number word it finds most likely as
+its whole answer right after the question (no worked steps), scored over the ten words.
 
 ## Files
 

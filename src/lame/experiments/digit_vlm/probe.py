@@ -12,6 +12,7 @@ reference VLM on the test split).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -73,17 +74,52 @@ def generate_answers(model, featurizer: Featurizer, tokenizer, items: list, batc
     return texts
 
 
+@torch.inference_mode()
+def one_pass_answers(model, featurizer: Featurizer, tokenizer, items: list, batch_size: int = 8) -> list[str]:
+    """For each item, the number word the VLM finds most likely as its WHOLE answer right after the prompt
+    (teacher-forced log-probability of the word and ``<|im_end|>``): what it knows without thinking aloud."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    words = [tokenizer(w, add_special_tokens=False)["input_ids"] + [end] for w in NUMBER_WORDS]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    answers = []
+    for start in range(0, len(items), batch_size):
+        features, lengths = [], []
+        for item in items[start: start + batch_size]:
+            base = featurizer(item)
+            for ids in words:
+                features.append(dataclasses.replace(base, input_ids=torch.cat([base.input_ids, torch.tensor(ids)])))
+                lengths.append(len(ids))
+        batch = collate(features, tokenizer.pad_token_id, featurizer.image_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logprobs = model(**batch).logits[:, :-1].float().log_softmax(-1)
+        targets = batch["input_ids"][:, 1:]
+        picked = logprobs.gather(2, targets.unsqueeze(-1)).squeeze(-1)
+        scores = torch.stack([picked[row, -n:].sum() for row, n in enumerate(lengths)])
+        best = scores.view(-1, len(NUMBER_WORDS)).argmax(1)
+        answers += [NUMBER_WORDS[int(i)] for i in best]
+    model.train(was_training)
+    return answers
+
+
 def probe(model, featurizer: Featurizer, tokenizer, data_dir: Path, split: str = "test",
-          per_level: int | None = None, examples: int = 0) -> dict[str, dict]:
-    """Per level: the VLM's answer accuracy on the split's held-out queries, with the image-only ceiling."""
+          per_level: int | None = None, examples: int = 0, one_pass: bool = True) -> dict[str, dict]:
+    """Per level: the VLM's answer accuracy on the split's held-out queries when it generates (greedy,
+    ``accuracy``) and, with ``one_pass``, when it must answer at once (``one_pass_accuracy``), with the
+    image-only ceiling."""
     rows = held_out_questions(Path(data_dir), split, per_level)
     texts = generate_answers(model, featurizer, tokenizer, [r["item"] for r in rows])
+    direct = one_pass_answers(model, featurizer, tokenizer, [r["item"] for r in rows]) if one_pass else None
     result: dict[str, dict] = {}
     for level in sorted({r["level"] for r in rows}):
         mine = [(r, t) for r, t in zip(rows, texts) if r["level"] == level]
         correct = sum(answer_of(t) == r["answer"] for r, t in mine)
         result[str(level)] = {"accuracy": round(correct / len(mine), 4), "queries": len(mine),
                               "image_only_ceiling": round(image_only_ceiling(level), 4)}
+        if direct is not None:
+            hits = [d == r["answer"] for r, d in zip(rows, direct) if r["level"] == level]
+            result[str(level)]["one_pass_accuracy"] = round(sum(hits) / len(hits), 4)
         if examples:
             result[str(level)]["examples"] = [{"id": r["id"], "answer": r["answer"], "generated": t}
                                               for r, t in mine[:examples]]
@@ -118,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     model, featurizer, tokenizer = load_vlm(args.model or reference_backbone())
     result = probe(model, featurizer, tokenizer, ensure_data(), args.split, args.per_level, args.examples)
     for level, row in result.items():
-        print(f"level {level}: answer accuracy {row['accuracy']:.3f} on {row['queries']} {args.split} queries "
-              f"(image-only ceiling {row['image_only_ceiling']:.3f})")
+        one_pass = f", in one pass {row['one_pass_accuracy']:.3f}" if "one_pass_accuracy" in row else ""
+        print(f"level {level}: answer accuracy {row['accuracy']:.3f}{one_pass} on {row['queries']} {args.split} "
+              f"queries (image-only ceiling {row['image_only_ceiling']:.3f})")
         for example in row.get("examples", []):
             print(f"    {example['id']} (answer {example['answer']}): {example['generated']}")
     return 0
