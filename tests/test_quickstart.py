@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lame.experiments.bench.quality import check_targets, summarize, summarize_sweep
+from lame.errors import InvalidInput
+from lame.experiments.bench.quality import check_targets, run_quality, summarize, summarize_sweep
 from lame.experiments.digits import generate_digits_benchmark
 from lame.experiments.quickstart.run import digits_task, method_recipe, training_file
 from lame.experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings
@@ -99,6 +100,13 @@ def _run(method, seed, reasoning, level0=0.95, decoded=None, pairs=None):
     if decoded is not None:
         run["decoded_accuracy"] = {"level0": decoded, "level1": decoded}
     return run
+
+
+def test_unknown_methods_are_refused_before_any_run(tmp_path):
+    for methods, sweep in ((["lame", "nope"], []), (["lame"], ["discriminative", "nope"])):
+        with pytest.raises(InvalidInput, match=r"\['nope'\]"):
+            run_quality(tmp_path / "q", methods, [0], sweep_methods=sweep, sweep_pairs=[250])
+    assert not (tmp_path / "q").exists()
 
 
 def test_summary_and_targets_from_runs():

@@ -47,7 +47,7 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
                 base: QuickstartSettings = QuickstartSettings(), sweep_methods: list[str] = (),
                 sweep_pairs: list[int] = (), timing_threads: int = 1) -> dict:
     """Runs every missing (method, seed, pairs) job, times the methods side by side, summarises."""
-    unknown = sorted(set(methods) | set(sweep_methods) - set(METHODS))
+    unknown = sorted((set(methods) | set(sweep_methods)) - set(METHODS))
     if unknown:
         raise InvalidInput(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     from lame.experiments.digit_vlm import reference_backbone

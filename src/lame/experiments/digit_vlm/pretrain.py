@@ -67,7 +67,7 @@ class PretrainSettings:
     num_layers: int = 4
     vision_dim: int = 64
     vision_depth: int = 2
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
