@@ -161,13 +161,21 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from .experiments.bench.speed import SpeedSettings, format_speed, run_speed
+    from .experiments.bench.speed import SHAPE_IMAGE_SIZE, SHAPE_QUERY_TOKENS, SpeedSettings, format_speed, run_speed
 
-    settings = SpeedSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
-                             query_tokens=args.query_tokens, image_size=args.image_size,
-                             batch_sizes=tuple(args.batch_sizes), warmup=args.warmup,
-                             repeats=args.repeats or SpeedSettings.repeats, threads=args.threads, clock=args.clock,
-                             quick=args.quick)
+    defaults = SpeedSettings()
+    shaped = bool(args.shape and not args.model)
+    settings = SpeedSettings(
+        model=args.model, backbone=args.backbone, shape=args.shape, layers=args.layers,
+        vision_layers=args.vision_layers, device=args.device, dtype=args.dtype,
+        query_tokens=args.query_tokens or (SHAPE_QUERY_TOKENS if shaped else defaults.query_tokens),
+        image_size=args.image_size if args.image_size is not None else (
+            SHAPE_IMAGE_SIZE if shaped else defaults.image_size),
+        batch_sizes=tuple(args.batch_sizes), warmup=args.warmup, warmup_all_batch_sizes=not shaped,
+        lame_k=tuple(args.lame_k or ((8,) if shaped else defaults.lame_k)),
+        sequential_steps=tuple(args.sequential_steps or defaults.sequential_steps),
+        cot_tokens=tuple(args.cot_tokens or ((64, 256) if shaped else defaults.cot_tokens)),
+        repeats=args.repeats or defaults.repeats, threads=args.threads, clock=args.clock, quick=args.quick)
     report = run_speed(settings, Path(args.output))
     print(format_speed(report))
     print(f"report: {args.output}/speed.json, {args.output}/speed.png")
@@ -199,6 +207,10 @@ def _bench_encode(args: argparse.Namespace) -> int:
     print(format_encode(report))
     print(f"report: {args.output}/encode.json")
     return 0 if report["allclose"] else 1
+
+
+def _shape_names() -> list[str]:
+    return ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"]  # lame.modeling.shapes.SHAPES (not imported here)
 
 
 def _tiny_family(value: str) -> str:
@@ -350,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
     common.add_argument("--backbone", default="qwen2_vl", type=_tiny_family,
                         help="the tiny model's backbone family when --model is not given (default: qwen2_vl)")
+    common.add_argument("--shape", choices=_shape_names(),
+                        help="random weights of a real architecture (real widths, vocabulary, vision tower; "
+                             "tiny tokenizer), instead of the tiny config")
+    common.add_argument("--layers", type=int, help="--shape: keep the first N language-model blocks (CPU runs)")
+    common.add_argument("--vision-layers", type=int,
+                        help="--shape: keep the first N vision blocks (default: the same fraction as --layers)")
     common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     common.add_argument("--dtype", default="float32", choices=DTYPES)
     common.add_argument("--repeats", type=int, help="timed rounds; medians are reported (default: speed 5, encode 3)")
@@ -358,8 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
     sp = benches.add_parser("speed", parents=[common], help="latency and throughput of LaME K=4..32 against "
                             "discriminative, sequential latent and explicit CoT embedders on one backbone")
-    sp.add_argument("--query-tokens", type=int, default=128, help="prompt tokens per query (default: 128)")
-    sp.add_argument("--image-size", type=int, default=224, help="query image side in pixels (0: text only)")
+    sp.add_argument("--query-tokens", type=int,
+                    help="prompt tokens per query (default: 128; with --shape 320)")
+    sp.add_argument("--image-size", type=int,
+                    help="query image side in pixels, 0: text only (default: 224; with --shape 448: 256 visual "
+                         "tokens at Qwen2-VL's patch 14)")
+    sp.add_argument("--lame-k", type=int, nargs="+", help="LaME rows (default: 4 8 16 32; with --shape 8)")
+    sp.add_argument("--sequential-steps", type=int, nargs="+", help="sequential-latent rows (default: 8)")
+    sp.add_argument("--cot-tokens", type=int, nargs="+",
+                    help="explicit-CoT rows (default: 64 256 1024; with --shape 64 256)")
     sp.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     sp.add_argument("--warmup", type=int, default=1, help="warm-up calls per method and batch size")
     sp.add_argument("--clock", default="wall", choices=["wall", "cpu"],
