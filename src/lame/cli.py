@@ -33,11 +33,16 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  not on this machine: {line}")
     if any(line.startswith("model.") for line in missing):
         print("  model folders missing: architecture from lame's copy of their config.json, no weights (meta device)")
-    for stage in dry_run(recipe):
+    from .training.memory import PlanSettings, format_plan
+
+    plan = PlanSettings(world=args.processes, seq_len=args.seq_len, image_tokens=args.image_tokens,
+                        gpu_memory_gib=args.gpu_memory)
+    for stage in dry_run(recipe, plan):
         print(f"stage {stage['stage']!r}: {stage['steps']} steps")
         for row in stage["groups"]:
             lr = f"  lr {row['lr']:.1e}" if row["lr"] else ""
             print(f"  {row['pattern']:<50} {row['parameters']:>14,d} params{lr}")
+        print(format_plan(stage["memory"]))
     return 0
 
 
@@ -213,6 +218,19 @@ def _shape_names() -> list[str]:
     return ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"]  # lame.modeling.shapes.SHAPES (not imported here)
 
 
+def _bench_padding(args: argparse.Namespace) -> int:
+    from .experiments.bench.padding import PaddingSettings, format_padding, run_padding
+
+    settings = PaddingSettings(shape=args.shape or "qwen2-vl-2b", pairs=args.pairs, batch_size=args.batch_size,
+                               chunk=args.chunk, capacity=args.capacity, time=args.time, layers=args.layers,
+                               time_items=args.time_items, repeats=args.repeats or PaddingSettings.repeats,
+                               threads=args.threads, device=args.device, quick=args.quick)
+    report = run_padding(settings, Path(args.output))
+    print(format_padding(report))
+    print(f"report: {args.output}/padding.json")
+    return 0 if report.get("timing", {}).get("allclose", True) else 1
+
+
 def _tiny_family(value: str) -> str:
     """An argparse type: a backbone family with a tiny config. The registry imports the model code,
     so it is read only when the option is given (``lame --help`` stays light)."""
@@ -239,7 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. --set stages.0.steps=50 (repeatable)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
     train.add_argument("--dry-run", action="store_true",
-                       help="validate, build what can be built and print parameter groups; no training")
+                       help="validate, build what can be built and print parameter groups and the estimated peak "
+                            "memory per process and stage; no training")
+    plan = train.add_argument_group("--dry-run memory plan")
+    plan.add_argument("--gpu-memory", type=float, metavar="GIB",
+                      help="memory per process (GiB): print the largest GradCache chunk that fits")
+    plan.add_argument("--processes", type=int, default=1, help="processes the run will use (default: 1)")
+    plan.add_argument("--seq-len", type=int, default=512,
+                      help="positions per item, latent block included (default: 512)")
+    plan.add_argument("--image-tokens", type=int, default=256,
+                      help="visual tokens per item (default: 256; 0: text only)")
     train.set_defaults(func=_train)
 
     quick = verbs.add_parser("quickstart", help="train LaME and the discriminative embedder on the shipped digit "
@@ -394,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
     be.add_argument("--batch-size", type=int, default=32)
     be.set_defaults(func=_bench_encode)
+    bp = benches.add_parser("padding", parents=[common], help="padded fraction of encode and training batches on "
+                            "a realistic mixed corpus, and packed (padding-free) batches against padded ones")
+    bp.add_argument("--pairs", type=int, default=2000, help="(query, positive) pairs of the corpus")
+    bp.add_argument("--batch-size", type=int, default=32)
+    bp.add_argument("--chunk", type=int, default=16, help="GradCache chunk")
+    bp.add_argument("--capacity", type=int, help="positions per packed row (default: the batch's longest item)")
+    bp.add_argument("--time", action="store_true",
+                    help="also time packed against padded forward passes of a random model of --shape")
+    bp.add_argument("--time-items", type=int, default=64, help="items of the timed passes")
+    bp.set_defaults(func=_bench_padding, layers=2)
     from .experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings  # light: no torch
 
     bq = benches.add_parser("quality", help="LaME against discriminative, sequential-latent and explicit-CoT "

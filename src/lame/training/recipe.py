@@ -89,6 +89,8 @@ class TrainSpec:
     mixed_precision: str = field(default="no", metadata={FALSE_MEANS: "no"})  # one of PRECISIONS
     gradient_checkpointing: bool = False
     grad_cache_chunk: int | None = None  # GradCache sub-batch size; None = whole batch at once
+    packing: bool = False  # padding-free batches: items share rows, each attending to itself (lame.data.packing)
+    packing_capacity: int | None = None  # positions per packed row (None: the batch's longest item)
     save_every: int = 100
     keep_last: int = 2
     log_every: int = 10
@@ -260,6 +262,8 @@ def _validate_train(train: TrainSpec) -> None:
         _check_at_least("train.eval_every", train.eval_every, 1)
     if train.grad_cache_chunk is not None:
         _check_at_least("train.grad_cache_chunk", train.grad_cache_chunk, 1)
+    if train.packing_capacity is not None:
+        _check_at_least("train.packing_capacity", train.packing_capacity, 1)
     _check_at_least("train.featurize_workers", train.featurize_workers, 0)
     _check_choice("train.strategy", train.strategy, STRATEGIES)
     _check_choice("train.mixed_precision", train.mixed_precision, PRECISIONS)

@@ -223,6 +223,7 @@ class Trainer:
             self.model = build_model(recipe)
             self._scheduler_state = None
         check_stage_patterns(self.model, recipe)
+        self.model.packing, self.model.packing_capacity = recipe.train.packing, recipe.train.packing_capacity
         if recipe.train.gradient_checkpointing:
             self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.strategy = make_strategy(recipe.train.strategy, self.accelerator, recipe.train.deepspeed_config)
@@ -643,12 +644,17 @@ def train(recipe: Recipe, resume: bool = False, show_progress: bool = True, eval
     return Trainer(recipe, resume=resume, show_progress=show_progress, evaluator=evaluator).run()
 
 
-def dry_run(recipe: Recipe) -> list[dict]:
-    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained).
+def dry_run(recipe: Recipe, memory=None) -> list[dict]:
+    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained),
+    and the memory plan of one process (:mod:`lame.training.memory`; ``memory``: its
+    :class:`~lame.training.memory.PlanSettings`, default ones when None).
 
     A backbone or decoder folder that is not on this machine is built without weights on the meta
     device from its shipped architecture (:mod:`lame.modeling.meta`), so real recipes check here too.
     """
+    from .memory import PlanSettings, plan_stage
+
+    memory = memory or PlanSettings()
     spec = recipe.model
     folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith("tiny")]
     if any(not Path(f).is_dir() for f in folders):
@@ -664,5 +670,6 @@ def dry_run(recipe: Recipe) -> list[dict]:
             with torch.device(model.device):
                 add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
         groups = select_trainable(model, stage.trainable)
-        report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model)})
+        report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model),
+                       "memory": plan_stage(recipe, model, stage, memory)})
     return report
