@@ -205,7 +205,8 @@ def _bench_quality(args: argparse.Namespace) -> int:
 def _bench_encode(args: argparse.Namespace) -> int:
     from .experiments.bench.encode import EncodeSettings, format_encode, run_encode_bench
 
-    settings = EncodeSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
+    settings = EncodeSettings(model=args.model, backbone=args.backbone, shape=args.shape, layers=args.layers,
+                              corpus=args.corpus, packing=args.packing, device=args.device, dtype=args.dtype,
                               items=args.items, batch_size=args.batch_size,
                               repeats=args.repeats or EncodeSettings.repeats, threads=args.threads, quick=args.quick)
     report = run_encode_bench(settings, Path(args.output))
@@ -229,6 +230,20 @@ def _bench_padding(args: argparse.Namespace) -> int:
     print(format_padding(report))
     print(f"report: {args.output}/padding.json")
     return 0 if report.get("timing", {}).get("allclose", True) else 1
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from .experiments.bench.train import TrainBenchSettings, format_train, run_train_bench
+
+    settings = TrainBenchSettings(shape=args.shape, layers=args.layers, backbone=args.backbone, steps=args.steps,
+                                  rounds=args.repeats or TrainBenchSettings.rounds, batch_size=args.batch_size,
+                                  pairs=args.pairs, packing=not args.no_packing,
+                                  featurize_workers=args.featurize_workers, grad_cache_chunk=args.grad_cache_chunk,
+                                  threads=args.threads, quick=args.quick)
+    report = run_train_bench(settings, Path(args.output))
+    print(format_train(report))
+    print(f"report: {args.output}/train.json")
+    return 0
 
 
 def _tiny_family(value: str) -> str:
@@ -420,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     be = benches.add_parser("encode", parents=[common], help="LaMEModel.encode against a naive loop, same items")
     be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
     be.add_argument("--batch-size", type=int, default=32)
+    be.add_argument("--corpus", default="mixed", choices=["mixed", "realistic"],
+                    help="mixed: small synthetic items; realistic: MMEB-like sizes (images of hundreds of tokens)")
+    be.add_argument("--packing", action="store_true", help="encode with packed (padding-free) batches")
     be.set_defaults(func=_bench_encode)
     bp = benches.add_parser("padding", parents=[common], help="padded fraction of encode and training batches on "
                             "a realistic mixed corpus, and packed (padding-free) batches against padded ones")
@@ -431,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time packed against padded forward passes of a random model of --shape")
     bp.add_argument("--time-items", type=int, default=64, help="items of the timed passes")
     bp.set_defaults(func=_bench_padding, layers=2)
+    bt = benches.add_parser("train", parents=[common], help="samples/s of lame train against a plain training loop "
+                            "(same model and batches, per-item featurisation, no prefetch)")
+    bt.add_argument("--steps", type=int, default=6, help="steps per run, the first a warm-up (default: 6)")
+    bt.add_argument("--batch-size", type=int, default=8)
+    bt.add_argument("--pairs", type=int, default=256, help="(query, positive) pairs of the corpus")
+    bt.add_argument("--no-packing", action="store_true", help="lame train with padded batches")
+    bt.add_argument("--featurize-workers", type=int, default=2)
+    bt.add_argument("--grad-cache-chunk", type=int)
+    bt.set_defaults(func=_bench_train, layers=2)
     from .experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings  # light: no torch
 
     bq = benches.add_parser("quality", help="LaME against discriminative, sequential-latent and explicit-CoT "

@@ -29,8 +29,7 @@ PACK_KEYS = ("pack_rows", "pack_starts", "pack_lengths")
 
 def plan_rows(lengths: Sequence[int], capacity: int | None = None) -> list[list[int]]:
     """Item indices per row, first-fit decreasing into rows of ``capacity`` positions (default: the
-    longest item, i.e. no row is longer than the padded batch's). An item longer than ``capacity``
-    gets a row of its own."""
+    longest item, i.e. no row is longer than the padded batch's; never less than the longest item)."""
     capacity = max(capacity or 0, max(lengths, default=0))
     rows: list[list[int]] = []
     free: list[int] = []

@@ -47,6 +47,17 @@ SHAPES: dict[str, Shape] = {s.name: s for s in (
 )}
 
 
+def parse_shape_spec(value: str) -> tuple[str, int | None]:
+    """``shape:NAME`` or ``shape:NAME/N`` (a recipe's backbone: N language-model blocks, the vision tower
+    in proportion) -> (NAME, N or None)."""
+    body = value.split(":", 1)[1] if value.startswith("shape:") else value
+    name, _, layers = body.partition("/")
+    get_shape(name)
+    if layers and not layers.isdigit():
+        raise InvalidInput(f"{value}: expected shape:NAME or shape:NAME/BLOCKS, e.g. shape:qwen2-vl-2b/2")
+    return name, int(layers) if layers else None
+
+
 def get_shape(name: str) -> Shape:
     try:
         return SHAPES[name]
@@ -138,11 +149,11 @@ def visual_tokens(shape: str | Shape, width: int, height: int, max_pixels: int |
 def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int | None = None,
                        config: LaMEConfig | None = None, dtype: torch.dtype = torch.float32,
                        device: str | torch.device = "cpu", seed: int = 0, decoder_layers: int | None = None,
-                       attn_implementation: str | None = None, **overrides):
+                       attn_implementation: str | None = None, decoder: str = "shape", **overrides):
     """A LaME model of ``shape`` with random weights, built directly on ``device`` in ``dtype``.
 
     ``config.use_decoder`` adds a decoder head of Qwen3-0.6B's shape (``decoder_layers`` of its 28 blocks,
-    default all). ``attn_implementation``: transformers' name (``sdpa`` by default, ``flash_attention_2``
+    default all), or (``decoder="tiny"``) the tiny decoder of the tests. ``attn_implementation``: transformers' name (``sdpa`` by default, ``flash_attention_2``
     on a GPU with flash-attn installed).
     """
     from .lame import LaMEModel
@@ -157,8 +168,13 @@ def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int
     kwargs = {"dtype": dtype} | ({"attn_implementation": attn_implementation} if attn_implementation else {})
     with torch.device(device):
         backbone = adapter.model_class._from_config(backbone_config, **kwargs).eval()
-        decoder = decoder_tokenizer = None
-        if config.use_decoder and config.num_reason_tokens > 0:
+        decoder_tokenizer = None
+        if config.use_decoder and config.num_reason_tokens > 0 and decoder == "tiny":
+            from .tiny import tiny_decoder
+
+            decoder_tokenizer = build_tiny_tokenizer()
+            decoder = tiny_decoder(decoder_tokenizer).to(dtype)
+        elif config.use_decoder and config.num_reason_tokens > 0:
             decoder_tokenizer = build_tiny_tokenizer()
             raw = architecture(spec.decoder)
             if decoder_layers is not None:
@@ -166,6 +182,8 @@ def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int
             raw.update(eos_token_id=decoder_tokenizer.eos_token_id, pad_token_id=decoder_tokenizer.pad_token_id,
                        bos_token_id=None)
             decoder = AutoModelForCausalLM.from_config(AutoConfig.for_model(**raw), **kwargs).eval()
+        else:
+            decoder = None
     processor = shaped_image_processor(spec, config.min_pixels, config.max_pixels)
     model = LaMEModel.from_components(config, backbone, tokenizer, processor, decoder, decoder_tokenizer)
     return model.to(device=device, dtype=dtype).eval()

@@ -91,7 +91,27 @@ def build_model(recipe: Recipe) -> LaMEModel:
     if spec.backbone.startswith("tiny:"):
         return build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
     dtype = getattr(torch, spec.dtype)
+    if spec.backbone.startswith("shape:"):  # built where it will train (a 2B model in fp32 is 9 GB)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return build_shaped(recipe, torch.device("cuda", local) if torch.cuda.is_available() else "cpu")
     return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
+
+
+def build_shaped(recipe: Recipe, device) -> LaMEModel:
+    """A ``shape:NAME[/BLOCKS]`` backbone: random weights of a real architecture (``device="meta"``: none)."""
+    from ..modeling.shapes import build_shaped_model, parse_shape_spec
+
+    spec = recipe.model
+    name, layers = parse_shape_spec(spec.backbone)
+    decoder_layers = None
+    if layers is not None and spec.decoder == "shape":  # the decoder truncated in the same proportion
+        from ..modeling.shapes import architecture, depths
+
+        full = depths(name)["layers"]
+        decoder_layers = max(1, round(layers * architecture("Qwen3-0.6B")["num_hidden_layers"] / full))
+    return build_shaped_model(name, layers, config=model_config(recipe), dtype=getattr(torch, spec.dtype),
+                              device=device, seed=spec.seed, decoder=spec.decoder or "shape",
+                              decoder_layers=decoder_layers)
 
 
 def lora_parameter_names(model, target_modules: list[str]) -> set[str]:
@@ -656,8 +676,10 @@ def dry_run(recipe: Recipe, memory=None) -> list[dict]:
 
     memory = memory or PlanSettings()
     spec = recipe.model
-    folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith("tiny")]
-    if any(not Path(f).is_dir() for f in folders):
+    folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith(("tiny", "shape"))]
+    if spec.backbone.startswith("shape:"):
+        model = build_shaped(recipe, "meta")
+    elif any(not Path(f).is_dir() for f in folders):
         from ..modeling.meta import build_on_meta
 
         model = build_on_meta(spec.backbone, spec.decoder, model_config(recipe))
