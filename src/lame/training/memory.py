@@ -274,7 +274,8 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
             per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
             if setup.gradient_checkpointing:
                 kept += positions * lang.blocks * lang.hidden * (4 if setup.param_bytes >= 4 else b)  # block inputs
-                transient = max(transient, positions * per_block)  # one block recomputed in the backward
+                # one block recomputed in the backward, with its gradients' temporaries
+                transient = max(transient, positions * (per_block + 0.5 * lang.transient_per_position(b)))
             else:
                 kept += positions * lang.blocks * per_block
             kept += positions * lang.hidden * (b + 4)  # embeddings in, final norm
