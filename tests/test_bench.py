@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from lame.cli import main
 from lame.experiments.bench.speed import SpeedSettings, methods
 
@@ -71,7 +73,7 @@ def test_gpu_check_script_runs_tiny_on_cpu(tmp_path):
 
 
 def test_recipes_take_shape_backbones(tmp_path):
-    import pytest
+
 
     from lame.training.recipe import RecipeError, recipe_from_dict
     from lame.training.trainer import dry_run
@@ -86,3 +88,13 @@ def test_recipes_take_shape_backbones(tmp_path):
     for backbone, decoder in (("shape:qwen9", "shape"), ("shape:qwen2-vl-2b", "/models/Qwen3-0.6B")):
         with pytest.raises(RecipeError, match="model"):
             recipe_from_dict({**raw, "model": {"backbone": backbone, "decoder": decoder}}, tmp_path)
+
+
+def test_cot_goal_is_extrapolated_from_two_shorter_rows():
+    from lame.experiments.bench.speed import extrapolate_cot
+
+    rows = [{"family": "cot", "batch_size": 32, "k": k, "name": f"cot-N{k}", "ratio_vs_reference": 1 + 0.1 * k}
+            for k in (16, 64)]
+    value, sources = extrapolate_cot(rows, 32, 256)
+    assert value == pytest.approx(1 + 0.1 * 256) and sources == ["cot-N16", "cot-N64"]
+    assert extrapolate_cot(rows, 1, 256) is None and extrapolate_cot(rows[:1], 32, 256) is None

@@ -86,3 +86,21 @@ def test_bench_speed_at_a_real_shape_writes_the_cost_model(tmp_path):
     assert {r["full_depth"] for r in rows} == {False, True}
     assert all(r["predicted_ms"] > 0 for r in rows)
     assert (tmp_path / "speed-model.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, hidden, kv, mlp, vision", [
+    ("qwen2-vl-2b", 1536, 256, 8960, 1280), ("qwen2.5-vl-3b", 2048, 256, 11008, 1280),
+    ("qwen3-vl-8b", 4096, 1024, 12288, 1152),
+])
+def test_shaped_model_has_the_real_widths(name, hidden, kv, mlp, vision):
+    model = build_shaped_model(name, layers=1, device="meta", num_reason_tokens=8)
+    lm = model.adapter.language_model(model.backbone)
+    block = lm.layers[0]
+    assert len(lm.layers) == 1
+    assert tuple(model.backbone.get_input_embeddings().weight.shape) == (151936, hidden)
+    assert block.self_attn.k_proj.out_features == kv and block.mlp.gate_proj.out_features == mlp
+    visual = model.backbone.model.visual
+    assert len(visual.blocks) == 1 and visual.blocks[0].attn.qkv.in_features == vision
+    assert tuple(model.latent_embeddings.shape) == (9, hidden)
+    head = model.decoder_head.decoder  # Qwen3-0.6B's shape
+    assert head.config.hidden_size == 1024 and head.config.vocab_size == 151936

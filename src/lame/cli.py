@@ -215,6 +215,16 @@ def _bench_encode(args: argparse.Namespace) -> int:
     return 0 if report["allclose"] else 1
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from .experiments.bench.memory import MemoryBenchSettings, format_memory, run_memory_bench
+
+    settings = MemoryBenchSettings(items=args.items, threads=args.threads, quick=args.quick)
+    report = run_memory_bench(settings, Path(args.output))
+    print(format_memory(report))
+    print(f"report: {args.output}/memory.json")
+    return 0
+
+
 def _shape_names() -> list[str]:
     return ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"]  # lame.modeling.shapes.SHAPES (not imported here)
 
@@ -458,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--featurize-workers", type=int, default=2)
     bt.add_argument("--grad-cache-chunk", type=int)
     bt.set_defaults(func=_bench_train, layers=2)
+    bm = benches.add_parser("memory", help="the memory planner's estimated peak against the measured peak of "
+                            "training steps on tiny configs (CPU)")
+    bm.add_argument("--items", type=int, default=12, help="queries (and positives) per batch (default: 12)")
+    bm.add_argument("--threads", type=int, help="torch intra-op threads")
+    bm.add_argument("--quick", action="store_true", help="two cases only (tests)")
+    bm.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
+    bm.set_defaults(func=_bench_memory)
     from .experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings  # light: no torch
 
     bq = benches.add_parser("quality", help="LaME against discriminative, sequential-latent and explicit-CoT "
