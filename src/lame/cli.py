@@ -218,7 +218,7 @@ def _bench_encode(args: argparse.Namespace) -> int:
 def _bench_memory(args: argparse.Namespace) -> int:
     from .experiments.bench.memory import MemoryBenchSettings, format_memory, run_memory_bench
 
-    settings = MemoryBenchSettings(items=args.items, threads=args.threads, quick=args.quick)
+    settings = MemoryBenchSettings(items=args.items, shape=args.shape, threads=args.threads, quick=args.quick)
     report = run_memory_bench(settings, Path(args.output))
     print(format_memory(report))
     print(f"report: {args.output}/memory.json")
@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     bm = benches.add_parser("memory", help="the memory planner's estimated peak against the measured peak of "
                             "training steps on tiny configs (CPU)")
     bm.add_argument("--items", type=int, default=12, help="queries (and positives) per batch (default: 12)")
+    bm.add_argument("--shape", choices=_shape_names(),
+                    help="one block of each tower of a real architecture instead of the tiny config (no full "
+                         "fine-tuning cases)")
     bm.add_argument("--threads", type=int, help="torch intra-op threads")
     bm.add_argument("--quick", action="store_true", help="two cases only (tests)")
     bm.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
