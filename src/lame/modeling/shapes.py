@@ -150,7 +150,9 @@ def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int
                        config: LaMEConfig | None = None, dtype: torch.dtype = torch.float32,
                        device: str | torch.device = "cpu", seed: int = 0, decoder_layers: int | None = None,
                        attn_implementation: str | None = None, decoder: str = "shape", **overrides):
-    """A LaME model of ``shape`` with random weights, built directly on ``device`` in ``dtype``.
+    """A LaME model of ``shape`` with random weights, built directly on ``device`` in ``dtype``: the first
+    ``layers`` language-model blocks and ``vision_layers`` vision blocks (default: all; with ``layers`` only,
+    the same fraction of the vision tower, see :func:`resolve_depths`).
 
     ``config.use_decoder`` adds a decoder head of Qwen3-0.6B's shape (``decoder_layers`` of its 28 blocks,
     default all), or (``decoder="tiny"``) the tiny decoder of the tests. ``attn_implementation``: transformers' name (``sdpa`` by default, ``flash_attention_2``
@@ -162,6 +164,8 @@ def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int
     config = (config or LaMEConfig(max_length=8192)).replace(**overrides)
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    if layers is not None and vision_layers is None:  # the vision tower truncated in the same proportion
+        vision_layers = resolve_depths(spec, layers)["vision_layers"]
     backbone_config = shaped_backbone_config(spec, layers, vision_layers, ids)
     adapter = get_adapter(backbone_config.model_type)
     torch.manual_seed(seed)
