@@ -69,8 +69,9 @@ def training_batch(model, n: int = 12, length: int = 100, image_size: int = 56):
 
 
 def measure_case(mode: str, precision: str, checkpointing: bool, chunk: int | None,
-                 settings: MemoryBenchSettings = MemoryBenchSettings()) -> dict:
+                 settings: MemoryBenchSettings | None = None) -> dict:
     """Planned and measured peak bytes of one case."""
+    settings = settings or MemoryBenchSettings()
     from lame.training.memory import Setup, architecture_of, estimate, measure_training_peak, trains_of, workload_of
     from lame.training.objective import LossWeights
 
