@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from lame.cli import main
 from lame.experiments.bench.speed import SpeedSettings, methods
 
@@ -38,3 +40,61 @@ def test_bench_encode_quick_writes_both_loops(tmp_path, capsys):
     assert report["settings"]["items"] == 40 and sum(report["items"].values()) == 40
     assert all(v > 0 for v in report["items"].values())  # text, single-image and multi-image items
     assert report["speedup"] > 0 and "speed-up" in capsys.readouterr().out
+
+
+def test_bench_train_quick_compares_both_loops(tmp_path, capsys):
+    assert main(["bench", "train", "--quick", "--threads", "1", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert set(report["rows"]) == {"lame train", "plain loop"}
+    assert all(row["samples_per_s"] > 0 for row in report["rows"].values())
+    assert report["speedup"] > 0 and "lame train / plain loop" in capsys.readouterr().out
+
+
+def test_bench_encode_realistic_corpus_with_packing(tmp_path):
+    assert main(["bench", "encode", "--quick", "--items", "24", "--corpus", "realistic", "--packing", "--device",
+                 "cpu", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "encode.json").read_text())
+    assert report["allclose"] and report["settings"]["packing"]
+    assert report["items"]["text"] and report["items"]["single_image"]
+
+
+def test_gpu_check_script_runs_tiny_on_cpu(tmp_path):
+    """scripts/gpu-check.sh runs this module on a GPU; --tiny runs every part on the tiny config."""
+    from lame.experiments.bench.gpucheck import run_gpu_check
+
+    report = run_gpu_check(tmp_path, tiny=True, log=lambda *_: None)
+    saved = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert set(saved["parts"]) == {"speed", "train", "encode"}
+    assert not any("error" in part for part in report["parts"].values()), report["parts"]
+    train = report["parts"]["train"]
+    assert {"lora, GradCache chunk 2", "lora, whole batch", "full, GradCache chunk 2", "full, whole batch"} <= set(train)
+    assert all(train[k]["samples_per_s"] for k in train if "," in k)
+    assert report["parts"]["encode"]["packed"]["allclose"]
+
+
+def test_recipes_take_shape_backbones(tmp_path):
+
+
+    from lame.training.recipe import RecipeError, recipe_from_dict
+    from lame.training.trainer import dry_run
+
+    (tmp_path / "train.jsonl").write_text('{"query": "a", "positive": "b"}\n')
+    raw = {"model": {"backbone": "shape:qwen2-vl-2b/2", "decoder": "shape", "lame": {"num_reason_tokens": 8}},
+           "data": {"sources": [{"path": "train.jsonl"}]},
+           "stages": [{"name": "s", "steps": 1, "batch_size": 4, "trainable": [{"pattern": "latent_embeddings"}]}]}
+    report = dry_run(recipe_from_dict(raw, tmp_path))
+    groups = {g["pattern"]: g["parameters"] for g in report[0]["groups"]}
+    assert groups["latent_embeddings"] == 9 * 1536 and report[0]["memory"]["recipe"]["peak"] > 0
+    for backbone, decoder in (("shape:qwen9", "shape"), ("shape:qwen2-vl-2b", "/models/Qwen3-0.6B")):
+        with pytest.raises(RecipeError, match="model"):
+            recipe_from_dict({**raw, "model": {"backbone": backbone, "decoder": decoder}}, tmp_path)
+
+
+def test_cot_goal_is_extrapolated_from_two_shorter_rows():
+    from lame.experiments.bench.speed import extrapolate_cot
+
+    rows = [{"family": "cot", "batch_size": 32, "k": k, "name": f"cot-N{k}", "ratio_vs_reference": 1 + 0.1 * k}
+            for k in (16, 64)]
+    value, sources = extrapolate_cot(rows, 32, 256)
+    assert value == pytest.approx(1 + 0.1 * 256) and sources == ["cot-N16", "cot-N64"]
+    assert extrapolate_cot(rows, 1, 256) is None and extrapolate_cot(rows[:1], 32, 256) is None

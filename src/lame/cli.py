@@ -33,11 +33,16 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  not on this machine: {line}")
     if any(line.startswith("model.") for line in missing):
         print("  model folders missing: architecture from lame's copy of their config.json, no weights (meta device)")
-    for stage in dry_run(recipe):
+    from .training.memory import PlanSettings, format_plan
+
+    plan = PlanSettings(world=args.processes, seq_len=args.seq_len, image_tokens=args.image_tokens,
+                        gpu_memory_gib=args.gpu_memory)
+    for stage in dry_run(recipe, plan):
         print(f"stage {stage['stage']!r}: {stage['steps']} steps")
         for row in stage["groups"]:
             lr = f"  lr {row['lr']:.1e}" if row["lr"] else ""
             print(f"  {row['pattern']:<50} {row['parameters']:>14,d} params{lr}")
+        print(format_plan(stage["memory"]))
     return 0
 
 
@@ -216,13 +221,21 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from .experiments.bench.speed import SpeedSettings, format_speed, run_speed
+    from .experiments.bench.speed import SHAPE_IMAGE_SIZE, SHAPE_QUERY_TOKENS, SpeedSettings, format_speed, run_speed
 
-    settings = SpeedSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
-                             query_tokens=args.query_tokens, image_size=args.image_size,
-                             batch_sizes=tuple(args.batch_sizes), warmup=args.warmup,
-                             repeats=args.repeats or SpeedSettings.repeats, threads=args.threads, clock=args.clock,
-                             quick=args.quick)
+    defaults = SpeedSettings()
+    shaped = bool(args.shape and not args.model)
+    settings = SpeedSettings(
+        model=args.model, backbone=args.backbone, shape=args.shape, layers=args.layers,
+        vision_layers=args.vision_layers, device=args.device, dtype=args.dtype,
+        query_tokens=args.query_tokens or (SHAPE_QUERY_TOKENS if shaped else defaults.query_tokens),
+        image_size=args.image_size if args.image_size is not None else (
+            SHAPE_IMAGE_SIZE if shaped else defaults.image_size),
+        batch_sizes=tuple(args.batch_sizes), warmup=args.warmup, warmup_all_batch_sizes=not shaped,
+        lame_k=tuple(args.lame_k or ((8,) if shaped else defaults.lame_k)),
+        sequential_steps=tuple(args.sequential_steps or defaults.sequential_steps),
+        cot_tokens=tuple(args.cot_tokens or ((64, 256) if shaped else defaults.cot_tokens)),
+        repeats=args.repeats or defaults.repeats, threads=args.threads, clock=args.clock, quick=args.quick)
     report = run_speed(settings, Path(args.output))
     print(format_speed(report))
     print(f"report: {args.output}/speed.json, {args.output}/speed.png")
@@ -247,13 +260,55 @@ def _bench_quality(args: argparse.Namespace) -> int:
 def _bench_encode(args: argparse.Namespace) -> int:
     from .experiments.bench.encode import EncodeSettings, format_encode, run_encode_bench
 
-    settings = EncodeSettings(model=args.model, backbone=args.backbone, device=args.device, dtype=args.dtype,
+    settings = EncodeSettings(model=args.model, backbone=args.backbone, shape=args.shape, layers=args.layers,
+                              corpus=args.corpus, packing=args.packing, device=args.device, dtype=args.dtype,
                               items=args.items, batch_size=args.batch_size,
                               repeats=args.repeats or EncodeSettings.repeats, threads=args.threads, quick=args.quick)
     report = run_encode_bench(settings, Path(args.output))
     print(format_encode(report))
     print(f"report: {args.output}/encode.json")
     return 0 if report["allclose"] else 1
+
+
+def _bench_memory(args: argparse.Namespace) -> int:
+    from .experiments.bench.memory import MemoryBenchSettings, format_memory, run_memory_bench
+
+    settings = MemoryBenchSettings(items=args.items, shape=args.shape, threads=args.threads, quick=args.quick)
+    report = run_memory_bench(settings, Path(args.output))
+    print(format_memory(report))
+    print(f"report: {args.output}/memory.json")
+    return 0
+
+
+def _shape_names() -> list[str]:
+    return ["qwen2-vl-2b", "qwen2.5-vl-3b", "qwen3-vl-8b"]  # lame.modeling.shapes.SHAPES (not imported here)
+
+
+def _bench_padding(args: argparse.Namespace) -> int:
+    from .experiments.bench.padding import PaddingSettings, format_padding, run_padding
+
+    settings = PaddingSettings(shape=args.shape or "qwen2-vl-2b", pairs=args.pairs, batch_size=args.batch_size,
+                               chunk=args.chunk, capacity=args.capacity, time=args.time, layers=args.layers,
+                               time_items=args.time_items, repeats=args.repeats or PaddingSettings.repeats,
+                               threads=args.threads, device=args.device, quick=args.quick)
+    report = run_padding(settings, Path(args.output))
+    print(format_padding(report))
+    print(f"report: {args.output}/padding.json")
+    return 0 if report.get("timing", {}).get("allclose", True) else 1
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from .experiments.bench.train import TrainBenchSettings, format_train, run_train_bench
+
+    settings = TrainBenchSettings(shape=args.shape, layers=args.layers, backbone=args.backbone, steps=args.steps,
+                                  rounds=args.repeats or TrainBenchSettings.rounds, batch_size=args.batch_size,
+                                  pairs=args.pairs, packing=not args.no_packing,
+                                  featurize_workers=args.featurize_workers, grad_cache_chunk=args.grad_cache_chunk,
+                                  threads=args.threads, quick=args.quick)
+    report = run_train_bench(settings, Path(args.output))
+    print(format_train(report))
+    print(f"report: {args.output}/train.json")
+    return 0
 
 
 def _tiny_family(value: str) -> str:
@@ -282,7 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. --set stages.0.steps=50 (repeatable)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of output_dir")
     train.add_argument("--dry-run", action="store_true",
-                       help="validate, build what can be built and print parameter groups; no training")
+                       help="validate, build what can be built and print parameter groups and the estimated peak "
+                            "memory per process and stage; no training")
+    plan = train.add_argument_group("--dry-run memory plan")
+    plan.add_argument("--gpu-memory", type=float, metavar="GIB",
+                      help="memory per process (GiB): print the largest GradCache chunk that fits")
+    plan.add_argument("--processes", type=int, default=1, help="processes the run will use (default: 1)")
+    plan.add_argument("--seq-len", type=int, default=512,
+                      help="positions per item, latent block included (default: 512)")
+    plan.add_argument("--image-tokens", type=int, default=256,
+                      help="visual tokens per item (default: 256; 0: text only)")
     train.set_defaults(func=_train)
 
     quick = verbs.add_parser("quickstart", help="train LaME and the discriminative embedder on the shipped digit "
@@ -459,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="saved LaME model folder (default: a tiny random model)")
     common.add_argument("--backbone", default="qwen2_vl", type=_tiny_family,
                         help="the tiny model's backbone family when --model is not given (default: qwen2_vl)")
+    common.add_argument("--shape", choices=_shape_names(),
+                        help="random weights of a real architecture (real widths, vocabulary, vision tower; "
+                             "tiny tokenizer), instead of the tiny config")
+    common.add_argument("--layers", type=int, help="--shape: keep the first N language-model blocks (CPU runs)")
+    common.add_argument("--vision-layers", type=int,
+                        help="--shape: keep the first N vision blocks (default: the same fraction as --layers)")
     common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     common.add_argument("--dtype", default="float32", choices=DTYPES)
     common.add_argument("--repeats", type=int, help="timed rounds; medians are reported (default: speed 5, encode 3)")
@@ -467,8 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
     sp = benches.add_parser("speed", parents=[common], help="latency and throughput of LaME K=4..32 against "
                             "discriminative, sequential latent and explicit CoT embedders on one backbone")
-    sp.add_argument("--query-tokens", type=int, default=128, help="prompt tokens per query (default: 128)")
-    sp.add_argument("--image-size", type=int, default=224, help="query image side in pixels (0: text only)")
+    sp.add_argument("--query-tokens", type=int,
+                    help="prompt tokens per query (default: 128; with --shape 320)")
+    sp.add_argument("--image-size", type=int,
+                    help="query image side in pixels, 0: text only (default: 224; with --shape 448: 256 visual "
+                         "tokens at Qwen2-VL's patch 14)")
+    sp.add_argument("--lame-k", type=int, nargs="+", help="LaME rows (default: 4 8 16 32; with --shape 8)")
+    sp.add_argument("--sequential-steps", type=int, nargs="+", help="sequential-latent rows (default: 8)")
+    sp.add_argument("--cot-tokens", type=int, nargs="+",
+                    help="explicit-CoT rows (default: 64 256 1024; with --shape 64 256)")
     sp.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     sp.add_argument("--warmup", type=int, default=1, help="warm-up calls per method and batch size")
     sp.add_argument("--clock", default="wall", choices=["wall", "cpu"],
@@ -477,7 +554,39 @@ def build_parser() -> argparse.ArgumentParser:
     be = benches.add_parser("encode", parents=[common], help="LaMEModel.encode against a naive loop, same items")
     be.add_argument("--items", type=int, default=2000, help="mixed items: text, single- and multi-image")
     be.add_argument("--batch-size", type=int, default=32)
+    be.add_argument("--corpus", default="mixed", choices=["mixed", "realistic"],
+                    help="mixed: small synthetic items; realistic: MMEB-like sizes (images of hundreds of tokens)")
+    be.add_argument("--packing", action="store_true", help="encode with packed (padding-free) batches")
     be.set_defaults(func=_bench_encode)
+    bp = benches.add_parser("padding", parents=[common], help="padded fraction of encode and training batches on "
+                            "a realistic mixed corpus, and packed (padding-free) batches against padded ones")
+    bp.add_argument("--pairs", type=int, default=2000, help="(query, positive) pairs of the corpus")
+    bp.add_argument("--batch-size", type=int, default=32)
+    bp.add_argument("--chunk", type=int, default=16, help="GradCache chunk")
+    bp.add_argument("--capacity", type=int, help="positions per packed row (default: the batch's longest item)")
+    bp.add_argument("--time", action="store_true",
+                    help="also time packed against padded forward passes of a random model of --shape")
+    bp.add_argument("--time-items", type=int, default=64, help="items of the timed passes")
+    bp.set_defaults(func=_bench_padding, layers=2)
+    bt = benches.add_parser("train", parents=[common], help="samples/s of lame train against a plain training loop "
+                            "(same model and batches, per-item featurisation, no prefetch)")
+    bt.add_argument("--steps", type=int, default=6, help="steps per run, the first a warm-up (default: 6)")
+    bt.add_argument("--batch-size", type=int, default=8)
+    bt.add_argument("--pairs", type=int, default=256, help="(query, positive) pairs of the corpus")
+    bt.add_argument("--no-packing", action="store_true", help="lame train with padded batches")
+    bt.add_argument("--featurize-workers", type=int, default=2)
+    bt.add_argument("--grad-cache-chunk", type=int)
+    bt.set_defaults(func=_bench_train, layers=2)
+    bm = benches.add_parser("memory", help="the memory planner's estimated peak against the measured peak of "
+                            "training steps on tiny configs (CPU)")
+    bm.add_argument("--items", type=int, default=12, help="queries (and positives) per batch (default: 12)")
+    bm.add_argument("--shape", choices=_shape_names(),
+                    help="one block of each tower of a real architecture instead of the tiny config (no full "
+                         "fine-tuning cases)")
+    bm.add_argument("--threads", type=int, help="torch intra-op threads")
+    bm.add_argument("--quick", action="store_true", help="two cases only (tests)")
+    bm.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
+    bm.set_defaults(func=_bench_memory)
     from .experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings  # light: no torch
 
     bq = benches.add_parser("quality", help="LaME against discriminative, sequential-latent and explicit-CoT "

@@ -218,16 +218,36 @@ class LaMEModel(nn.Module):
         explicit-CoT baseline adds the example's rationale)."""
         return features
 
-    def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
+    # Padding-free batches (lame.data.packing): items share rows, each attending only to itself. Off by
+    # default; ``packing_capacity`` caps a row's positions (None: the batch's longest item). Only the
+    # single-pass LaME forward reads packed batches; the baselines (their own forward) and batches with
+    # videos keep padding.
+    supports_packing = True
+    packing = False
+    packing_capacity: int | None = None
+
+    def collate(self, features: list[Features], packed: bool | None = None) -> dict[str, torch.Tensor]:
+        """A batch for :meth:`forward`: left-padded, or packed (``packed``, default :attr:`packing`)."""
+        packed = self.packing if packed is None else packed
+        single_pass = type(self).forward is LaMEModel.forward and type(self).collate is LaMEModel.collate
+        no_video = all(f.pixel_values_videos is None for f in features)
+        if packed and self.supports_packing and single_pass and no_video:
+            from ..data.packing import collate_packed
+
+            return collate_packed(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id,
+                                  self.packing_capacity)
         return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id,
                        self.featurizer.video_token_id)
 
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> LaMEOutput:
-        """One pass over query + latent block. ``batch`` comes from :meth:`collate`."""
+        """One pass over query + latent block. ``batch`` comes from :meth:`collate` (padded or packed)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         n_latent, k = self.config.num_latent_tokens, self.config.num_reason_tokens
-        hidden = self.adapter.last_hidden_state(self.backbone, batch, self.input_embeddings(batch["input_ids"]))
-        latent_states = hidden[:, -n_latent:]
+        if "pack_rows" in batch:
+            hidden, latent_states = self._packed_pass(batch)
+        else:
+            hidden = self.adapter.last_hidden_state(self.backbone, batch, self.input_embeddings(batch["input_ids"]))
+            latent_states = hidden[:, -n_latent:]
         embed_states = latent_states[:, k:]
         normalize = self.config.normalize if normalize is None else normalize
         return LaMEOutput(
@@ -236,6 +256,26 @@ class LaMEModel(nn.Module):
             embed_states=embed_states,
             hidden_states=hidden,
         )
+
+    def _packed_pass(self, batch: dict[str, torch.Tensor]) -> tuple[None, torch.Tensor]:
+        """The backbone over a packed batch; returns (None, the latent states (B, n_latent, H)) — a packed
+        batch has no per-item hidden-state matrix."""
+        from ..data.packing import latent_index, packed_positions
+
+        n_latent = self.config.num_latent_tokens
+        rows, columns = latent_index(batch, n_latent)
+        rows, columns = rows.to(self.device), columns.to(self.device)
+        input_ids = batch["input_ids"]
+        if not torch.equal(input_ids[rows, columns], self.latent_token_ids.expand(rows.shape[0], -1)):
+            raise ValueError("every item of a packed batch must end with the latent block; build it with collate()")
+        token_embeds = self.backbone.get_input_embeddings()(input_ids)
+        latent = self.latent_embeddings.to(token_embeds.dtype).expand(rows.shape[0], -1, -1)
+        inputs_embeds = token_embeds.index_put((rows, columns), latent)
+        position_ids = packed_positions(self.adapter, self.backbone, batch)
+        inputs = {key: batch[key] for key in ("pixel_values", "image_grid_thw") if key in batch}
+        hidden = self.adapter.run(self.backbone, {"attention_mask": None, **inputs}, inputs_embeds,
+                                  position_ids=position_ids).last_hidden_state
+        return None, hidden[rows, columns]
 
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings of a batch ending with the latent block, the block replaced by the learned vectors."""
@@ -329,7 +369,8 @@ class LaMEModel(nn.Module):
                      show_progress_bar: bool, on_error: str) -> list[SkippedItem]:
         """Fills ``result``'s rows; returns the skipped items."""
         # Featurise a bounded window at a time (one image-processor and one tokenizer call for the window),
-        # sorted by length inside it; a background thread featurises the next window while the model runs.
+        # sorted by length inside it (padded batches); a background thread featurises the next window while
+        # the model runs.
         chunk = max(batch_size * 8, 64)
         windows = [range(start, min(start + chunk, len(items))) for start in range(0, len(items), chunk)]
 
@@ -361,7 +402,8 @@ class LaMEModel(nn.Module):
             for ready, bad in featurized_windows():
                 skipped += bad
                 bar.update(len(bad))
-                ready.sort(key=lambda pair: -len(pair[1]))
+                if not self.packing:  # packed batches waste nothing on mixed lengths: no need to sort
+                    ready.sort(key=lambda pair: -len(pair[1]))
                 for b in range(0, len(ready), batch_size):
                     part = ready[b: b + batch_size]
                     out = self(self.collate([f for _, f in part]), normalize=normalize)

@@ -30,8 +30,10 @@ class RecipeError(InvalidInput):
 
 @dataclass
 class ModelSpec:
-    backbone: str = "tiny:qwen2_vl"  # a local Hugging Face VLM folder, or tiny:<family>
-    decoder: str | None = "tiny"  # a local causal-LM folder, "tiny", or null for no decoder head
+    # a local Hugging Face VLM folder, tiny:<family>, or shape:<name>[/<blocks>] (random weights of a real
+    # architecture, lame.modeling.shapes: for speed and memory runs)
+    backbone: str = "tiny:qwen2_vl"
+    decoder: str | None = "tiny"  # a local causal-LM folder, "tiny", "shape" (Qwen3-0.6B's), or null for none
     dtype: str = "float32"
     seed: int = 0
     lame: dict = field(default_factory=dict)  # LaMEConfig fields
@@ -89,6 +91,8 @@ class TrainSpec:
     mixed_precision: str = field(default="no", metadata={FALSE_MEANS: "no"})  # one of PRECISIONS
     gradient_checkpointing: bool = False
     grad_cache_chunk: int | None = None  # GradCache sub-batch size; None = whole batch at once
+    packing: bool = False  # padding-free batches: items share rows, each attending to itself (lame.data.packing)
+    packing_capacity: int | None = None  # positions per packed row (None: the batch's longest item)
     save_every: int = 100
     keep_last: int = 2
     log_every: int = 10
@@ -160,7 +164,7 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
             source.path = str(base_dir / source.path)
     for name in ("backbone", "decoder"):
         value = getattr(recipe.model, name)
-        if value and not value.startswith("tiny") and not Path(value).is_absolute():
+        if value and not _generated(value) and not Path(value).is_absolute():
             setattr(recipe.model, name, str(base_dir / value))
     spec = recipe.eval
     if spec is not None:
@@ -168,6 +172,11 @@ def _resolve_paths(recipe: Recipe, base_dir: Path) -> None:
             spec.benchmark = str(base_dir / spec.benchmark)
         if spec.data_root and not Path(spec.data_root).is_absolute():
             spec.data_root = str(base_dir / spec.data_root)
+
+
+def _generated(value: str) -> bool:
+    """A model the project builds itself (random weights), not a folder: tiny:..., shape:..., "shape"."""
+    return value.startswith(("tiny", "shape"))
 
 
 def _benchmark_names() -> tuple[str, ...]:
@@ -183,7 +192,7 @@ def missing_paths(recipe: Recipe) -> list[str]:
                if not Path(s.path).is_file()]
     for name in ("backbone", "decoder"):
         value = getattr(recipe.model, name)
-        if value and not value.startswith("tiny") and not Path(value).is_dir():
+        if value and not _generated(value) and not Path(value).is_dir():
             missing.append((f"model.{name}", value))
     if recipe.train.deepspeed_config and not Path(recipe.train.deepspeed_config).is_file():
         missing.append(("train.deepspeed_config", recipe.train.deepspeed_config))
@@ -239,8 +248,18 @@ def _validate_model(model: ModelSpec) -> None:
                               f"tiny families: {', '.join(tiny_families())}")
         if model.decoder not in (None, "tiny"):
             raise RecipeError("model.decoder: a tiny backbone takes decoder 'tiny' or null")
-    elif model.decoder == "tiny":
-        raise RecipeError("model.decoder: 'tiny' goes with a tiny backbone; give a causal LM folder or null")
+    elif backbone.startswith("shape:"):
+        from ..modeling.shapes import parse_shape_spec
+
+        try:
+            parse_shape_spec(backbone)
+        except InvalidInput as exc:
+            raise RecipeError(f"model.backbone: {exc}") from None
+        if model.decoder not in (None, "tiny", "shape"):
+            raise RecipeError("model.decoder: a shape: backbone takes decoder 'shape' (Qwen3-0.6B's), 'tiny' or null")
+    elif model.decoder in ("tiny", "shape"):
+        raise RecipeError(f"model.decoder: {model.decoder!r} goes with a tiny: or shape: backbone; give a causal LM "
+                          "folder or null")
     _check_choice("model.dtype", model.dtype, DTYPES)
 
 
@@ -260,6 +279,8 @@ def _validate_train(train: TrainSpec) -> None:
         _check_at_least("train.eval_every", train.eval_every, 1)
     if train.grad_cache_chunk is not None:
         _check_at_least("train.grad_cache_chunk", train.grad_cache_chunk, 1)
+    if train.packing_capacity is not None:
+        _check_at_least("train.packing_capacity", train.packing_capacity, 1)
     _check_at_least("train.featurize_workers", train.featurize_workers, 0)
     _check_choice("train.strategy", train.strategy, STRATEGIES)
     _check_choice("train.mixed_precision", train.mixed_precision, PRECISIONS)

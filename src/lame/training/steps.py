@@ -94,11 +94,15 @@ class _RandomState:
             yield
 
 
-def _chunks(features: list[Features], size: int) -> list[slice]:
-    return [slice(i, min(i + size, len(features))) for i in range(0, len(features), size)]
+def _chunks(features: list[Features], size: int) -> list[list[int]]:
+    """Chunks of ``size`` items, made after sorting the items by length (longest first): items of similar
+    length share a chunk, so a padded chunk computes less padding. The loss is over the whole batch, so
+    which items share a chunk changes nothing but the cost."""
+    order = sorted(range(len(features)), key=lambda i: (-len(features[i]), i))
+    return [order[i: i + size] for i in range(0, len(order), size)]
 
 
-def _padded(chunks: list[slice], count: int) -> list[tuple[slice, float]]:
+def _padded(chunks: list[list[int]], count: int) -> list[tuple[list[int], float]]:
     """(chunk, weight): this process's chunks, then its last chunk again with weight 0 up to ``count``."""
     return [(rows, 1.0) for rows in chunks] + [(rows, 0.0) for rows in chunks[-1:] * (count - len(chunks))]
 
@@ -117,11 +121,15 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
         for name, rows, weight in passes:
             states.append(_RandomState())
             with autocast():
-                embeddings = model(model.collate(groups[name][rows])).embeddings.float()
+                embeddings = model(model.collate([groups[name][i] for i in rows])).embeddings.float()
             if weight:
                 cached[name].append(embeddings)
 
-    leaves = {k: torch.cat(v).detach().requires_grad_() for k, v in cached.items() if v}
+    def in_batch_order(name: str) -> torch.Tensor:  # the chunks' rows back in the batch's order
+        order = torch.tensor([i for rows in chunks[name] for i in rows])
+        return torch.cat(cached[name])[torch.argsort(order).to(cached[name][0].device)]
+
+    leaves = {k: in_batch_order(k).detach().requires_grad_() for k, v in cached.items() if v}
     contrastive = loss.contrastive(leaves["queries"], leaves["positives"], leaves.get("negatives"), batch.labels)
     loss.share(contrastive=contrastive).backward()  # to the cached embeddings only
 
@@ -129,10 +137,10 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
     reconstruction = diversity = 0.0
     for number, ((name, rows, weight), state) in enumerate(zip(passes, states), start=1):
         with state.replay(), autocast():
-            out = model(model.collate(groups[name][rows]))
+            out = model(model.collate([groups[name][i] for i in rows]))
             surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
             if name == "queries":
-                rec, div = loss.side_terms(out, batch.targets[rows], norm)
+                rec, div = loss.side_terms(out, [batch.targets[i] for i in rows], norm)
                 surrogate = surrogate + loss.share(reconstruction=rec, diversity=div)
                 reconstruction += weight * float(rec.detach())
                 diversity += weight * float(div.detach())

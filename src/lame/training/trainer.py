@@ -89,6 +89,9 @@ def build_model(recipe: Recipe) -> LaMEModel:
     spec = recipe.model
     config = model_config(recipe)
     dtype = getattr(torch, spec.dtype)
+    if spec.backbone.startswith("shape:"):  # built where it will train (a 2B model in fp32 is 9 GB)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return build_shaped(recipe, torch.device("cuda", local) if torch.cuda.is_available() else "cpu")
     if spec.backbone.startswith("tiny:"):
         model = build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
         model.backbone.to(dtype)  # as from_backbone loads them: backbone and decoder in model.dtype
@@ -96,6 +99,23 @@ def build_model(recipe: Recipe) -> LaMEModel:
             model.decoder_head.decoder.to(dtype)
         return model
     return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
+
+
+def build_shaped(recipe: Recipe, device) -> LaMEModel:
+    """A ``shape:NAME[/BLOCKS]`` backbone: random weights of a real architecture (``device="meta"``: none)."""
+    from ..modeling.shapes import build_shaped_model, parse_shape_spec
+
+    spec = recipe.model
+    name, layers = parse_shape_spec(spec.backbone)
+    decoder_layers = None
+    if layers is not None and spec.decoder == "shape":  # the decoder truncated in the same proportion
+        from ..modeling.shapes import architecture, depths
+
+        full = depths(name)["layers"]
+        decoder_layers = max(1, round(layers * architecture("Qwen3-0.6B")["num_hidden_layers"] / full))
+    return build_shaped_model(name, layers, config=model_config(recipe), dtype=getattr(torch, spec.dtype),
+                              device=device, seed=spec.seed, decoder=spec.decoder or "shape",
+                              decoder_layers=decoder_layers)
 
 
 def lora_parameter_names(model, target_modules: list[str]) -> set[str]:
@@ -227,6 +247,7 @@ class Trainer:
             self.model = build_model(recipe)
             self._scheduler_state = None
         check_stage_patterns(self.model, recipe)
+        self.model.packing, self.model.packing_capacity = recipe.train.packing, recipe.train.packing_capacity
         if recipe.train.gradient_checkpointing:
             self.model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.strategy = make_strategy(recipe.train.strategy, self.accelerator, recipe.train.deepspeed_config)
@@ -654,15 +675,22 @@ def train(recipe: Recipe, resume: bool = False, show_progress: bool = True, eval
     return Trainer(recipe, resume=resume, show_progress=show_progress, evaluator=evaluator).run()
 
 
-def dry_run(recipe: Recipe) -> list[dict]:
-    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained).
+def dry_run(recipe: Recipe, memory=None) -> list[dict]:
+    """Builds the model and lists, per stage, its trainable groups and their sizes (nothing is trained),
+    and the memory plan of one process (:mod:`lame.training.memory`; ``memory``: its
+    :class:`~lame.training.memory.PlanSettings`, default ones when None).
 
     A backbone or decoder folder that is not on this machine is built without weights on the meta
     device from its shipped architecture (:mod:`lame.modeling.meta`), so real recipes check here too.
     """
+    from .memory import PlanSettings, plan_stage
+
+    memory = memory or PlanSettings()
     spec = recipe.model
-    folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith("tiny")]
-    if any(not Path(f).is_dir() for f in folders):
+    folders = [f for f in (spec.backbone, spec.decoder) if f and not f.startswith(("tiny", "shape"))]
+    if spec.backbone.startswith("shape:"):
+        model = build_shaped(recipe, "meta")
+    elif any(not Path(f).is_dir() for f in folders):
         from ..modeling.meta import build_on_meta
 
         model = build_on_meta(spec.backbone, spec.decoder, model_config(recipe))
@@ -675,5 +703,6 @@ def dry_run(recipe: Recipe) -> list[dict]:
             with torch.device(model.device):
                 add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
         groups = select_trainable(model, stage.trainable)
-        report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model)})
+        report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model),
+                       "memory": plan_stage(recipe, model, stage, memory)})
     return report

@@ -26,11 +26,19 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_base_model(model: str | Path | None, backbone: str, device: torch.device, dtype: str = "float32",
-                    num_reason_tokens: int = 8) -> LaMEModel:
-    """A saved LaME folder (``model``), or a tiny random one of ``backbone`` (no decoder head)."""
+                    num_reason_tokens: int = 8, shape: str | None = None, layers: int | None = None,
+                    vision_layers: int | None = None) -> LaMEModel:
+    """A saved LaME folder (``model``), a random model of a real architecture (``shape``, optionally
+    truncated to ``layers`` / ``vision_layers`` blocks: :mod:`lame.modeling.shapes`), or a tiny random
+    one of ``backbone``; no decoder head."""
     torch_dtype = getattr(torch, dtype)
     if model:
         base = LaMEModel.from_pretrained(model, dtype=torch_dtype, device=device)
+    elif shape:
+        from lame.modeling.shapes import build_shaped_model
+
+        base = build_shaped_model(shape, layers, vision_layers, dtype=torch_dtype, device=device, seed=0,
+                                  use_decoder=False, num_reason_tokens=num_reason_tokens, max_length=8192)
     else:
         base = build_tiny_model(backbone, seed=0, use_decoder=False, num_reason_tokens=num_reason_tokens,
                                 max_length=4096)

@@ -30,10 +30,19 @@ from .common import (environment, load_base_model, median, random_image, resolve
 REFERENCE = "lame-K8"
 
 
+# Queries of a real shape: one 448 x 448 image (256 visual tokens at patch 14, merge 2; a typical MMEB
+# image after the processor's resize holds hundreds) and text, 320 prompt tokens in all.
+SHAPE_QUERY_TOKENS = 320
+SHAPE_IMAGE_SIZE = 448
+
+
 @dataclass
 class SpeedSettings:
-    model: str | None = None  # a saved LaME folder; None: the tiny random config of `backbone`
+    model: str | None = None  # a saved LaME folder; None: `shape`, else the tiny random config of `backbone`
     backbone: str = "qwen2_vl"
+    shape: str | None = None  # a real architecture with random weights (lame.modeling.shapes), e.g. qwen2-vl-2b
+    layers: int | None = None  # `shape` only: language-model blocks kept (None: all)
+    vision_layers: int | None = None  # `shape` only: vision blocks kept (None: the same fraction as `layers`)
     device: str | None = None
     dtype: str = "float32"
     query_tokens: int = 128  # prompt tokens per query (chat template, text and image tokens; no latent block)
@@ -44,11 +53,13 @@ class SpeedSettings:
     cot_tokens: tuple[int, ...] = (64, 256, 1024)
     cot_goal_tokens: int = 256  # the CoT row the ~60x goal is checked on
     warmup: int = 1
+    warmup_all_batch_sizes: bool = True  # False: warm-up calls at the smallest batch size only (large models)
     repeats: int = 5  # rounds; each visits every (method, batch size) cell once
     min_round_seconds: float = 0.25  # a fast cell is called repeatedly within a round, for this long
     clock: str = "wall"  # "cpu": process CPU time with one torch thread (a CPU shared with other tenants)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     quick: bool = False
+    cost_model: bool = True  # `shape` only: predict every row from this machine's constants (costmodel.py)
     goals: dict = field(default_factory=lambda: {"lame_over_discriminative_max": 1.10,
                                                  "cot_over_lame_min": 60.0, "sequential_over_lame_min": 2.0})
 
@@ -139,15 +150,22 @@ def run_speed(settings: SpeedSettings, output: Path | None = None, log=print, ba
 
 def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
     torch.manual_seed(0)
+    if settings.clock not in ("wall", "cpu"):
+        raise InvalidInput(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
+    device = resolve_device(settings.device) if base is None else base.device
+    if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise InvalidInput("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
+    depth = None
+    if base is None and settings.shape and not settings.model:
+        from lame.modeling.shapes import resolve_depths
+
+        depth = resolve_depths(settings.shape, settings.layers, settings.vision_layers)
     if base is None:
         device = resolve_device(settings.device)
         base = load_base_model(settings.model, settings.backbone, device, settings.dtype,
-                               num_reason_tokens=max(settings.lame_k))
+                               num_reason_tokens=max(settings.lame_k), shape=settings.shape,
+                               layers=depth and depth["layers"], vision_layers=depth and depth["vision_layers"])
     device = base.device
-    if settings.clock not in ("wall", "cpu"):
-        raise InvalidInput(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
-    if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
-        raise InvalidInput("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
     models = build_models(base, settings)
     queries, lengths = make_queries(models["discriminative"], max(settings.batch_sizes), settings.query_tokens,
                                     settings.image_size)
@@ -160,8 +178,9 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
 
     log(f"bench speed: {len(models)} methods x batch sizes {list(settings.batch_sizes)}, "
         f"{settings.warmup} warm-up + {settings.repeats} rounds, device {device}")
+    warm_sizes = settings.batch_sizes if settings.warmup_all_batch_sizes else (min(settings.batch_sizes),)
     for name, bs in cells:
-        for _ in range(settings.warmup):
+        for _ in range(settings.warmup if bs in warm_sizes else 0):
             call(name, bs)
     order = random.Random(0)
     for r in range(settings.repeats):
@@ -195,17 +214,46 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
         "reference": reference,
         "settings": asdict(settings) | {"query_tokens_actual": sorted(set(lengths))},
         "backbone": base.config.backbone_type,
-        "model": settings.model or f"tiny:{settings.backbone} (random weights)",
+        "model": settings.model or model_label(settings, depth),
+        "depth": depth,
         "environment": environment(device),
         "rows": rows,
         "goals": goals(rows, settings, reference),
     }
+    if depth is not None and settings.cost_model:
+        report["cost_model"] = cost_model(report, settings, depth, models["discriminative"], queries[0], log)
     if output is not None:
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         (output / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
         plot_speed(report, output / "speed.png")
+        if report.get("cost_model"):
+            from .costmodel import plot_model
+
+            plot_model(report, output / "speed-model.png")
     return report
+
+
+def cost_model(report: dict, settings: SpeedSettings, depth: dict, model, query, log) -> dict:
+    """The cost model's prediction of every row, at this depth and at the full depth (see
+    :mod:`lame.experiments.bench.costmodel`), with this machine's constants timed now."""
+    from .costmodel import Query, calibrate, dims_of, model_report
+
+    features = model.featurizer(query)
+    patches = int(features.image_grid_thw.prod(-1).sum()) if features.image_grid_thw is not None else 0
+    dims = dims_of(settings.shape)
+    machine = calibrate(dims, tuple(settings.batch_sizes), getattr(torch, settings.dtype), model.config.backbone_type,
+                        device=model.device, log=log)
+    return model_report(report["rows"], settings.shape, depth,
+                        Query(tokens=len(features) - model.config.num_latent_tokens, patches=patches), machine,
+                        report["reference"], settings.cot_goal_tokens)
+
+
+def model_label(settings: SpeedSettings, depth: dict | None) -> str:
+    if depth is None:
+        return f"tiny:{settings.backbone} (random weights)"
+    return (f"shape:{settings.shape} (random weights; {depth['layers']}/{depth['full_layers']} language-model "
+            f"blocks, {depth['vision_layers']}/{depth['full_vision_layers']} vision blocks)")
 
 
 def sample(fn, device, min_seconds: float, clock: str = "wall") -> float:
@@ -234,13 +282,32 @@ def goals(rows: list[dict], settings: SpeedSettings, reference: str) -> list[dic
     out = []
     for bs in settings.batch_sizes:
         ratios = {r["name"]: r["ratio_vs_reference"] for r in rows if r["batch_size"] == bs}
+        extrapolated = extrapolate_cot(rows, bs, settings.cot_goal_tokens)
         for label, name, value_of, op, bound in checks:
+            from_rows = None
+            if name not in ratios and name.startswith("cot-") and extrapolated:
+                ratios[name], from_rows = extrapolated
             if name not in ratios:
                 continue
             value = value_of(ratios[name])
             met = value <= bound if op == "<=" else value >= bound
-            out.append({"goal": f"{label} {op} {bound:g}", "batch_size": bs, "value": value, "met": met})
+            goal = {"goal": f"{label} {op} {bound:g}", "batch_size": bs, "value": value, "met": met}
+            if from_rows:
+                goal["extrapolated_from"] = from_rows
+            out.append(goal)
     return out
+
+
+def extrapolate_cot(rows: list[dict], batch_size: int, tokens: int) -> tuple[float, list[str]] | None:
+    """The ratio of CoT with ``tokens`` generated tokens, linear in N through the two longest CoT rows
+    measured at this batch size, when that row itself was not run (a generated token costs the same
+    whatever its position, up to the KV cache's reads: see the cost model). None with fewer than two rows."""
+    cot = sorted((r for r in rows if r["family"] == "cot" and r["batch_size"] == batch_size), key=lambda r: r["k"])
+    if len(cot) < 2 or any(r["k"] == tokens for r in cot):
+        return None
+    a, b = cot[-2], cot[-1]
+    slope = (b["ratio_vs_reference"] - a["ratio_vs_reference"]) / (b["k"] - a["k"])
+    return b["ratio_vs_reference"] + slope * (tokens - b["k"]), [a["name"], b["name"]]
 
 
 def format_speed(report: dict) -> str:
@@ -252,9 +319,14 @@ def format_speed(report: dict) -> str:
                      f"{r['throughput_qps']:>10.1f} {r['preprocess_ms']:>8.1f} {r['ratio_vs_reference']:>12.2f}")
     lines.append("")
     for g in report["goals"]:
+        note = f"  (extrapolated from {' and '.join(g['extrapolated_from'])})" if "extrapolated_from" in g else ""
         lines.append(f"goal {g['goal']:<40} batch {g['batch_size']:>3}: {g['value']:8.2f}  "
-                     f"{'met' if g['met'] else 'MISSED'}")
+                     f"{'met' if g['met'] else 'MISSED'}{note}")
     env = report["environment"]
+    if report.get("cost_model"):
+        from .costmodel import format_model
+
+        lines += ["", format_model(report["cost_model"])]
     lines.append(f"\n{report['model']} on {env.get('gpu') or env['cpu']} ({env['device']}, "
                  f"{env['torch_threads']} torch threads, {report['settings']['clock']} clock), "
                  f"torch {env['versions']['torch']}, transformers {env['versions']['transformers']}")

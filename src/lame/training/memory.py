@@ -1,0 +1,518 @@
+"""A memory planner for training recipes: the peak memory of one process, per stage, before anything runs.
+
+``lame train RECIPE --dry-run`` prints it: parameters, gradients and optimizer states (by strategy:
+ddp replicated, FSDP sharded, DeepSpeed ZeRO-2 / ZeRO-3; by precision; LoRA), activations of the
+batch at a given sequence length (with and without gradient checkpointing, whole batch or GradCache
+chunks), the transient buffers of the largest operations, and the largest GradCache chunk that fits
+a given ``--gpu-memory``.
+
+How the estimate is made (every count is the recipe's real architecture, built on the meta device):
+
+* **weights**: every parameter, in the model's dtype (``model.dtype``; DeepSpeed with bf16 keeps the
+  module in bf16 and fp32 master weights in the optimizer); FSDP and ZeRO-3 keep ``1/world`` of them,
+  plus the gathered weights of the blocks being computed (two, with prefetch).
+* **gradients**: the stage's trainable parameters, in their dtype; ``1/world`` under FSDP and ZeRO-2/3.
+* **optimizer**: AdamW's two moments in the parameter's dtype (DeepSpeed bf16: fp32 moments and fp32
+  master weights), ``1/world`` under FSDP and ZeRO; plus the step's temporaries (one gradient-sized
+  buffer per moment, as ``torch._foreach`` allocates them).
+* **activations**: what autograd keeps for the backward: per position and block, a sum of the block's
+  widths with coefficients counted on the upstream blocks (:data:`BLOCK_COEFFICIENTS`, checked against
+  measured peaks, see ``docs/speed.md``), in the compute dtype (bf16/fp16 autocast: 2 bytes, but RMS
+  norms keep fp32 copies); with gradient checkpointing only each block's input, plus one block
+  recomputed. The vision tower keeps activations only when it trains; otherwise its largest block's
+  working set is transient. The decoder head adds its own blocks over the target tokens and the
+  logits of its vocabulary (fp32 for the loss).
+* **when**: without GradCache the three forward passes (queries, positives, negatives) are alive
+  together at the backward; with GradCache one chunk's graph is, while the gradients accumulate.
+
+:class:`PeakTracker` measures the same thing on a CPU (every tensor allocated, through a dispatch
+mode, freed when its storage dies), which is how the estimate is checked on tiny configurations.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+GIB = 1024**3
+
+# Elements autograd saves per position in one block, as multiples of its widths (hidden H, query width q,
+# key/value width kv, MLP width I), counted with saved-tensor hooks on the upstream Qwen2 / Qwen3 decoder
+# layers and vision blocks. "base": a gradient flows through the block but its weights are frozen (only
+# what the input's gradient needs); "weights": added when the block's weights train (full or LoRA): the
+# inputs of its matrix products. "hidden" tensors are the residual stream and the norms, which stay in
+# fp32 when the weights are fp32 (autocast computes the products in bf16), or are upcast to fp32 by the
+# RMS norm ("fp32_hidden") when the weights are bf16.
+BLOCK_COEFFICIENTS = {
+    "language": {"base": {"hidden": 4.0, "query": 2.0, "kv": 3.0, "mlp": 3.0},
+                 "weights": {"hidden": 3.0, "query": 1.0, "kv": 0.0, "mlp": 1.0}, "fp32_hidden": 2.0},
+    "vision": {"base": {"hidden": 10.0, "query": 0.0, "kv": 0.0, "mlp": 3.0},
+               "weights": {"hidden": 2.0, "query": 0.0, "kv": 0.0, "mlp": 1.0}, "fp32_hidden": 4.0},
+}
+
+
+class PeakTracker(TorchDispatchMode):
+    """Bytes of tensor storage alive while the mode is on, and their peak: every storage an operation
+    returns is counted until it is freed. ``baseline`` counts storages alive before (the weights)."""
+
+    def __init__(self, baseline: list[torch.Tensor] | None = None):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        for t in baseline or []:
+            self._add(t)
+        self.baseline = self.current
+
+    def _add(self, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # e.g. a sparse or wrapper tensor
+            return
+        key, size = storage.data_ptr(), storage.nbytes()
+        if not size or key in self.live:
+            return
+        self.live[key] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def reset_peak(self) -> None:
+        self.peak = self.current
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            self._add(t)
+        return out
+
+
+@dataclass
+class Widths:
+    """The sizes the estimate needs, of one tower."""
+
+    blocks: int
+    hidden: int
+    query: int = 0
+    kv: int = 0
+    mlp: int = 0
+    block_params: int = 0
+
+    def saved_per_position(self, kind: str, setup: "Setup", weights_train: bool = False,
+                           dropout_inputs: float = 0.0) -> float:
+        """Bytes autograd keeps per position for one block (see :data:`BLOCK_COEFFICIENTS`);
+        ``dropout_inputs``: elements per position that LoRA's dropout keeps (its inputs' widths)."""
+        c = BLOCK_COEFFICIENTS[kind]
+        widths = {"hidden": self.hidden, "query": self.query or self.hidden, "kv": self.kv, "mlp": self.mlp}
+        parts = [c["base"]] + ([c["weights"]] if weights_train else [])
+        hidden = sum(p["hidden"] for p in parts) * self.hidden
+        other = sum(p[k] * widths[k] for p in parts for k in ("query", "kv", "mlp"))
+        compute = setup.compute_bytes
+        if setup.param_bytes >= 4:  # fp32 weights: the residual stream and norms stay fp32
+            hidden_bytes = hidden * 4
+        else:  # bf16 weights: the RMS norms' fp32 copies, the rest bf16
+            hidden_bytes = c["fp32_hidden"] * self.hidden * 4 + max(0.0, hidden - c["fp32_hidden"] * self.hidden) * compute
+        return hidden_bytes + (other + dropout_inputs) * compute
+
+    def cast_copies(self, setup: "Setup") -> float:
+        """Bytes of the blocks' weights cast to the autocast dtype and kept for the backward of one pass
+        (only when the weights are stored in a wider dtype than the one computed in)."""
+        if setup.compute_bytes >= setup.param_bytes:
+            return 0.0
+        return self.blocks * self.block_params * setup.compute_bytes
+
+    def transient_per_position(self, compute_bytes: int) -> float:
+        """The working set of one block's forward, beyond what it saves (the MLP's widest tensors)."""
+        return (3 * self.mlp + 4 * self.hidden) * compute_bytes
+
+
+@dataclass
+class Architecture:
+    language: Widths
+    vision: Widths | None
+    decoder: Widths | None
+    vocab: int
+    decoder_vocab: int
+    decoder_hidden: int
+    total_params: int
+    largest_block_params: int
+
+
+def architecture_of(model) -> Architecture:
+    """The widths of a LaME model's towers (works on the meta device)."""
+    from ..modeling.lora import is_lora_name  # noqa: F401  (LoRA parameters are counted with the model)
+
+    backbone = model.backbone
+    text = backbone.config.get_text_config()
+    lm = model.adapter.language_model(backbone)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    blocks = list(getattr(lm, "layers", []))
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    language = Widths(blocks=len(blocks), hidden=text.hidden_size, query=text.num_attention_heads * head_dim,
+                      kv=text.num_key_value_heads * head_dim, mlp=text.intermediate_size,
+                      block_params=count(blocks[0]) if blocks else 0)
+    vision = None
+    visual = getattr(getattr(backbone, "model", backbone), "visual", None)
+    if visual is not None and hasattr(visual, "blocks"):
+        vc = backbone.config.vision_config
+        hidden = getattr(vc, "embed_dim", None) or vc.hidden_size
+        mlp = getattr(vc, "intermediate_size", None) or int(hidden * getattr(vc, "mlp_ratio", 4))
+        vision = Widths(blocks=len(visual.blocks), hidden=hidden, mlp=mlp, block_params=count(visual.blocks[0]))
+    decoder = None
+    decoder_vocab = decoder_hidden = 0
+    if model.decoder_head is not None:
+        dec = model.decoder_head.decoder
+        dc = dec.config
+        dhead = getattr(dc, "head_dim", None) or dc.hidden_size // dc.num_attention_heads
+        dblocks = list(dec.model.layers)
+        decoder = Widths(blocks=len(dblocks), hidden=dc.hidden_size, query=dc.num_attention_heads * dhead,
+                         kv=dc.num_key_value_heads * dhead, mlp=dc.intermediate_size,
+                         block_params=count(dblocks[0]) if dblocks else 0)
+        decoder_vocab, decoder_hidden = dc.vocab_size, dc.hidden_size
+    largest = max([language.block_params] + ([vision.block_params] if vision else [])
+                  + ([decoder.block_params] if decoder else []))
+    return Architecture(language, vision, decoder, text.vocab_size, decoder_vocab, decoder_hidden,
+                        sum(p.numel() for p in model.parameters()), largest)
+
+
+@dataclass
+class Workload:
+    """What one process computes per step: items per pass, their positions, their images."""
+
+    queries: int
+    positives: int
+    negatives: int
+    tokens: int  # positions per item (padded or packed: what the passes compute), latent block included
+    patches: int = 0  # vision patches per item (0: text only)
+    decoder_tokens: int = 16  # target tokens the decoder head reads per query (+ the K soft-prefix states)
+    num_reason_tokens: int = 8
+
+
+@dataclass
+class Setup:
+    strategy: str = "ddp"  # ddp | fsdp | zero2 | zero3
+    world: int = 1
+    param_bytes: int = 4  # the model's dtype
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    grad_cache_chunk: int | None = None
+
+    @property
+    def compute_bytes(self) -> int:
+        return 2 if self.mixed_precision in ("bf16", "fp16") else self.param_bytes
+
+    @property
+    def sharded_params(self) -> bool:
+        return self.strategy in ("fsdp", "zero3")
+
+    @property
+    def sharded_grads(self) -> bool:
+        return self.strategy in ("fsdp", "zero2", "zero3")
+
+
+@dataclass
+class Estimate:
+    weights: float
+    gradients: float
+    optimizer: float
+    optimizer_step: float
+    activations: float
+    transient: float
+    peak: float
+    parts: dict = field(default_factory=dict)
+
+    def gib(self) -> dict:
+        return {k: (v / GIB if isinstance(v, (int, float)) else v) for k, v in asdict(self).items() if k != "parts"}
+
+
+def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, setup: Setup,
+             chunk: int | None = None) -> Estimate:
+    """The peak bytes of one process for one stage.
+
+    ``trainable``: trainable parameters; ``trains``: which parts have trainable parameters or need a
+    gradient through them: ``language`` (any block of the language model, LoRA included, or anything
+    before it: the latent embeddings), ``vision`` (the vision tower), ``decoder`` (the decoder head).
+    ``chunk``: GradCache chunk (default ``setup.grad_cache_chunk``; None or >= the batch: whole batch).
+    """
+    chunk = setup.grad_cache_chunk if chunk is None else chunk
+    world = setup.world
+    deepspeed_bf16 = setup.strategy in ("zero2", "zero3") and setup.mixed_precision in ("bf16", "fp16")
+    module_bytes = 2 if deepspeed_bf16 else setup.param_bytes
+    weights = arch.total_params * module_bytes / (world if setup.sharded_params else 1)
+    if setup.sharded_params and world > 1:
+        weights += 2 * arch.largest_block_params * module_bytes  # gathered blocks: the current one and the next
+    gradients = trainable * module_bytes / (world if setup.sharded_grads else 1)
+    if deepspeed_bf16:  # fp32 master weights and moments, partitioned; fp32 gradient partitions
+        optimizer = trainable * (4 + 8 + 4) / world
+        step = trainable * 4 / world
+    else:
+        optimizer = trainable * 2 * setup.param_bytes / (world if setup.sharded_grads else 1)
+        step = trainable * 2 * setup.param_bytes / (world if setup.sharded_grads else 1)
+    static = weights + optimizer
+
+    items = max(work.queries, work.positives, work.negatives)
+    whole = chunk is None or chunk >= items
+    b = setup.compute_bytes
+
+    def pass_activations(n: int, with_decoder: bool) -> tuple[float, float]:
+        """(kept for the backward, transient peak on top) of one forward pass over ``n`` items."""
+        positions = n * work.tokens
+        lang = arch.language
+        kept = transient = 0.0
+        if trains["language"]:
+            kept += lang.cast_copies(setup)
+            per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
+            if setup.gradient_checkpointing:
+                kept += positions * lang.blocks * lang.hidden * (4 if setup.param_bytes >= 4 else b)  # block inputs
+                # one block recomputed in the backward, with its gradients' temporaries
+                transient = max(transient, positions * (per_block + 0.5 * lang.transient_per_position(b)))
+            else:
+                kept += positions * lang.blocks * per_block
+            kept += positions * lang.hidden * (b + 4)  # embeddings in, final norm
+        transient = max(transient, positions * lang.transient_per_position(b))
+        if arch.vision is not None and work.patches:
+            patches = n * work.patches
+            v = arch.vision
+            if trains["vision"]:
+                kept += v.cast_copies(setup)
+                kept += patches * v.blocks * v.saved_per_position("vision", setup, True)
+            transient = max(transient, patches * (v.transient_per_position(b) + v.hidden * b))
+        if with_decoder and arch.decoder is not None and trains["decoder_runs"]:
+            tokens = n * (work.decoder_tokens + work.num_reason_tokens)
+            d = arch.decoder
+            kept += d.cast_copies(setup)
+            kept += tokens * d.blocks * d.saved_per_position("language", setup, trains["decoder_weights"])
+            logits = n * work.decoder_tokens * arch.decoder_vocab
+            kept += logits * (b + 4)  # the logits and their fp32 copy for the loss
+            transient = max(transient, logits * 4)  # the loss's softmax
+        return kept, transient
+
+    if whole:
+        passes = [pass_activations(work.queries, True), pass_activations(work.positives, False),
+                  pass_activations(work.negatives, False) if work.negatives else (0.0, 0.0)]
+        activations = sum(k for k, _ in passes)
+        transient = max(t for _, t in passes)
+        at_backward = static + activations + transient + gradients
+    else:
+        kept, transient = pass_activations(min(chunk, items), True)
+        no_grad_pass = pass_activations(min(chunk, items), False)[1]
+        activations = kept
+        at_backward = static + gradients + kept + transient
+        at_backward = max(at_backward, static + no_grad_pass)
+    at_step = static + gradients + step
+    peak = max(at_backward, at_step)
+    return Estimate(weights, gradients, optimizer, step, activations, transient, peak,
+                    {"whole_batch": whole, "chunk": None if whole else chunk})
+
+
+def largest_chunk(arch: Architecture, trainable: int, trains: dict, work: Workload, setup: Setup,
+                  budget_bytes: float, margin: float = 0.9) -> int | None:
+    """The largest GradCache chunk whose estimated peak is at most ``margin x budget_bytes``; None when
+    not even a chunk of one item fits. The whole batch when it fits."""
+    items = max(work.queries, work.positives, work.negatives)
+    fits = lambda c: estimate(arch, trainable, trains, work, setup, c).peak <= margin * budget_bytes  # noqa: E731
+    if not fits(1):
+        return None
+    low, high = 1, items
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def trains_of(model) -> dict:
+    """Which towers a stage trains or backpropagates through, from ``requires_grad`` (LoRA included)."""
+    named = dict(model.named_parameters())
+    host = model.adapter.lora_host + "."
+    vision_prefix = "backbone.model.visual."
+    lm_weights = any(p.requires_grad for n, p in named.items() if n.startswith(host))
+    latent = named.get("latent_embeddings")
+    vision = any(p.requires_grad for n, p in named.items() if n.startswith(vision_prefix))
+    decoder_weights = any(p.requires_grad for n, p in named.items() if n.startswith("decoder_head.decoder."))
+    return {"language": lm_weights or bool(latent is not None and latent.requires_grad) or vision,
+            "language_weights": lm_weights, "vision": vision, "lora_dropout": lora_dropout_inputs(model),
+            "decoder_runs": model.decoder_head is not None, "decoder_weights": decoder_weights}
+
+
+def lora_dropout_inputs(model) -> float:
+    """Elements per position and block that LoRA's dropout keeps: the input widths of the adapted
+    matrices of one language-model block, when their dropout is on and they train."""
+    lm = model.adapter.language_model(model.backbone)
+    blocks = list(getattr(lm, "layers", []))
+    if not blocks:
+        return 0.0
+    total = 0
+    for module in blocks[0].modules():
+        dropout = getattr(module, "lora_dropout", None)
+        if dropout is None or not any(p.requires_grad for n, p in module.named_parameters() if "lora_" in n):
+            continue
+        if any(isinstance(d, torch.nn.Dropout) and d.p > 0 for d in dropout.values()):
+            total += module.in_features
+    return float(total)
+
+
+def strategy_name(recipe, world: int) -> str:
+    """ddp, fsdp, zero2 or zero3, from the recipe (``auto`` is ddp unless a launcher says otherwise)."""
+    import json
+    from pathlib import Path
+
+    name = recipe.train.strategy
+    if name == "deepspeed":
+        stage = 2
+        if recipe.train.deepspeed_config and Path(recipe.train.deepspeed_config).is_file():
+            stage = json.loads(Path(recipe.train.deepspeed_config).read_text()).get("zero_optimization", {}).get(
+                "stage", 2)
+        return f"zero{stage}"
+    return "ddp" if name == "auto" else name
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= 0.1 * GIB else f"{n / 1024**2:.1f} MiB"
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b) if b else a
+
+
+def positions_per_item(seq_len: int, packing: bool, padded_fraction: float = 0.0) -> int:
+    """Positions a pass computes per item: the item's length, or more when padding is counted."""
+    return int(math.ceil(seq_len / (1 - padded_fraction))) if not packing and padded_fraction else seq_len
+
+
+@dataclass
+class PlanSettings:
+    """What ``--dry-run`` assumes about the run besides the recipe."""
+
+    world: int = 1  # processes
+    seq_len: int = 512  # positions per item (query, positive, negative), latent block included
+    image_tokens: int = 256  # visual tokens per item (patches = merge^2 x this); 0: text only
+    decoder_tokens: int = 16  # decoder target tokens per query
+    gpu_memory_gib: float | None = None  # suggest the largest GradCache chunk for this much memory per process
+
+
+def setup_of(recipe, world: int, **changes) -> Setup:
+    from ..config import DTYPES  # noqa: F401
+
+    param_bytes = torch.tensor([], dtype=getattr(torch, recipe.model.dtype)).element_size()
+    setup = Setup(strategy=strategy_name(recipe, world), world=world, param_bytes=param_bytes,
+                  mixed_precision=recipe.train.mixed_precision,
+                  gradient_checkpointing=recipe.train.gradient_checkpointing,
+                  grad_cache_chunk=recipe.train.grad_cache_chunk)
+    for key, value in changes.items():
+        setattr(setup, key, value)
+    return setup
+
+
+def plan_stage(recipe, model, stage, settings: PlanSettings) -> dict:
+    """The estimates of one stage (the model's ``requires_grad`` already set for it, LoRA added):
+    the recipe's own setup, the four combinations of gradient checkpointing and GradCache, and the
+    largest chunk for ``settings.gpu_memory_gib``."""
+    arch = architecture_of(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trains = trains_of(model)
+    data = recipe.data
+    merge = 4 if arch.vision is not None else 1
+    work = Workload(queries=stage.batch_size, positives=stage.batch_size * data.positives_per_query,
+                    negatives=stage.batch_size * data.negatives_per_query, tokens=settings.seq_len,
+                    patches=settings.image_tokens * merge if arch.vision is not None else 0,
+                    decoder_tokens=settings.decoder_tokens, num_reason_tokens=model.config.num_reason_tokens)
+    own = setup_of(recipe, settings.world)
+    chunk = recipe.train.grad_cache_chunk
+    variants = {}
+    for checkpointing in (False, True):
+        for grad_cache in (None, chunk or max(1, stage.batch_size // 8)):
+            key = f"{'checkpointing' if checkpointing else 'no checkpointing'}, " + (
+                f"GradCache chunk {grad_cache}" if grad_cache else "whole batch")
+            setup = setup_of(recipe, settings.world, gradient_checkpointing=checkpointing, grad_cache_chunk=grad_cache)
+            variants[key] = estimate(arch, trainable, trains, work, setup).gib()
+    out = {"stage": stage.name, "setup": asdict(own), "workload": asdict(work), "trainable": trainable,
+           "recipe": estimate(arch, trainable, trains, work, own).gib(), "variants": variants}
+    if settings.gpu_memory_gib:
+        budget = settings.gpu_memory_gib * GIB
+        best = largest_chunk(arch, trainable, trains, work, own, budget)
+        out["gpu_memory_gib"] = settings.gpu_memory_gib
+        out["largest_chunk"] = best
+        if best is not None:
+            out["largest_chunk_peak"] = estimate(arch, trainable, trains, work, own, best).gib()["peak"]
+    return out
+
+
+def format_plan(plan: dict) -> str:
+    r = plan["recipe"]
+    setup = plan["setup"]
+    chunk = f"GradCache chunk {setup['grad_cache_chunk']}" if setup["grad_cache_chunk"] else "whole batch"
+    lines = [f"  memory per process ({setup['strategy']}, {setup['world']} process(es), weights "
+             f"{setup['param_bytes']} B, precision {setup['mixed_precision']}, "
+             f"{'checkpointing' if setup['gradient_checkpointing'] else 'no checkpointing'}, {chunk}; "
+             f"{plan['workload']['tokens']} positions per item):",
+             f"    weights {r['weights']:.2f} GiB + gradients {r['gradients']:.2f} + optimizer {r['optimizer']:.2f} "
+             f"(+ {r['optimizer_step']:.2f} during the step) + activations {r['activations']:.2f} "
+             f"+ transient {r['transient']:.2f} -> peak {r['peak']:.2f} GiB"]
+    for key, v in plan["variants"].items():
+        lines.append(f"    {key:<44} peak {v['peak']:7.2f} GiB (activations {v['activations']:.2f})")
+    if "largest_chunk" in plan:
+        best = plan["largest_chunk"]
+        if best is None:
+            lines.append(f"    --gpu-memory {plan['gpu_memory_gib']:g} GiB: not even one item per chunk fits")
+        else:
+            lines.append(f"    --gpu-memory {plan['gpu_memory_gib']:g} GiB: largest GradCache chunk that fits (90 %): "
+                         f"{best} (peak {plan['largest_chunk_peak']:.2f} GiB)")
+    return "\n".join(lines)
+
+
+def measure_training_peak(model, batch, weights, setup: Setup, steps: int = 2) -> dict:
+    """Peak tensor bytes of a training step on this (CPU) process, measured with :class:`PeakTracker`:
+    ``steps`` steps of AdamW over the trainable parameters, the last one measured (its optimizer states
+    exist by then). Also returns the weights' bytes and what the same step's estimate says."""
+    from functools import partial
+
+    from .steps import compute_gradients
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setup.mixed_precision)
+    autocast = partial(torch.autocast, "cpu", dtype=dtype, enabled=dtype is not None)
+    if setup.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    with PeakTracker(list(model.parameters()) + list(model.buffers())) as tracker:
+        for _ in range(steps):
+            tracker.reset_peak()
+            compute_gradients(model, batch, weights, setup.grad_cache_chunk, autocast=autocast)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    if setup.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_disable()
+    return {"peak": tracker.peak, "weights": tracker.baseline}
+
+
+def workload_of(model, batch) -> Workload:
+    """The :class:`Workload` of a :class:`~lame.training.steps.TrainBatch`: positions per item as collated
+    (the longest item of the largest group; packed batches: the mean length), patches per item on average."""
+    groups = [g for g in (batch.queries, batch.positives, batch.negatives) if g]
+    if model.packing:
+        tokens = max(sum(len(f) for f in g) / len(g) for g in groups)
+    else:
+        tokens = max(max(len(f) for f in g) for g in groups)
+    patches = [f.pixel_values.shape[0] if f.pixel_values is not None else 0 for g in groups for f in g]
+    decoder = model.decoder_head
+    targets = [t for t in batch.targets if t]
+    decoder_tokens = 0
+    if decoder is not None and targets:
+        decoder_tokens = max(len(decoder.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1
+    return Workload(queries=len(batch.queries), positives=len(batch.positives), negatives=len(batch.negatives),
+                    tokens=int(math.ceil(tokens)), patches=int(math.ceil(sum(patches) / max(1, len(patches)))),
+                    decoder_tokens=decoder_tokens, num_reason_tokens=model.config.num_reason_tokens)

@@ -1,0 +1,101 @@
+"""Packed (padding-free) batches: the same embeddings and gradients as padded ones, for less compute."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import noise
+from lame import build_tiny_model
+from lame.data.packing import collate_packed, padding_stats, plan_rows
+from lame.experiments.bench.padding import PaddingSettings, encode_batches, run_padding
+from lame.training.objective import LossWeights
+from lame.training.steps import TrainBatch, compute_gradients
+
+ITEMS = [
+    "a short text",
+    {"text": "which digit is this? " * 6, "image": noise((56, 56), 1), "instruction": "Add 3."},
+    ["two figures", noise((40, 60), 2), "and", noise((56, 28), 3)],
+    "a much longer text about seven, eight and nine " * 5,
+    noise((28, 28), 4),
+    {"text": "x", "image": noise((56, 56), 5)},
+]
+
+
+def test_plan_rows_first_fit_decreasing():
+    assert plan_rows([5, 3, 2, 4]) == [[0], [3], [1, 2]]
+    assert plan_rows([5, 3, 2, 4], capacity=9) == [[0, 3], [1, 2]]
+    assert plan_rows([7, 1, 1, 1], capacity=4) == [[0], [1, 2, 3]]  # the capacity grows to the longest item
+    stats = padding_stats([4, 2, 2], [[0, 1, 2]])
+    assert stats["padded_fraction"] == pytest.approx(1 - 8 / 12)
+    assert stats["packed_fraction"] == 0.0 and stats["packed_rows"] == 2
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("capacity", [None, 400])
+def test_packed_embeddings_equal_padded(family, capacity):
+    model = build_tiny_model(family, seed=0, use_decoder=False, num_reason_tokens=4)
+    features = model.featurize(ITEMS)
+    batch = collate_packed(features, model.tokenizer.pad_token_id, model.featurizer.image_token_id, capacity)
+    assert batch["input_ids"].shape[0] < len(ITEMS)  # items really share rows
+    with torch.inference_mode():
+        padded = model(model.collate(features))
+        packed = model(batch)
+    torch.testing.assert_close(packed.embeddings, padded.embeddings, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.reason_states, padded.reason_states, atol=1e-5, rtol=1e-4)
+    assert packed.hidden_states is None
+
+
+def test_encode_with_packing_equals_without():
+    model = build_tiny_model("qwen2_vl", seed=0, use_decoder=False)
+    plain = model.encode(ITEMS * 3, batch_size=4)
+    model.packing = True
+    try:
+        packed = model.encode(ITEMS * 3, batch_size=4)
+    finally:
+        model.packing = False
+    assert abs(plain - packed).max() < 1e-5
+
+
+def test_baselines_keep_padding():
+    from lame.modeling.baselines import variant_of
+
+    model = build_tiny_model("qwen2_vl", seed=0, use_decoder=False)
+    for variant in ("sequential", "cot"):
+        peer = variant_of(model, variant)
+        peer.packing = True
+        assert "pack_rows" not in peer.collate(model.featurize(ITEMS[:2]))
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_packed_training_gradients_equal_padded(train_model, chunk):
+    model = train_model
+    queries = model.featurize(ITEMS)
+    positives = model.featurize(list(reversed(ITEMS)))
+    batch = TrainBatch(queries, positives, [], ["seven", None, "nine", "one", "two", "three"], torch.arange(6))
+    weights = LossWeights(contrastive=1.0, reconstruction=1.0, diversity=0.1)
+    grads, losses = {}, {}
+    for packed in (False, True):
+        model.packing = packed
+        try:
+            model.zero_grad(set_to_none=True)
+            losses[packed] = compute_gradients(model, batch, weights, chunk)
+            grads[packed] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        finally:
+            model.packing = False
+            model.zero_grad(set_to_none=True)
+    assert math.isclose(losses[True].total, losses[False].total, rel_tol=1e-5)
+    assert grads[True].keys() == grads[False].keys() and grads[True]
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_bench_padding_quick_counts_padding():
+    report = run_padding(PaddingSettings(quick=True, pairs=64))
+    rows = report["rows"]
+    assert rows["training queries"]["padded_fraction"] > rows["training queries"]["packed_fraction"]
+    assert rows["encode"]["padded_fraction"] < rows["encode, no sorting"]["padded_fraction"]
+    assert sum(report["tasks"].values()) == 64
+    assert encode_batches([3, 1, 2], 2) == [[0, 2], [1]]
