@@ -158,6 +158,27 @@ def test_cot_without_rationale_embeds_after_the_prompt():
     assert np.abs(model.encode(MIXED, batch_size=2) - direct).max() > 1e-3
 
 
+def test_documents_are_embedded_as_training_embeds_positives():
+    model = BUILD["cot"]().eval()
+    with torch.inference_mode():
+        forced = model(model.collate(model.featurize(MIXED)), generate=False).embeddings.numpy()
+    as_documents = model.encode(MIXED, batch_size=2, role="document")
+    np.testing.assert_allclose(as_documents, forced, atol=1e-5)  # no rationale generated
+    assert model.generate_rationale  # the role lasts for the call only
+    as_queries = model.encode(MIXED, batch_size=2, role="query")
+    np.testing.assert_allclose(as_queries, model.encode(MIXED, batch_size=2), atol=1e-6)
+    assert np.abs(as_queries - as_documents).max() > 1e-3
+    with pytest.raises(ValueError, match="role must be"):
+        model.encode(MIXED, role="passage")
+
+
+@pytest.mark.parametrize("name", ["discriminative", "sequential"])
+def test_one_pass_models_embed_queries_and_documents_alike(name):
+    model = BUILD[name]().eval()
+    np.testing.assert_allclose(model.encode(MIXED[:2], role="document"), model.encode(MIXED[:2], role="query"),
+                               atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------ sequential latent
 def test_sequential_runs_k_steps_and_positions_continue_the_prompt():
     model = BUILD["sequential"]().eval()

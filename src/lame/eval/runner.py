@@ -55,10 +55,10 @@ class EmbeddingCache:
     def __init__(self, root: str | Path | None, model_key: str | None):
         self.root = Path(root) / model_key if root and model_key else None
 
-    def get_or_compute(self, items: Sequence[Any], compute: Embed) -> np.ndarray:
+    def get_or_compute(self, items: Sequence[Any], compute: Embed, role: str = "") -> np.ndarray:
         if self.root is None:
             return compute(items)
-        path = self.root / f"{_fingerprint(items)}.npy"
+        path = self.root / f"{role + '-' if role else ''}{_fingerprint(items)}.npy"
         if path.is_file():
             return np.load(path)
         embeddings = compute(items)
@@ -138,15 +138,21 @@ def evaluate(model: Encoder, tasks: Sequence[RetrievalTask], batch_size: int = 3
     """
     cache = EmbeddingCache(cache_dir, model_cache_key(model_dir))
 
-    def encode(items: Sequence[Any]) -> np.ndarray:
-        return np.asarray(model.encode(list(items), batch_size=batch_size, show_progress_bar=show_progress_bar),
-                          dtype=np.float32)
+    # Models that embed queries and documents differently (the explicit-CoT baseline) take ``role``.
+    roles = hasattr(model, "embedding_role")
+
+    def encoder(role: str):
+        def encode(items: Sequence[Any]) -> np.ndarray:
+            extra = {"role": role} if roles else {}
+            return np.asarray(model.encode(list(items), batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                           **extra), dtype=np.float32)
+        return encode
 
     results = {}
     for task in tasks:
         doc_ids = list(task.corpus)
-        doc_emb = cache.get_or_compute([task.corpus[d] for d in doc_ids], encode)
-        query_emb = cache.get_or_compute([q.item for q in task.queries], encode)
+        doc_emb = cache.get_or_compute([task.corpus[d] for d in doc_ids], encoder("document"), "document")
+        query_emb = cache.get_or_compute([q.item for q in task.queries], encoder("query"), "query")
         results[task.name], _ = score_task(task, query_emb, doc_emb, doc_ids)
     categories: dict[str, list[float]] = defaultdict(list)
     for scores in results.values():

@@ -84,7 +84,8 @@ class LaMEEncoder(AbsEncoder):
         for batch in inputs:
             items += batch_items(batch, default)
         batch_size = self.batch_size or kwargs.get("batch_size") or 32
-        return self.model.encode(items, batch_size=batch_size,
+        role = {"query": "query", "document": "document"}.get(getattr(prompt_type, "value", prompt_type))
+        return self.model.encode(items, batch_size=batch_size, role=role,
                                  show_progress_bar=bool(kwargs.get("show_progress_bar", False)))
 
 

@@ -32,6 +32,7 @@ tokenizer and processor with :func:`variant_of`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
@@ -157,6 +158,17 @@ class ExplicitCoTModel(LaMEModel):
         self.generate_rationale = True
         self.rationale_end_id = self.tokenizer.convert_tokens_to_ids(
             self.adapter.end_of_turn_token or self.tokenizer.eos_token)
+
+    @contextmanager
+    def embedding_role(self, role):
+        """Documents (``role="document"``) get no rationale: training embeds positives without one."""
+        with super().embedding_role(role):
+            before = self.generate_rationale
+            self.generate_rationale = before and role != "document"
+            try:
+                yield
+            finally:
+                self.generate_rationale = before
 
     # ------------------------------------------------------------------------ training (teacher forcing)
     def rationale_features(self, query, rationale: str | None, index: int | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,13 @@ class LaMEModel(nn.Module):
         """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""
         return self.config.projection_dim or self.adapter.hidden_size(self.backbone)
 
+    @contextmanager
+    def embedding_role(self, role: Literal["query", "document"] | None):
+        """While active, items are embedded as ``role`` (see :meth:`encode`); LaME embeds both alike."""
+        if role not in (None, "query", "document"):
+            raise ValueError(f"role must be 'query', 'document' or None, got {role!r}")
+        yield
+
     def encode(
         self,
         items: Sequence[ItemLike] | ItemLike,
@@ -326,6 +334,7 @@ class LaMEModel(nn.Module):
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
         return_skipped: bool = False,
+        role: Literal["query", "document"] | None = None,
     ):
         """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
 
@@ -339,6 +348,9 @@ class LaMEModel(nn.Module):
         the model there first (it stays there). With ``on_error="skip"`` a bad item's row is NaN, a
         warning names every skipped item and ``return_skipped=True`` also returns the list of
         :class:`SkippedItem`. The model's train/eval mode is restored afterwards, also on error.
+        ``role="document"`` embeds the items as retrieval targets are embedded in training: the same for
+        LaME and the discriminative and sequential models; the explicit-CoT model then generates no
+        rationale (its positives are trained without one).
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -352,7 +364,8 @@ class LaMEModel(nn.Module):
         if switch:
             self.eval()
         try:
-            skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error)
+            with self.embedding_role(role):
+                skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error)
         finally:
             if switch:
                 self.train(was_training)

@@ -68,8 +68,8 @@ def digits_task(split_dir: Path, per_level: int | None = None) -> RetrievalTask:
 def hit_at_1_by_level(model, task: RetrievalTask, batch_size: int = 64, return_ranking: bool = False):
     """Hit@1 overall, per level and on the mean of the reasoning levels (1-3)."""
     doc_ids = list(task.corpus)
-    docs = model.encode([task.corpus[d] for d in doc_ids], batch_size=batch_size)
-    queries = model.encode([q.item for q in task.queries], batch_size=batch_size)
+    docs = model.encode([task.corpus[d] for d in doc_ids], batch_size=batch_size, role="document")
+    queries = model.encode([q.item for q in task.queries], batch_size=batch_size, role="query")
     result, ranking = score_task(task, queries, docs, doc_ids)
     scores = {f"hit@1/level{k}": v["hit@1"] for k, v in result["groups"].items()}
     scores["hit@1"] = result["hit@1"]
