@@ -197,3 +197,18 @@ def test_duplicate_ids_keep_the_first_record_and_are_reported(saved_tiny_model, 
     report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(r["id"], r["line"]) for r in report] == [("a", 3), ("b", 7), (1, 8)]
     assert report[0]["reason"] == "duplicate id 'a': line 1 has it already (the first record with an id is kept)"
+
+
+def test_a_corpus_is_embedded_as_documents(tmp_path):
+    """The explicit-CoT baseline embeds documents without a rationale, as it was trained; queries with one."""
+    from lame.modeling.baselines import build_tiny_baseline
+
+    model = build_tiny_baseline("cot", cot_max_new_tokens=4).eval()
+    model.save_pretrained(tmp_path / "cot")
+    texts = ["a page about sevens", "a page about twos"]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"id": i, "item": t}) + "\n" for i, t in enumerate(texts)))
+    encode_corpus(tmp_path / "cot", tmp_path / "corpus.jsonl", tmp_path / "out", show_progress=False)
+    saved = LaMEModel.from_pretrained(tmp_path / "cot")
+    embeddings = read_output(tmp_path / "out")[0]
+    np.testing.assert_allclose(embeddings, saved.encode(texts, role="document"), atol=1e-5)
+    assert np.abs(embeddings - saved.encode(texts, role="query")).max() > 1e-3

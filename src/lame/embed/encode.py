@@ -99,7 +99,7 @@ def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped items go to the report instead
         embeddings, skipped = model.encode([r.item for r in good], batch_size=batch_size, on_error="skip",
-                                           return_skipped=True, show_progress_bar=False)
+                                           return_skipped=True, show_progress_bar=False, role="document")
     reasons = {s.index: s.reason for s in skipped}
     keep = [i for i in range(len(good)) if i not in reasons]
     report = [{"id": r.id, "line": r.line, "reason": r.error} for r in records if r.error is not None]
