@@ -341,3 +341,17 @@ def test_training_run_through_trainer(tmp_path, lame):
     reloaded = LaMEModel.from_pretrained(Path(final))
     assert reloaded.config.variant == lame["variant"]
     np.testing.assert_allclose(reloaded.encode(MIXED[:2]), trainer.model.encode(MIXED[:2]), atol=1e-6)
+
+
+def test_roles_of_concurrent_encode_calls_do_not_mix():
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = BUILD["cot"]().eval()
+    documents, queries = model.encode(MIXED[:2], role="document"), model.encode(MIXED[:2], role="query")
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda role: (role, model.encode(MIXED[:2], role=role)), ["document", "query"] * 4))
+    for role, embeddings in runs:
+        np.testing.assert_allclose(embeddings, documents if role == "document" else queries, atol=1e-5)
+    np.testing.assert_allclose(model.encode(MIXED[:2]), queries, atol=1e-5)  # nothing left behind
+    copy.deepcopy(model)  # the role state is not part of the model

@@ -31,7 +31,8 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
 
 def search(model, index: VectorIndex, items: list, k: int = 10) -> list[list[dict]]:
     """Embeds ``items`` and returns, per item, its hits ``{"id", "score"}`` best first."""
-    scores, ids = index.search(model.encode(items, role="query"), k)
+    extra = {"role": "query"} if hasattr(model, "embedding_role") else {}  # any encoder works; LaME's takes a role
+    scores, ids = index.search(model.encode(items, **extra), k)
     return [[{"id": i, "score": float(s)} for i, s in zip(row_ids, row_scores) if i is not None]
             for row_ids, row_scores in zip(ids, scores)]
 

@@ -32,6 +32,7 @@ tokenizer and processor with :func:`variant_of`.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
@@ -58,6 +59,11 @@ def _extended(batch: dict[str, torch.Tensor], new: int) -> dict[str, torch.Tenso
     if "mm_token_type_ids" in batch:
         out["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], pad.to(batch["mm_token_type_ids"].dtype)], dim=1)
     return out
+
+
+# Per thread: the ids of the explicit-CoT models now embedding documents (ExplicitCoTModel.embedding_role).
+# Module-level rather than on the model, so that copying or pickling a model is unaffected.
+_DOCUMENT_ROLE = threading.local()
 
 
 @dataclass
@@ -161,14 +167,19 @@ class ExplicitCoTModel(LaMEModel):
 
     @contextmanager
     def embedding_role(self, role):
-        """Documents (``role="document"``) get no rationale: training embeds positives without one."""
+        """Documents (``role="document"``) get no rationale: training embeds positives without one. The
+        role is kept per thread, so concurrent ``encode`` calls with different roles do not mix."""
         with super().embedding_role(role):
-            before = self.generate_rationale
-            self.generate_rationale = before and role != "document"
+            embedding_documents = _DOCUMENT_ROLE.__dict__.setdefault("models", set())
+            before = id(self) in embedding_documents
+            (embedding_documents.add if role == "document" else embedding_documents.discard)(id(self))
             try:
                 yield
             finally:
-                self.generate_rationale = before
+                (embedding_documents.add if before else embedding_documents.discard)(id(self))
+
+    def _embedding_documents(self) -> bool:
+        return id(self) in getattr(_DOCUMENT_ROLE, "models", ())
 
     # ------------------------------------------------------------------------ training (teacher forcing)
     def rationale_features(self, query, rationale: str | None, index: int | None = None,
@@ -195,8 +206,8 @@ class ExplicitCoTModel(LaMEModel):
     def training_query_features(self, example, features: Features) -> CoTFeatures:
         return self.rationale_features(example.query, getattr(example, "rationale", None), base=features)
 
-    def collate(self, features: list[Features]) -> dict[str, torch.Tensor]:
-        batch = super().collate(features)
+    def collate(self, features: list[Features], packed: bool | None = None) -> dict[str, torch.Tensor]:
+        batch = super().collate(features, packed=False)  # generation needs padded rows
         lm_tokens = [getattr(f, "lm_tokens", 0) for f in features]
         if any(lm_tokens):
             batch["lm_tokens"] = torch.tensor(lm_tokens)
@@ -209,7 +220,7 @@ class ExplicitCoTModel(LaMEModel):
         (evaluation, ``encode``) generate the rationale, then embed after it."""
         if generate is None:
             generate = (not self.training and self.generate_rationale and "lm_tokens" not in batch
-                        and self.config.cot_max_new_tokens > 0)
+                        and not self._embedding_documents() and self.config.cot_max_new_tokens > 0)
         if generate:
             return self._generate_and_embed(batch, normalize)
         out = super().forward(batch, normalize)

@@ -36,7 +36,7 @@ def run_job(method: str, seed: int, pairs: int | None, output: Path, base: Quick
     name = run_name(method, seed, pairs)
     settings = replace(base, seed=seed, train_pairs=pairs)
     run = run_method(method, settings, output / "work" / name, show_progress=False, timing=False)
-    result = {"method": method, "seed": seed, "pairs": pairs, **{k: v for k, v in run.items()}}
+    result = {"method": method, "seed": seed, "pairs": pairs, "settings": asdict(settings), **run}
     path = output / "runs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -59,6 +59,7 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     (output / "base_settings.json").write_text(json.dumps(asdict(base)))
     grid = [(m, s, None) for m in methods for s in seeds]
     grid += [(m, s, p) for m in sweep_methods for p in sweep_pairs for s in seeds]
+    _check_finished_runs(output, grid, base)
     todo = [job for job in dict.fromkeys(grid) if not (output / "runs" / f"{run_name(*job)}.json").is_file()]
     _run_jobs(output, todo, jobs)
     runs = [json.loads((output / "runs" / f"{run_name(*job)}.json").read_text()) for job in dict.fromkeys(grid)
@@ -73,6 +74,20 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
 
     report["plots"] = [str(p) for p in plot_quality(report, output) if p]
     return report
+
+
+def _check_finished_runs(output: Path, grid: list[tuple], base: QuickstartSettings) -> None:
+    """Finished runs are reused only when they were trained with the settings asked for now."""
+    for method, seed, pairs in dict.fromkeys(grid):
+        path = output / "runs" / f"{run_name(method, seed, pairs)}.json"
+        if not path.is_file():
+            continue
+        recorded = json.loads(path.read_text()).get("settings")
+        wanted = asdict(replace(base, seed=seed, train_pairs=pairs))
+        differing = sorted(k for k in wanted if recorded is not None and recorded.get(k) != wanted[k])
+        if differing:
+            raise InvalidInput(f"{path} was trained with other settings ({', '.join(differing)}); "
+                               "choose another --output, or delete the run to train it again")
 
 
 def _run_jobs(output: Path, todo: list[tuple], jobs: int) -> None:
@@ -134,7 +149,9 @@ def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: i
 
 
 def _stats(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    # The sample standard deviation (ddof 1): with 3 seeds the population one understates the spread.
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
 def summarize(runs: list[dict]) -> dict:
