@@ -54,7 +54,7 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     from lame.experiments.quickstart.run import ensure_data
 
     output.mkdir(parents=True, exist_ok=True)
-    ensure_data()
+    data_dir = ensure_data()
     reference_backbone()  # checksums verified once, before the workers start
     (output / "base_settings.json").write_text(json.dumps(asdict(base)))
     grid = [(m, s, None) for m in methods for s in seeds]
@@ -65,7 +65,9 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     runs = [json.loads((output / "runs" / f"{run_name(*job)}.json").read_text()) for job in dict.fromkeys(grid)
             if (output / "runs" / f"{run_name(*job)}.json").is_file()]
     timing = time_methods({m: _model_dir(runs, m, seeds[0]) for m in methods}, threads=timing_threads)
+    train_records = sum(1 for line in (data_dir / "train.jsonl").read_text().splitlines() if line.strip())
     report = {"settings": asdict(base), "seeds": seeds, "runs": runs, "timing": timing,
+              "train_records_total": train_records,
               "summary": summarize([r for r in runs if r["pairs"] is None]),
               "sweep": summarize_sweep([r for r in runs if r["method"] in sweep_methods])}
     report["targets"] = check_targets(report)
