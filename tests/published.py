@@ -73,22 +73,22 @@ QWEN3_TEXT_TEMPLATE = (
 )
 
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+# Qwen2-VL and Qwen2.5-VL ship the same image-processor settings.
+QWEN2_VL_IMAGE = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                  "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                  "image_processor_type": "Qwen2VLImageProcessor"}
 
 LAYOUTS = {
     "qwen2_vl": {
         "name": "Qwen2-VL-2B-Instruct", "processor": "Qwen2VLProcessor",
         "tokenizer_template": QWEN2_VL_TEMPLATE, "chat_template": QWEN2_VL_TEMPLATE, "system_prompt": True,
-        "image": {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-                  "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
-                  "image_processor_type": "Qwen2VLImageProcessor"},
+        "image": QWEN2_VL_IMAGE,
         "video": None,
     },
     "qwen2_5_vl": {
         "name": "Qwen2.5-VL-3B-Instruct", "processor": "Qwen2_5_VLProcessor",
         "tokenizer_template": QWEN25_TEXT_TEMPLATE, "chat_template": QWEN2_VL_TEMPLATE, "system_prompt": True,
-        "image": {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-                  "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
-                  "image_processor_type": "Qwen2VLImageProcessor"},
+        "image": QWEN2_VL_IMAGE,
         "video": {"size": {"shortest_edge": 3136, "longest_edge": 12845056}, "patch_size": 14,
                   "temporal_patch_size": 2, "merge_size": 2, "video_processor_type": "Qwen2VLVideoProcessor"},
     },

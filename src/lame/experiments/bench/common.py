@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -124,3 +125,14 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def write_report(report: dict, output: str | Path | None, name: str) -> Path | None:
+    """Writes ``report`` as ``output/<name>.json`` (the folder created); nothing when ``output`` is None."""
+    if output is None:
+        return None
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -9,7 +9,6 @@ the same embeddings (allclose); the report gives items/s for each and the speed-
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from lame.data.featurize import Features
 from lame.data.items import ItemError, to_item
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
-                     words)
+                     words, write_report)
 
 
 @dataclass
@@ -168,10 +167,7 @@ def _run_encode_bench(settings: EncodeSettings, output: Path | None, log) -> dic
         "max_abs_difference": difference,
         "allclose": bool(np.allclose(naive, ours, atol=tolerance, rtol=100 * tolerance)),
     }
-    if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "encode.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, output, "encode")
     return report
 
 

@@ -10,13 +10,12 @@ states exist by then); the estimate is :func:`lame.training.memory.estimate` for
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .common import environment, random_image, torch_threads, words
+from .common import environment, random_image, torch_threads, words, write_report
 
 # (what trains, autocast precision, gradient checkpointing, GradCache chunk)
 CASES = [
@@ -102,10 +101,7 @@ def run_memory_bench(settings: MemoryBenchSettings, output: Path | None = None, 
     report = {"benchmark": "memory", "settings": asdict(settings), "model": model,
               "rows": rows, "max_abs_error": max(abs(r["error"]) for r in rows),
               "environment": environment(torch.device("cpu"))}
-    if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "memory.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, output, "memory")
     return report
 
 

@@ -15,7 +15,6 @@ side on the same items (interleaved rounds) and their embeddings compared.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lame.data.packing import padding_stats
-from .common import environment, median, timed, torch_threads, words
+from .common import environment, median, timed, torch_threads, words, write_report
 
 PHOTO_SIZES = [(640, 480), (480, 640), (500, 375), (640, 427), (1024, 768), (800, 600), (375, 500)]
 INSTRUCTIONS = {
@@ -180,10 +179,7 @@ def _run_padding(settings: PaddingSettings, output: Path | None, log) -> dict:
     if settings.time:
         report["timing"] = time_packing(settings, [p[0] for p in pairs] + [p[1] for p in pairs], shuffled, log)
     report["environment"] = environment(_device(settings))
-    if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "padding.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, output, "padding")
     return report
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .common import environment, median, torch_threads
+from .common import environment, median, torch_threads, write_report
 
 
 @dataclass
@@ -205,10 +205,7 @@ def _run(settings: TrainBenchSettings, output: Path | None, log) -> dict:
         "rows": rows,
         "speedup": median([a / b for a, b in zip(samples["lame train"], samples["plain loop"])]),
     }
-    if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "train.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, output, "train")
     return report
 
 
