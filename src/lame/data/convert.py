@@ -402,8 +402,3 @@ def convert(fmt: str, source: str | Path, output: str | Path, *, image_root: str
     previous.update({s.name: s.to_dict() for s in summaries})
     report.write_text(json.dumps(previous, indent=2) + "\n")
     return summaries
-
-
-def mixture_sources(folder: str = "/data/lame/vlm2vec-v2") -> list[dict]:
-    """The ``data.sources`` of a recipe training on the VLM2Vec-V2 mixture converted into ``folder``."""
-    return [{"path": f"{folder}/{m.name}.jsonl", "weight": m.weight, "name": m.name} for m in VLM2VEC_V2_MIXTURE]

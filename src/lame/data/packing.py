@@ -24,9 +24,6 @@ import torch
 
 from .featurize import Features
 
-PACK_KEYS = ("pack_rows", "pack_starts", "pack_lengths")
-
-
 def plan_rows(lengths: Sequence[int], capacity: int | None = None) -> list[list[int]]:
     """Item indices per row, first-fit decreasing into rows of ``capacity`` positions (default: the
     longest item, i.e. no row is longer than the padded batch's; never less than the longest item)."""
@@ -87,10 +84,6 @@ def collate_packed(features: list[Features], pad_token_id: int, image_token_id: 
         if all(f.image_grid_thw is not None for f in with_images):
             batch["image_grid_thw"] = torch.cat([f.image_grid_thw for f in with_images])
     return batch
-
-
-def is_packed(batch: dict) -> bool:
-    return "pack_rows" in batch
 
 
 def packed_positions(adapter, backbone, batch: dict) -> torch.Tensor:

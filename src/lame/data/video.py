@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .images import load_image
+
 DEFAULT_NUM_FRAMES = 8
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -82,8 +84,6 @@ def load_video(source: Any, num_frames: int | None = DEFAULT_NUM_FRAMES, fps: fl
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
         raise ValueError(f"'fps' must be a positive number, got {fps!r}")
     if isinstance(source, (list, tuple)):
-        from .items import load_image
-
         frames = [load_image(frame, base_dir) for frame in source]
         return Video(frames, _folder_times(list(range(len(frames))), fps, len(frames)), "frames")
     if not isinstance(source, (str, Path)):
@@ -108,8 +108,6 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 def _load_folder(folder: Path, num_frames: int | None, fps: float | None) -> Video:
-    from .items import load_image
-
     files = frame_files(folder)
     if not files:
         raise ValueError(f"video folder {str(folder)!r} holds no frame images ({', '.join(FRAME_SUFFIXES)})")
