@@ -52,6 +52,7 @@ BAD = [
     ("stages.0.contrastive_weight=-0.5", "stages[0].contrastive_weight"),
     ("stages.0.diversity_weight=-0.1", "stages[0].diversity_weight"),
     ("stages.0.trainable.0.lr=0", "stages[0].trainable[0].lr"),
+    ("stages.0.trainable.0.eps=0", "stages[0].trainable[0].eps"),
     ("stages.0.lora={r: 0}", "stages[0].lora.r"),
     ("model.lame.projection_dim=-4", "model.lame.projection_dim"),
     ("model.lame.max_length=0", "model.lame.max_length"),

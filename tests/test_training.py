@@ -489,7 +489,8 @@ def test_a_learning_rate_of_1e6_stops_in_one_line_and_never_saves_non_finite_wei
         "started from its weights: should the resumed run diverge at once, delete it and resume from an earlier one)")
     assert not (tmp_path / "out" / "model").exists()
 
-    lower = ["--set", "stages.0.trainable.0.lr=1e-3", "--set", "stages.0.trainable.1.lr=1e-3"]
+    lower = ["--set", "stages.0.trainable.0.lr=1e-3", "--set", "stages.0.trainable.1.lr=1e-3",
+             "--set", "stages.0.trainable.1.eps=1e-6"]
     for attempt in range(step):  # back through the checkpoints until one can go on
         last = checkpoints / f"step-{step - 1 - attempt:06d}"
         if main(["train", str(recipe), "--resume", *lower]) == 0:
@@ -501,7 +502,7 @@ def test_a_learning_rate_of_1e6_stops_in_one_line_and_never_saves_non_finite_wei
     out = capsys.readouterr().out
     assert f"resuming from {last}: stage 'only' at step {step - 1 - attempt} of 8" in out
     assert "resumed stage 'only' with the recipe's values: trainable[0].lr 1e+06 -> 0.001, " \
-           "trainable[1].lr 1e+06 -> 0.001" in out
+           "trainable[1].lr 1e+06 -> 0.001, trainable[1].eps 1e-08 -> 1e-06" in out
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 8 and rows[-1]["lr"] == 1e-3 and math.isfinite(rows[-1]["grad_norm"])
     assert all(finite_checkpoints(checkpoints).values())

@@ -35,7 +35,8 @@ def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where
         for n in names:
             named[n].requires_grad_(True)
         param_groups.append({"params": [named[n] for n in names], "lr": group.lr,
-                             "weight_decay": group.weight_decay, "pattern": group.pattern})
+                             "weight_decay": group.weight_decay, "eps": group.eps,
+                             "pattern": group.pattern})
     return param_groups
 
 

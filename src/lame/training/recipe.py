@@ -58,6 +58,7 @@ class ParamGroupSpec:
     pattern: str  # fnmatch pattern over parameter names, e.g. "backbone.model.language_model.*"
     lr: float = 1e-4
     weight_decay: float = 0.0
+    eps: float = 1e-8  # AdamW's epsilon (added to the RMS of each element's gradient); torch's default
 
 
 @dataclass
@@ -309,6 +310,7 @@ def _validate_stage(stage: StageSpec, where: str) -> None:
         raise RecipeError(f"{where}.trainable: list at least one parameter group")
     for j, group in enumerate(stage.trainable):
         _check_at_least(f"{where}.trainable[{j}].lr", group.lr, 0, strict=True)
+        _check_at_least(f"{where}.trainable[{j}].eps", group.eps, 0, strict=True)
     for key in ("contrastive_weight", "reconstruction_weight", "diversity_weight"):
         if getattr(stage, key) is not None:
             _check_at_least(f"{where}.{key}", getattr(stage, key), 0)

@@ -361,22 +361,23 @@ class Trainer:
         return True
 
     def _use_recipe_rates(self, stage: StageSpec, optimizer, scheduler) -> None:
-        """A resumed stage trains at the recipe's learning rates and weight decays, not the checkpoint's:
-        lowering the learning rate and resuming is how a diverged run continues."""
+        """A resumed stage trains at the recipe's learning rates, weight decays and AdamW epsilons, not
+        the checkpoint's: lowering the learning rate and resuming is how a diverged run continues."""
         base_lrs = list(getattr(scheduler, "base_lrs", []))
         changed = []
         for i, (group, spec) in enumerate(zip(optimizer.param_groups, stage.trainable)):
             old_lr = base_lrs[i] if i < len(base_lrs) else group.get("initial_lr", spec.lr)
             if old_lr != spec.lr:
                 changed.append(f"trainable[{i}].lr {old_lr:g} -> {spec.lr:g}")
-            if group.get("weight_decay") != spec.weight_decay:
-                changed.append(f"trainable[{i}].weight_decay {group.get('weight_decay'):g} -> {spec.weight_decay:g}")
+            for key in ("weight_decay", "eps"):
+                if group.get(key) != getattr(spec, key):
+                    changed.append(f"trainable[{i}].{key} {group.get(key):g} -> {getattr(spec, key):g}")
         if not changed:
             return
         scheduler.base_lrs = [spec.lr for spec in stage.trainable]
         lambdas = getattr(scheduler, "lr_lambdas", None)
         for i, (group, spec) in enumerate(zip(optimizer.param_groups, stage.trainable)):
-            group["initial_lr"], group["weight_decay"] = spec.lr, spec.weight_decay
+            group["initial_lr"], group["weight_decay"], group["eps"] = spec.lr, spec.weight_decay, spec.eps
             group["lr"] = spec.lr * (lambdas[i](scheduler.last_epoch) if lambdas else 1.0)
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         self._log_line(f"resumed stage {stage.name!r} with the recipe's values: {', '.join(changed)}")
