@@ -133,8 +133,8 @@ def test_summary_and_targets_from_runs():
     assert summary["lame"]["hit@1/reasoning"]["std"] == pytest.approx(0.02 / 2 ** 0.5)  # sample std (ddof 1)
     assert summary["lame"]["decoded/level1"]["mean"] == pytest.approx(0.8)
     report = {"summary": summary, "sweep": summarize_sweep(sweep),
-              "timing": {"ms_per_query": {"lame": {"batch1": 2.0, "batch32": 1.0},
-                                          "cot": {"batch1": 30.0, "batch32": 5.0}}}}
+              "timing": {"batch1": {"lame": {"median": 2.0}, "cot": {"median": 30.0}},
+                         "batch32": {"lame": {"median": 1.0}, "cot": {"median": 5.0}}}}
     targets = check_targets(report)
     assert targets["level0_at_least_0.90_for_every_method"]["met"]
     assert targets["lame_decoded_accuracy_at_least_0.80_on_levels_0_1"]["met"]
@@ -221,3 +221,5 @@ def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     assert set(report["methods"]["lame"]["decoded_accuracy"]) == {"level0", "level1", "level2", "level3"}
     text = quickstart.format_report(report)
     assert "discriminative" in text and "latents decode to" in text
+    # both trained models timed side by side after training, with their ratio
+    assert set(report["timing"]["batch1"]) == {"discriminative", "lame"} and "ratio to discriminative" in text

@@ -43,10 +43,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidInput
+from .families import FAMILIES, Family
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LEVELS = (0, 1, 2, 3)
-BENCHMARK_VERSION = 2  # 2: a validation split carved from the training images; 56-pixel images
+BENCHMARK_VERSION = 3  # 2: a validation split carved from the training images, 56-pixel images; 3: task families
 
 # Single-digit operations (value, operand) -> value mod 10; operands drawn uniformly from these ranges.
 UNARY_OPS = ("add", "sub", "mul")
@@ -273,6 +274,7 @@ def _train_records(
         records.append(
             {
                 "id": f"train-L{level}-{n:06d}",
+                "task": f"level{level}",
                 "level": level,
                 "query": _query_item(level, indices, instruction(level, ops, target, modality_hint), ""),
                 "positive": positive,
@@ -319,6 +321,7 @@ def _held_out_queries(
         queries.append(
             {
                 "id": f"{split}-L{level}-{n:06d}",
+                "task": f"level{level}",
                 "level": level,
                 "query": _query_item(level, indices, instruction(level, ops, target, modality_hint), "../"),
                 "relevant": relevant,
@@ -326,6 +329,82 @@ def _held_out_queries(
                 "query_ids": [_image_id(i) for i in indices],
             }
         )
+    return queries
+
+
+def _family_stream(family: Family) -> int:
+    """A family's own random stream (after the levels'), so adding a family changes no level's records."""
+    return 100 + list(FAMILIES).index(family.name)
+
+
+def _draw_images(rng: np.random.Generator, count: int, pool: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
+    """``count`` different images of ``pool`` (they may show the same digit): (indices, digits)."""
+    first = int(rng.integers(len(pool)))
+    positions = [first]
+    if count == 2:
+        second = int(rng.integers(len(pool) - 1))
+        positions.append(second + (second >= first))
+    indices = [int(pool[p]) for p in positions]
+    return indices, [int(labels[i]) for i in indices]
+
+
+def family_instruction(family: Family, rule, target: str) -> str:
+    """A family query's instruction: the rule, then what kind of target to find."""
+    return family.phrase(rule) + " " + _TARGET_PHRASE[(target, 1)]
+
+
+def _family_query(family: Family, indices: list[int], text: str, prefix: str) -> dict:
+    if family.images == 2:
+        return {"images": [_image_path(i, prefix) for i in indices], "instruction": text}
+    return {"image": _image_path(indices[0], prefix), "instruction": text}
+
+
+def _family_fields(family: Family, rule, digits: list[int], answer: int, target: str) -> dict:
+    return {"task": family.name, "rule": list(rule), "answer": NUMBER_WORDS[answer],
+            "rationale": family.rationale(rule, digits), "label": answer, "target_modality": target,
+            "query_digits": digits}
+
+
+def _family_train_records(family: Family, count: int, seed: int, train: np.ndarray, labels: np.ndarray,
+                          text_fraction: float) -> list[dict]:
+    rng = np.random.default_rng([seed, _STREAM_TRAIN, _family_stream(family)])
+    by_digit = {d: [int(i) for i in train if labels[i] == d] for d in range(10)}
+    is_text = np.zeros(count, dtype=bool)
+    is_text[rng.permutation(count)[:round(text_fraction * count)]] = True
+    records = []
+    for n in range(count):
+        target = "text" if is_text[n] else "image"
+        indices, digits = _draw_images(rng, family.images, train, labels)
+        rule = family.sample_rule(rng)
+        answer = family.answer(rule, digits)
+        if target == "text":
+            positive: dict = {"text": NUMBER_WORDS[answer]}
+        else:
+            candidates = [i for i in by_digit[answer] if i not in indices]
+            positive = {"image": _image_path(candidates[int(rng.integers(len(candidates)))])}
+        records.append({"id": f"train-{family.name}-{n:06d}",
+                        "query": _family_query(family, indices, family_instruction(family, rule, target), ""),
+                        "positive": positive, **_family_fields(family, rule, digits, answer, target)})
+    return records
+
+
+def _family_held_out_queries(split: str, family: Family, n_image: int, n_text: int, seed: int, images: np.ndarray,
+                             labels: np.ndarray) -> list[dict]:
+    rng = np.random.default_rng([seed, _STREAM_HELD_OUT[split], _family_stream(family)])
+    by_digit = {d: [_image_id(int(i)) for i in images if labels[i] == d] for d in range(10)}
+    queries = []
+    for n in range(n_image + n_text):
+        target = "image" if n < n_image else "text"
+        indices, digits = _draw_images(rng, family.images, images, labels)
+        rule = family.sample_rule(rng)
+        answer = family.answer(rule, digits)
+        own = {_image_id(i) for i in indices}
+        relevant = ({doc: 1 for doc in by_digit[answer] if doc not in own} if target == "image"
+                    else {f"word-{answer}": 1})
+        queries.append({"id": f"{split}-{family.name}-{n:06d}",
+                        "query": _family_query(family, indices, family_instruction(family, rule, target), "../"),
+                        "relevant": relevant, **_family_fields(family, rule, digits, answer, target),
+                        "query_ids": [_image_id(i) for i in indices]})
     return queries
 
 
@@ -398,6 +477,7 @@ def generate_digits_benchmark(
     test_queries_per_level: int = 200,
     levels: Sequence[int] = LEVELS,
     *,
+    families: Sequence[str] = tuple(FAMILIES),
     test_text_queries_per_level: int = 50,
     val_queries_per_level: int = 100,
     val_text_queries_per_level: int = 25,
@@ -417,6 +497,8 @@ def generate_digits_benchmark(
     share: tune on it, never on the test split). A ``train_text_fraction`` of each level's training
     records have the number word as positive. With ``modality_hint`` (default) the instruction ends with
     what to find ("Find an image of the result." / "Write the result as a word."); level 0 always says it.
+    ``families`` (:mod:`lame.experiments.families`) get the same counts as a level; their instructions
+    always end with what to find.
     """
     from sklearn.datasets import load_digits
 
@@ -433,8 +515,15 @@ def generate_digits_benchmark(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
     levels = list(dict.fromkeys(int(level) for level in levels))
-    if not levels or any(level not in LEVELS for level in levels):
-        raise InvalidInput(f"levels must be a non-empty subset of {LEVELS}, got {levels}")
+    if any(level not in LEVELS for level in levels):
+        raise InvalidInput(f"levels must be a subset of {LEVELS}, got {levels}")
+    families = list(dict.fromkeys(families))
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InvalidInput(f"unknown task famil{'ies' if len(unknown) > 1 else 'y'} {unknown}; "
+                           f"known: {', '.join(FAMILIES)}")
+    if not levels and not families:
+        raise InvalidInput("name at least one level or family")
     if not 0.0 < train_fraction < 1.0:
         raise InvalidInput(f"train_fraction must be in (0, 1), got {train_fraction}")
     if not 0.0 <= val_fraction < train_fraction:
@@ -483,6 +572,20 @@ def generate_digits_benchmark(
             query_counts[name][str(level)] = {"queries": len(level_queries), "image_target": int(n_image),
                                               "text_target": int(n_text)}
         ceilings[str(level)] = round(image_only_ceiling(level), 4)
+    for name in families:
+        family = FAMILIES[name]
+        records = _family_train_records(family, int(train_queries_per_level), seed, train, labels,
+                                        train_text_fraction)
+        train_records += records
+        n_text = sum(r["target_modality"] == "text" for r in records)
+        train_counts[name] = {"records": len(records), "image_target": len(records) - n_text, "text_target": n_text,
+                              "image_only_empirical": _empirical_image_only(records)}
+        for split, (images, n_image, n_text) in held_out.items():
+            family_queries = _family_held_out_queries(split, family, int(n_image), int(n_text), seed, images, labels)
+            queries[split] += family_queries
+            query_counts[split][name] = {"queries": len(family_queries), "image_target": int(n_image),
+                                         "text_target": int(n_text)}
+        ceilings[name] = round(family.image_only_ceiling(), 4)
 
     _write_jsonl(out / "train.jsonl", train_records)
     held_out_summary = {}
@@ -494,7 +597,7 @@ def generate_digits_benchmark(
         held_out_summary[name] = {
             "corpus": {"documents": len(corpus), "images": len(images), "texts": 10},
             "queries": len(queries[name]),
-            "per_level": query_counts[name],
+            "per_task": query_counts[name],
         }
 
     summary = {
@@ -503,6 +606,7 @@ def generate_digits_benchmark(
         "source": "sklearn.datasets.load_digits (1,797 real 8x8 handwritten digits)",
         "seed": seed,
         "levels": levels,
+        "families": families,
         "image_size": image_size,
         "modality_hint": modality_hint,
         "image_only_ceiling": ceilings,
@@ -519,7 +623,7 @@ def generate_digits_benchmark(
         "train": {
             "records": len(train_records),
             "text_fraction": train_text_fraction,
-            "per_level": train_counts,
+            "per_task": train_counts,
         },
         **held_out_summary,
         "files": {
@@ -571,21 +675,37 @@ With `modality_hint` (here: {modality_hint}) each level 1-3 instruction ends wit
 image of the result." or "Write the result as a word."; level 0 always says it ("Find another image of
 this digit." / "Write this digit as a word.").
 
-From level 1 on the answer is spread over several digits for any query digit, so a model that only
+## Task families
+
+Keyed rules one forward pass can learn (a digit read from the image(s), then a table the instruction
+chooses); `lame.experiments.families` defines them. Every instruction ends with what to find.
+
+| family | query | example instruction |
+|---|---|---|
+| cipher | one image; four keys, each a permutation of 0-9 | Encode this digit with the amber key. \
+Find an image of the result. |
+| keypad | one image; a phone keypad (1 2 3 / 4 5 6 / 7 8 9, 0 under 8), moves wrap around | \
+On a phone keypad, move one key up from this digit. Write the result as a word. |
+| pair | two images; the larger or smaller digit, then the amber or cobalt key | \
+Encode the larger of the two digits with the cobalt key. Find an image of the result. |
+
+From level 1 on (and in every family) the answer is spread over several digits for any query digit, so a model that only
 recognises the image cannot reach the ceiling. `image_only_ceiling` in `summary.json` is the exact
 accuracy, per level, of the best guess of the answer from the first image's digit alone (chance is 0.1);
-`train.per_level.N.image_only_empirical` is the same measured in-sample on the training records.
+`train.per_task.TASK.image_only_empirical` is the same measured in-sample on the training records.
 
 ## Files
 
 Image paths in a JSONL file are relative to that file's folder.
 
-* `train.jsonl`: one training record a line: `id`, `level`, `query` (`{{"image" or "images",
+* `train.jsonl`: one training record a line: `id`, `task` (`level0`..`level3` or a family's name),
+  `level` (arithmetic tasks), `query` (`{{"image" or "images",
   "instruction"}}`), `positive` (another train image of the answer digit, never a query image, or the
   number word `{{"text": "seven"}}`), `target_modality` (`image` or `text`), `answer` (number word),
   `label` (answer digit), `rationale` (worded steps), `ops` (the operations, e.g.
   `[["add", 3], ["mul", 2]]`; level 3 starts with `["product"]`, `["sum"]` or `["difference"]`) and
-  `query_digits` (the digits shown).
+  `query_digits` (the digits shown). Family records have `rule` (e.g. `["amber"]`, `["larger", "cobalt"]`)
+  instead of `level` and `ops`.
 * `test/corpus.jsonl`: `{{"id": "img-NNNN", "item": {{"image": "../images/NNNN.png"}}}}` for every test
   image, plus `{{"id": "word-D", "item": "seven"}}` for the ten number words.
 * `test/queries.jsonl`: `id`, `level`, `query`, `relevant` (corpus id -> grade 1: all test images of the
@@ -594,11 +714,11 @@ Image paths in a JSONL file are relative to that file's folder.
   the corpus but never relevant, so an evaluation may drop them from the ranking).
 * `val/corpus.jsonl`, `val/queries.jsonl`: the same for the validation images.
 * `split.json`: the train, val and test image indices.
-* `summary.json`: counts per level and split.
+* `summary.json`: counts per task and split.
 
 ## Counts
 
-| level | train records (image / text target) | val queries | test queries (image / text target) | \
+| task | train records (image / text target) | val queries | test queries (image / text target) | \
 image-only ceiling |
 |---|---|---|---|---|
 {count_rows}
@@ -610,14 +730,14 @@ Corpus: {documents} documents ({corpus_images} images, {corpus_texts} words).
 def _readme(summary: dict) -> str:
     split = summary["split"]
     rows = []
-    for level in summary["levels"]:
-        tr = summary["train"]["per_level"][str(level)]
-        te = summary["test"]["per_level"][str(level)]
-        va = summary.get("val", {}).get("per_level", {}).get(str(level), {"queries": 0})
+    for task in [str(level) for level in summary["levels"]] + summary["families"]:
+        tr = summary["train"]["per_task"][task]
+        te = summary["test"]["per_task"][task]
+        va = summary.get("val", {}).get("per_task", {}).get(task, {"queries": 0})
         rows.append(
-            f"| {level} | {tr['records']} ({tr['image_target']} / {tr['text_target']}) | {va['queries']} | "
+            f"| {task} | {tr['records']} ({tr['image_target']} / {tr['text_target']}) | {va['queries']} | "
             f"{te['queries']} ({te['image_target']} / {te['text_target']}) | "
-            f"{summary['image_only_ceiling'][str(level)]:.2f} |"
+            f"{summary['image_only_ceiling'][task]:.2f} |"
         )
     corpus = summary["test"]["corpus"]
     return _README.format(
@@ -649,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test-text-queries-per-level", type=int, default=50, help="text-target test queries"
     )
-    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), choices=LEVELS)
+    parser.add_argument("--levels", type=int, nargs="*", default=list(LEVELS), choices=LEVELS)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--val-queries-per-level", type=int, default=100, help="image-target val queries")
     parser.add_argument("--val-text-queries-per-level", type=int, default=25, help="text-target val queries")
     parser.add_argument("--image-size", type=int, default=56)
@@ -663,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         train_queries_per_level=args.train_queries_per_level,
         test_queries_per_level=args.test_queries_per_level,
         levels=args.levels,
+        families=args.families,
         test_text_queries_per_level=args.test_text_queries_per_level,
         val_queries_per_level=args.val_queries_per_level,
         val_text_queries_per_level=args.val_text_queries_per_level,
@@ -673,10 +795,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {summary['output_dir']}: {summary['train']['records']} train records, "
         f"{summary['test']['queries']} test queries, {summary['test']['corpus']['documents']} corpus documents"
     )
-    for level in summary["levels"]:
-        print(
-            f"  level {level}: image-only ceiling {summary['image_only_ceiling'][str(level)]:.3f} (chance 0.1)"
-        )
+    for task in [str(level) for level in summary["levels"]] + summary["families"]:
+        name = f"level {task}" if task.isdigit() else task
+        print(f"  {name}: image-only ceiling {summary['image_only_ceiling'][task]:.3f} (chance 0.1)")
     return 0
 
 

@@ -35,7 +35,7 @@ def run_job(method: str, seed: int, pairs: int | None, output: Path, base: Quick
 
     name = run_name(method, seed, pairs)
     settings = replace(base, seed=seed, train_pairs=pairs)
-    run = run_method(method, settings, output / "work" / name, show_progress=False, timing=False)
+    run = run_method(method, settings, output / "work" / name, show_progress=False)
     result = {"method": method, "seed": seed, "pairs": pairs, "settings": asdict(settings), **run}
     path = output / "runs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,29 +125,22 @@ def _model_dir(runs: list[dict], method: str, seed: int) -> str | None:
                  and r["pairs"] is None), None)
 
 
-def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: int = 3, count: int = 64) -> dict:
-    """Milliseconds per query of ``encode`` at batch 1 and 32 for each trained method, in this process,
-    the methods interleaved round by round (median of ``repeats``), on the same test queries."""
-    import torch
+def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: int = 5) -> dict:
+    """ms per query of ``encode`` at batch 1 and 32 for each trained method, side by side in this process
+    (see :func:`lame.experiments.quickstart.run.time_models`)."""
+    from lame.experiments.quickstart.run import ensure_data, time_models
 
-    from lame.experiments.quickstart.run import digits_task, ensure_data
-    from lame.modeling import LaMEModel
+    return time_models({m: d for m, d in model_dirs.items() if d}, ensure_data(), repeats=repeats, threads=threads)
 
-    torch.set_num_threads(threads)
-    task = digits_task(ensure_data() / "test")
-    items = [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
-    models = {m: LaMEModel.from_pretrained(d) for m, d in model_dirs.items() if d}
-    times: dict[str, dict[str, list[float]]] = {m: {"batch1": [], "batch32": []} for m in models}
-    for model in models.values():
-        model.encode(items[:4], batch_size=4)  # warm-up
-    for _ in range(repeats):
-        for name, model in models.items():
-            for batch in (1, 32):
-                started = time.perf_counter()
-                model.encode(items, batch_size=batch)
-                times[name][f"batch{batch}"].append(1000 * (time.perf_counter() - started) / len(items))
-    return {"threads": threads, "queries": len(items), "repeats": repeats,
-            "ms_per_query": {m: {k: float(np.median(v)) for k, v in t.items()} for m, t in times.items()}}
+
+def ms_per_query(timing: dict) -> dict[str, dict[str, float]]:
+    """{method: {"batch1": median ms, "batch32": ...}} from a timing report."""
+    table: dict[str, dict[str, float]] = {}
+    for key, row in timing.items():
+        if key.startswith("batch"):
+            for method, values in row.items():
+                table.setdefault(method, {})[key] = values["median"]
+    return table
 
 
 def _stats(values: list[float]) -> dict:
@@ -217,7 +210,7 @@ def check_targets(report: dict) -> dict:
         targets["lame_never_more_than_1_point_behind"] = {
             "values": behind | {f"sweep {p}": g["gap"] for p, g in gaps.items()},
             "met": all(v >= -0.01 for v in behind.values()) and all(g["gap"] >= -0.01 for g in gaps.values())}
-    ms = report.get("timing", {}).get("ms_per_query", {})
+    ms = ms_per_query(report.get("timing", {}))
     if "lame" in s and "cot" in s and "lame" in ms and "cot" in ms:
         ratio = s["lame"]["hit@1/reasoning"]["mean"] / max(s["cot"]["hit@1/reasoning"]["mean"], 1e-9)
         speedup = ms["cot"]["batch1"] / ms["lame"]["batch1"]
@@ -229,7 +222,7 @@ def check_targets(report: dict) -> dict:
 
 
 def format_quality(report: dict) -> str:
-    summary, ms = report["summary"], report["timing"]["ms_per_query"]
+    summary, ms = report["summary"], ms_per_query(report["timing"])
     lines = [f"{'method':<28}{'L0':>13}{'L1':>13}{'L2':>13}{'L3':>13}{'L1-3':>13}{'decoded L0/L1':>15}"
              f"{'ms/q b1':>9}{'b32':>7}"]
     for name, row in summary.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lame.experiments.bench.quality import ms_per_query
 from lame.experiments.quickstart.settings import METHODS
 from lame.extras import pyplot
 
@@ -19,7 +20,7 @@ def plot_quality(report: dict, folder: Path) -> list[Path | None]:
 
 def _quality_speed(plt, report: dict, png: Path) -> Path | None:
     """Hit@1 on the reasoning levels against ms per query at batch 1 (log scale), one point per method."""
-    summary, ms = report["summary"], report["timing"]["ms_per_query"]
+    summary, ms = report["summary"], ms_per_query(report["timing"])
     points = [(name, ms[name]["batch1"], row[KEY]) for name, row in summary.items() if name in ms and KEY in row]
     if not points:
         return None

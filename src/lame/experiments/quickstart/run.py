@@ -184,35 +184,45 @@ def digits_task_subset(task: RetrievalTask, per_level: int) -> list:
     return kept
 
 
-def encode_ms_per_query(model, task: RetrievalTask, batch_size: int, count: int = 128) -> float:
-    """Wall milliseconds per query of ``encode`` at ``batch_size`` (mixed levels, after one warm-up call)."""
-    items = [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
-    model.encode(items[:batch_size], batch_size=batch_size)
-    started = time.perf_counter()
-    model.encode(items, batch_size=batch_size)
-    return 1000 * (time.perf_counter() - started) / len(items)
+def timing_items(data_dir: Path, count: int = 64) -> list:
+    """The queries every method is timed on: ``count`` test queries spread over the levels."""
+    task = digits_task(data_dir / "test")
+    return [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
 
 
-def score_method(model, data_dir: Path, settings: QuickstartSettings, timing: bool = True,
-                 split: str = "test") -> dict:
-    """Hit@1 per level on ``split`` (under the key "test" for the test split, else the split's name),
-    decoded-latent accuracy (models with a decoder) and ms per query."""
+def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, threads: int | None = None) -> dict:
+    """ms per query at batch 1 and 32 of every trained model, timed side by side in this process (the
+    models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one)."""
+    import torch
+
+    from lame.experiments.bench.common import torch_threads
+    from lame.experiments.bench.timing import encode_timing
+
+    with torch_threads(threads):
+        models = {name: LaMEModel.from_pretrained(folder) for name, folder in model_dirs.items()}
+        reference = "discriminative" if "discriminative" in models else None
+        report = encode_timing(models, timing_items(data_dir), repeats=repeats, reference=reference)
+        report["threads"] = torch.get_num_threads()
+    return report
+
+
+def score_method(model, data_dir: Path, settings: QuickstartSettings, split: str = "test") -> dict:
+    """Hit@1 per level on ``split`` (under the key "test" for the test split, else the split's name) and
+    decoded-latent accuracy (models with a decoder)."""
     test_task = digits_task(data_dir / split)
     scores: dict = {split: hit_at_1_by_level(model, test_task)}
     if model.decoder_head is not None and settings.decode_queries_per_level:
         scores["decoded_accuracy"] = decoded_accuracy(model, test_task, settings.decode_queries_per_level)
-    if timing:
-        scores["ms_per_query"] = {f"batch{b}": encode_ms_per_query(model, test_task, b) for b in (1, 32)}
     return scores
 
 
 def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
-               timing: bool = True, backbone: Path | None = None, split: str = "test") -> dict:
+               backbone: Path | None = None, split: str = "test") -> dict:
     """Trains one method on the digits data and scores it on ``split`` (tune on "val", report "test")."""
     data_dir = ensure_data()
     run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
     model = LaMEModel.from_pretrained(run["model_dir"])
-    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), timing, split)}
+    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), split)}
 
 
 def retrieval_samples(model, data_dir: Path, count: int = 5, top: int = 3) -> list[dict]:
@@ -255,6 +265,7 @@ def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettin
     report: dict = {"settings": asdict(settings), "methods": {}}
     for name in methods:
         report["methods"][name] = run_method(name, settings, output, show_progress)
+    report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, ensure_data())
     lame_name = next((n for n in methods if METHODS[n].decoder), methods[-1])
     lame_model = LaMEModel.from_pretrained(report["methods"][lame_name]["model_dir"])
     report["samples"] = {"method": lame_name, "queries": retrieval_samples(lame_model, ensure_data())}
@@ -267,6 +278,7 @@ def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettin
 
 def format_report(report: dict) -> str:
     methods = report["methods"]
+    timing = report.get("timing", {})
     lines = [f"{'method':<16}{'L0':>7}{'L1':>7}{'L2':>7}{'L3':>7}{'L1-3':>7}{'decoded L0/L1':>15}"
              f"{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
     for name, run in methods.items():
@@ -275,10 +287,15 @@ def format_report(report: dict) -> str:
         decoded_text = f"{decoded['level0']:.2f}/{decoded['level1']:.2f}" if decoded else "-"
         lines.append(f"{name:<16}" + "".join(f"{test.get(f'hit@1/level{lv}', float('nan')):>7.3f}" for lv in range(4))
                      + f"{test.get('hit@1/reasoning', float('nan')):>7.3f}{decoded_text:>15}"
-                     + f"{run['ms_per_query']['batch1']:>9.2f}{run['ms_per_query']['batch32']:>9.2f}"
+                     + "".join(f"{timing.get(f'batch{b}', {}).get(name, {}).get('median', float('nan')):>9.2f}"
+                               for b in (1, 32))
                      + f"{run['train_seconds']:>9.0f}")
     lines.append("Hit@1 on the test split (L1-3: mean of the reasoning levels); decoded: the fraction of test "
                  "queries whose latents decode to the answer")
+    if timing:
+        from lame.experiments.bench.timing import format_encode_timing
+
+        lines += format_encode_timing(timing)
     samples = report.get("samples")
     if samples:
         lines.append(f"\nSome test queries and what {samples['method']} retrieved:")
