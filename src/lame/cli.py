@@ -251,7 +251,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
     base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
     report = run_quality(Path(args.output), args.methods, args.seeds, jobs=args.jobs, base=base,
                          sweep_methods=args.sweep_methods, sweep_pairs=args.sweep_pairs,
-                         timing_threads=args.timing_threads)
+                         timing_threads=args.timing_threads, split=args.split)
     print(format_quality(report))
     print(f"written: {args.output}/quality.json " + " ".join(report["plots"]))
     return 0
@@ -599,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training pairs of the sweep (the full set is the main grid)")
     bq.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
     bq.add_argument("--timing-threads", type=int, default=1, help="torch threads of the side-by-side timing")
+    bq.add_argument("--split", default="test", choices=["val", "test"],
+                    help="the split summarised (every run is scored on both: choose on val, report test)")
     bq.add_argument("--output", default="runs/quality", help="report folder; finished runs are reused")
     regime = bq.add_argument_group("budget (defaults: the quickstart's)")
     regime.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,

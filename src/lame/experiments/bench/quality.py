@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from lame.errors import InvalidInput
+from lame.experiments.families import FAMILIES
 from lame.experiments.quickstart.settings import METHODS, QuickstartSettings
 
 ALL = "all"
+FAMILY_NAMES = tuple(FAMILIES)
+SWEEP_KEYS = ("hit@1/families", "hit@1/reasoning", "hit@1", "hit@1/level0")
 
 
 def run_name(method: str, seed: int, pairs: int | None) -> str:
@@ -45,8 +48,9 @@ def run_job(method: str, seed: int, pairs: int | None, output: Path, base: Quick
 
 def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 1,
                 base: QuickstartSettings = QuickstartSettings(), sweep_methods: list[str] = (),
-                sweep_pairs: list[int] = (), timing_threads: int = 1) -> dict:
-    """Runs every missing (method, seed, pairs) job, times the methods side by side, summarises."""
+                sweep_pairs: list[int] = (), timing_threads: int = 1, split: str = "test") -> dict:
+    """Runs every missing (method, seed, pairs) job, times the methods side by side, summarises on
+    ``split`` (every run is scored on both: choose on "val", report "test")."""
     unknown = sorted((set(methods) | set(sweep_methods)) - set(METHODS))
     if unknown:
         raise InvalidInput(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -68,8 +72,8 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     train_records = sum(1 for line in (data_dir / "train.jsonl").read_text().splitlines() if line.strip())
     report = {"settings": asdict(base), "seeds": seeds, "runs": runs, "timing": timing,
               "train_records_total": train_records,
-              "summary": summarize([r for r in runs if r["pairs"] is None]),
-              "sweep": summarize_sweep([r for r in runs if r["method"] in sweep_methods])}
+              "split": split, "summary": summarize([r for r in runs if r["pairs"] is None], split),
+              "sweep": summarize_sweep([r for r in runs if r["method"] in sweep_methods], split)}
     report["targets"] = check_targets(report)
     (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     from .quality_plots import plot_quality
@@ -149,30 +153,30 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Mean and standard deviation over seeds per method: test Hit@1 per level and decoded accuracy."""
+def summarize(runs: list[dict], split: str = "test") -> dict:
+    """Mean and standard deviation over seeds per method: Hit@1 per task on ``split`` and decoded accuracy."""
     by_method: dict[str, list[dict]] = {}
     for run in runs:
         by_method.setdefault(run["method"], []).append(run)
     summary = {}
     for name, group in by_method.items():
-        row = {key: _stats([r["test"][key] for r in group]) for key in sorted(group[0]["test"])}
-        if all("decoded_accuracy" in r for r in group):
-            row |= {f"decoded/{key}": _stats([r["decoded_accuracy"][key] for r in group])
-                    for key in sorted(group[0]["decoded_accuracy"])}
+        row = {key: _stats([r[split][key] for r in group]) for key in sorted(group[0][split])}
+        if all(f"decoded_{split}" in r for r in group):
+            row |= {f"decoded/{key}": _stats([r[f"decoded_{split}"][key] for r in group])
+                    for key in sorted(group[0][f"decoded_{split}"])}
         row["train_seconds"] = _stats([r["train_seconds"] for r in group])
         summary[name] = row
     return summary
 
 
-def summarize_sweep(runs: list[dict]) -> dict:
-    """Per method and number of training pairs: mean/std of Hit@1 on the reasoning levels and overall."""
+def summarize_sweep(runs: list[dict], split: str = "test") -> dict:
+    """Per method and number of training pairs: mean/std of Hit@1 on ``split``."""
     table: dict[str, dict[str, dict]] = {}
     for method in sorted({r["method"] for r in runs}):
         for pairs in sorted({r["pairs"] or 10**9 for r in runs if r["method"] == method}):
             group = [r for r in runs if r["method"] == method and (r["pairs"] or 10**9) == pairs]
             table.setdefault(method, {})[str(pairs if pairs < 10**9 else ALL)] = {
-                key: _stats([r["test"][key] for r in group]) for key in ("hit@1/reasoning", "hit@1", "hit@1/level0")}
+                key: _stats([r[split][key] for r in group]) for key in SWEEP_KEYS if key in group[0][split]}
     return table
 
 
@@ -221,23 +225,49 @@ def check_targets(report: dict) -> dict:
     return targets
 
 
+QUALITY_COLUMNS = (("L0", "hit@1/level0"), ("L1-3", "hit@1/reasoning"), ("cipher", "hit@1/cipher"),
+                   ("keypad", "hit@1/keypad"), ("pair", "hit@1/pair"), ("families", "hit@1/families"))
+
+
+def paired_gaps(runs: list[dict], method: str, control: str, key: str, split: str = "test") -> dict | None:
+    """Per-seed differences ``method - control`` of ``key`` (runs on all pairs, the seeds both have):
+    their mean, sample std and count; None without a common seed."""
+    def by_seed(name):
+        return {r["seed"]: r[split][key] for r in runs if r["method"] == name and r["pairs"] is None
+                and key in r[split]}
+
+    mine, theirs = by_seed(method), by_seed(control)
+    differences = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
+    return _stats(differences) if differences else None
+
+
 def format_quality(report: dict) -> str:
     summary, ms = report["summary"], ms_per_query(report["timing"])
-    lines = [f"{'method':<28}{'L0':>13}{'L1':>13}{'L2':>13}{'L3':>13}{'L1-3':>13}{'decoded L0/L1':>15}"
-             f"{'ms/q b1':>9}{'b32':>7}"]
+    split = report.get("split", "test")
+    lines = [f"{'method':<26}" + "".join(f"{label:>14}" for label, _ in QUALITY_COLUMNS)
+             + f"{'decoded fam.':>14}{'ms/q b1':>9}{'b32':>7}"]
     for name, row in summary.items():
-        cells = "".join(f"{row[k]['mean']:>7.3f}±{row[k]['std']:.3f}" if k in row else f"{'-':>13}"
-                        for k in [f"hit@1/level{lv}" for lv in range(4)] + ["hit@1/reasoning"])
-        decoded = (f"{row['decoded/level0']['mean']:.2f}/{row['decoded/level1']['mean']:.2f}"
-                   if "decoded/level0" in row else "-")
+        cells = "".join(f"{row[k]['mean']:>8.3f}±{row[k]['std']:.3f}" if k in row else f"{'-':>14}"
+                        for _, k in QUALITY_COLUMNS)
+        decoded = [row[f"decoded/{f}"]["mean"] for f in FAMILY_NAMES if f"decoded/{f}" in row]
+        decoded_text = f"{np.mean(decoded):.3f}" if decoded else "-"
         t = ms.get(name, {})
-        lines.append(f"{name:<28}{cells}{decoded:>15}{t.get('batch1', float('nan')):>9.2f}"
+        lines.append(f"{name:<26}{cells}{decoded_text:>14}{t.get('batch1', float('nan')):>9.2f}"
                      f"{t.get('batch32', float('nan')):>7.2f}")
-    lines.append(f"(test Hit@1, mean ± std over seeds {report['seeds']}; L1-3: mean of the reasoning levels)")
+    lines.append(f"({split} Hit@1, mean ± sample std over seeds {report['seeds']}; L1-3: mean of the arithmetic "
+                 "levels 1-3; families: mean of cipher, keypad and pair)")
+    runs = report.get("runs", [])
+    for control in ("discriminative", "discriminative-matched"):
+        gaps = {m: paired_gaps(runs, m, control, "hit@1/families", split) for m in summary if m != control}
+        gaps = {m: g for m, g in gaps.items() if g}
+        if gaps:
+            lines.append(f"paired per-seed gap to {control} on the families: " + ", ".join(
+                f"{m} {g['mean']:+.3f}±{g['std']:.3f}" for m, g in gaps.items()))
     for method, row in report.get("sweep", {}).items():
-        cells = ", ".join(f"{pairs}: {v['hit@1/reasoning']['mean']:.3f}±{v['hit@1/reasoning']['std']:.3f}"
+        cells = ", ".join(f"{pairs}: " + " ".join(f"{k.split('/')[-1]} {v[k]['mean']:.3f}±{v[k]['std']:.3f}"
+                                                   for k in ("hit@1/families", "hit@1/reasoning") if k in v)
                           for pairs, v in row.items())
-        lines.append(f"sweep {method:<16} L1-3 Hit@1 by training pairs: {cells}")
+        lines.append(f"sweep {method:<16} Hit@1 by training pairs: {cells}")
     for name, target in report.get("targets", {}).items():
         lines.append(f"target {name}: {'met' if target['met'] else 'NOT met'}")
     return "\n".join(lines)

@@ -219,7 +219,7 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
     if data_dir is None:
         data_dir = output.parent / f".{output.name}-benchmark"
         if not (data_dir / "summary.json").is_file():
-            generate_digits_benchmark(data_dir, seed=settings.split_seed)
+            generate_digits_benchmark(data_dir, seed=settings.split_seed, families=())  # the levels it learns
     digits = load_digits()
     labels = np.asarray(digits.target, dtype=np.int64)
     train_images, _, _ = split_images(labels, settings.split_seed)

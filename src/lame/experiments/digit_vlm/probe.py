@@ -36,21 +36,27 @@ def answer_of(text: str) -> str | None:
 
 
 def held_out_questions(data_dir: Path, split: str, per_level: int | None = None) -> list[dict]:
-    """The split's queries as generative questions: {"item", "answer", "level", "id"}; images loaded."""
+    """The split's queries as generative questions: {"item", "answer", "task", "id"}; images loaded. A
+    level's task is its number ("0".."3"), a family's its name; ``per_level``: the first N of each task."""
+    from lame.experiments.families import FAMILIES
+
     from .pretrain import query_item
 
     folder = data_dir / split
     rows, seen = [], {}
     for line in (folder / "queries.jsonl").read_text().splitlines():
         record = json.loads(line)
-        level = record["level"]
-        if per_level is not None and seen.get(level, 0) >= per_level:
+        task = str(record["level"]) if "level" in record else record["task"]
+        if per_level is not None and seen.get(task, 0) >= per_level:
             continue
-        seen[level] = seen.get(level, 0) + 1
+        seen[task] = seen.get(task, 0) + 1
         paths = resolve_paths(record["query"], folder)
         images = [load_image(p) for p in ([paths["image"]] if "image" in paths else paths["images"])]
-        rows.append({"item": query_item(level, record["ops"], images), "answer": record["answer"],
-                     "level": level, "id": record["id"]})
+        if "level" in record:
+            item = query_item(record["level"], record["ops"], images)
+        else:  # the family's rule as the question, the images as a level's
+            item = query_item(0, [], images, FAMILIES[task].phrase(record["rule"]))
+        rows.append({"item": item, "answer": record["answer"], "task": task, "id": record["id"]})
     return rows
 
 
@@ -105,24 +111,27 @@ def one_pass_answers(model, featurizer: Featurizer, tokenizer, items: list, batc
 
 def probe(model, featurizer: Featurizer, tokenizer, data_dir: Path, split: str = "test",
           per_level: int | None = None, examples: int = 0, one_pass: bool = True) -> dict[str, dict]:
-    """Per level: the VLM's answer accuracy on the split's held-out queries when it generates (greedy,
+    """Per task: the VLM's answer accuracy on the split's held-out queries when it generates (greedy,
     ``accuracy``) and, with ``one_pass``, when it must answer at once (``one_pass_accuracy``), with the
     image-only ceiling."""
     rows = held_out_questions(Path(data_dir), split, per_level)
     texts = generate_answers(model, featurizer, tokenizer, [r["item"] for r in rows])
     direct = one_pass_answers(model, featurizer, tokenizer, [r["item"] for r in rows]) if one_pass else None
     result: dict[str, dict] = {}
-    for level in sorted({r["level"] for r in rows}):
-        mine = [(r, t) for r, t in zip(rows, texts) if r["level"] == level]
+    from lame.experiments.families import FAMILIES
+
+    for task in sorted({r["task"] for r in rows}):
+        mine = [(r, t) for r, t in zip(rows, texts) if r["task"] == task]
         correct = sum(answer_of(t) == r["answer"] for r, t in mine)
-        result[str(level)] = {"accuracy": round(correct / len(mine), 4), "queries": len(mine),
-                              "image_only_ceiling": round(image_only_ceiling(level), 4)}
+        ceiling = image_only_ceiling(int(task)) if task.isdigit() else FAMILIES[task].image_only_ceiling()
+        result[task] = {"accuracy": round(correct / len(mine), 4), "queries": len(mine),
+                        "image_only_ceiling": round(ceiling, 4)}
         if direct is not None:
-            hits = [d == r["answer"] for r, d in zip(rows, direct) if r["level"] == level]
-            result[str(level)]["one_pass_accuracy"] = round(sum(hits) / len(hits), 4)
+            hits = [d == r["answer"] for r, d in zip(rows, direct) if r["task"] == task]
+            result[task]["one_pass_accuracy"] = round(sum(hits) / len(hits), 4)
         if examples:
-            result[str(level)]["examples"] = [{"id": r["id"], "answer": r["answer"], "generated": t}
-                                              for r, t in mine[:examples]]
+            result[task]["examples"] = [{"id": r["id"], "answer": r["answer"], "generated": t}
+                                        for r, t in mine[:examples]]
     return result
 
 
@@ -148,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", type=Path, help="VLM folder (default: the shipped reference)")
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--per-level", type=int, help="only the first N queries of each level")
-    parser.add_argument("--examples", type=int, default=2, help="generations to print per level")
+    parser.add_argument("--per-level", type=int, help="only the first N queries of each level or family")
+    parser.add_argument("--examples", type=int, default=2, help="generations to print per level or family")
     args = parser.parse_args(argv)
     model, featurizer, tokenizer = load_vlm(args.model or reference_backbone())
     result = probe(model, featurizer, tokenizer, ensure_data(), args.split, args.per_level, args.examples)
-    for level, row in result.items():
+    for task, row in result.items():
         one_pass = f", in one pass {row['one_pass_accuracy']:.3f}" if "one_pass_accuracy" in row else ""
-        print(f"level {level}: answer accuracy {row['accuracy']:.3f}{one_pass} on {row['queries']} {args.split} "
+        print(f"{'level ' + task if task.isdigit() else task}: answer accuracy {row['accuracy']:.3f}{one_pass} on {row['queries']} {args.split} "
               f"queries (image-only ceiling {row['image_only_ceiling']:.3f})")
         for example in row.get("examples", []):
             print(f"    {example['id']} (answer {example['answer']}): {example['generated']}")

@@ -4,7 +4,7 @@
    generates, :mod:`lame.experiments.digit_vlm`) is the backbone of every method;
 2. each method trains on the benchmark's training records with the same budget (steps, batch,
    learning rates), its curve measured on the validation split;
-3. each is scored on the test split: Hit@1 per level, what its latents decode to, ms per query;
+3. each is scored on the test split: Hit@1 per task, what its latents decode to, ms per query;
 4. a report folder gets the scores, the models, plots and a few queries with what was retrieved.
 """
 
@@ -25,6 +25,7 @@ from lame.eval.tasks import RetrievalTask
 from lame.experiments.digit_vlm import reference_backbone
 from lame.experiments.digit_vlm.probe import answer_of
 from lame.experiments.digits import NUMBER_WORDS, generate_digits_benchmark
+from lame.experiments.families import FAMILIES
 from lame.modeling import LaMEModel
 from lame.training.recipe import recipe_from_dict
 from lame.training.report import read_metrics
@@ -34,6 +35,8 @@ from .settings import METHODS, QUICKSTART_METHODS, QuickstartSettings
 
 CACHE = Path(os.environ.get("LAME_CACHE", Path.home() / ".cache" / "lame"))  # the generated benchmark
 REASONING_LEVELS = ("1", "2", "3")
+REASONING_TASKS = tuple(f"level{level}" for level in REASONING_LEVELS)
+FAMILY_TASKS = tuple(FAMILIES)
 
 
 def ensure_data(seed: int = 0) -> Path:
@@ -46,18 +49,13 @@ def ensure_data(seed: int = 0) -> Path:
     return folder
 
 
-def digits_task(split_dir: Path, per_level: int | None = None) -> RetrievalTask:
-    """A held-out split as a retrieval task grouped by level; a query never ranks its own image(s)."""
+def digits_task(split_dir: Path, per_task: int | None = None) -> RetrievalTask:
+    """A held-out split as a retrieval task grouped by task (level or family); a query never ranks its
+    own image(s). ``per_task``: only the first queries of each task."""
     task = load_jsonl_task(split_dir)
-    task.group_by = "level"
-    if per_level is not None:
-        kept, seen = [], {}
-        for q in task.queries:
-            level = q.meta["level"]
-            if seen.get(level, 0) < per_level:
-                kept.append(q)
-                seen[level] = seen.get(level, 0) + 1
-        task.queries = kept
+    task.group_by = "task"
+    if per_task is not None:
+        task.queries = first_per_task(task.queries, per_task)
     all_docs = list(task.corpus)
     for q in task.queries:
         own = set(q.meta.get("query_ids", []))
@@ -65,35 +63,48 @@ def digits_task(split_dir: Path, per_level: int | None = None) -> RetrievalTask:
     return task
 
 
-def hit_at_1_by_level(model, task: RetrievalTask, batch_size: int = 64, return_ranking: bool = False):
-    """Hit@1 overall, per level and on the mean of the reasoning levels (1-3)."""
+def first_per_task(queries: list, count: int) -> list:
+    """The first ``count`` queries of each task, in their order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for q in queries:
+        name = q.meta["task"]
+        if seen.get(name, 0) < count:
+            kept.append(q)
+            seen[name] = seen.get(name, 0) + 1
+    return kept
+
+
+def hit_at_1_by_task(model, task: RetrievalTask, batch_size: int = 64, return_ranking: bool = False):
+    """Hit@1 overall, per task, on the mean of the reasoning levels (1-3) and on the mean of the families."""
     doc_ids = list(task.corpus)
     docs = model.encode([task.corpus[d] for d in doc_ids], batch_size=batch_size, role="document")
     queries = model.encode([q.item for q in task.queries], batch_size=batch_size, role="query")
     result, ranking = score_task(task, queries, docs, doc_ids)
-    scores = {f"hit@1/level{k}": v["hit@1"] for k, v in result["groups"].items()}
+    scores = {f"hit@1/{name}": v["hit@1"] for name, v in result["groups"].items()}
     scores["hit@1"] = result["hit@1"]
-    reasoning = [scores[f"hit@1/level{lv}"] for lv in REASONING_LEVELS if f"hit@1/level{lv}" in scores]
-    if reasoning:
-        scores["hit@1/reasoning"] = float(np.mean(reasoning))
+    for summary, members in (("reasoning", REASONING_TASKS), ("families", FAMILY_TASKS)):
+        present = [scores[f"hit@1/{name}"] for name in members if f"hit@1/{name}" in scores]
+        if present:
+            scores[f"hit@1/{summary}"] = float(np.mean(present))
     return (scores, ranking) if return_ranking else scores
 
 
 def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path) -> Path:
-    """The training records, or ``pairs`` of them (a seeded shuffle, the same number per level)."""
+    """The training records, or ``pairs`` of them (a seeded shuffle, the same number per task)."""
     source = data_dir / "train.jsonl"
     if pairs is None:
         return source
-    by_level: dict[int, list[str]] = {}
+    by_task: dict[str, list[str]] = {}
     for line in source.read_text().splitlines():
-        by_level.setdefault(json.loads(line)["level"], []).append(line)
+        by_task.setdefault(json.loads(line)["task"], []).append(line)
     rng = random.Random(seed)
-    per_level = max(1, pairs // len(by_level))
+    per_task = max(1, pairs // len(by_task))
     kept = []
-    for level in sorted(by_level):
-        lines = by_level[level][:]
+    for name in sorted(by_task):
+        lines = by_task[name][:]
         rng.shuffle(lines)
-        kept += lines[:per_level]
+        kept += lines[:per_task]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"train-{pairs}-seed{seed}.jsonl"
     # Relative image paths resolve against the file's folder: make them absolute.
@@ -120,7 +131,8 @@ def method_recipe(name: str, settings: QuickstartSettings, backbone: Path, train
     """The two-stage recipe of a method; every method gets the same steps, batch and learning rates."""
     method = METHODS[name]
     settings = replace(settings, **method.changes)
-    lame = {"num_reason_tokens": method.k, "temperature": settings.temperature, "max_length": 512,
+    lame = {"num_reason_tokens": method.k, "num_embed_tokens": method.embed_tokens, "pooling": method.pooling,
+            "temperature": settings.temperature, "max_length": 512,
             "decoder_target": settings.decoder_target, "decoder_reads": settings.decoder_reads,
             "reconstruction_weight": settings.reconstruction_weight,
             "diversity_weight": settings.diversity_weight if method.k > 1 else 0.0}
@@ -138,23 +150,23 @@ def method_recipe(name: str, settings: QuickstartSettings, backbone: Path, train
         "data": {"sources": [{"path": str(train_file)}]},
         "train": {"output_dir": str(output), "seed": settings.seed, "save_every": 10**9, "keep_last": 1,
                   "log_every": 10, "eval_every": settings.eval_every, "tensorboard": False},
-        "stages": [
+        "stages": [stage for stage in (
             {"name": "warmup", "steps": settings.warmup_steps, "batch_size": settings.batch_size,
              "schedule": "constant", "trainable": heads},
             {"name": "joint", "steps": settings.joint_steps, "batch_size": settings.batch_size,
              "schedule": "cosine", "warmup_steps": min(10, settings.joint_steps),
              "trainable": [language_model, *heads]},
-        ],
+        ) if stage["steps"] > 0],  # warmup_steps 0: one stage (an ablation of the two-stage recipe)
     }
 
 
 def train_method(name: str, settings: QuickstartSettings, output: Path, backbone: Path, data_dir: Path,
                  show_progress: bool = True) -> dict:
     """Trains one method; returns its model folder, training time and validation curve."""
-    curve_task = digits_task(data_dir / "val", per_level=settings.eval_queries_per_level)
+    curve_task = digits_task(data_dir / "val", per_task=settings.eval_queries_per_task)
     train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data")
     recipe = recipe_from_dict(method_recipe(name, settings, backbone, train_file, output / name))
-    trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_level(m, curve_task))
+    trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_task(m, curve_task))
     started = time.perf_counter()
     model_dir = trainer.run()
     curve = [{"step": r["step"], **{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("eval/")}}
@@ -162,30 +174,19 @@ def train_method(name: str, settings: QuickstartSettings, output: Path, backbone
     return {"model_dir": str(model_dir), "train_seconds": time.perf_counter() - started, "curve": curve}
 
 
-def decoded_accuracy(model, task: RetrievalTask, per_level: int) -> dict[str, float]:
-    """Per level: the fraction of queries whose decoded latents name the answer (see ``answer_of``)."""
-    queries = digits_task_subset(task, per_level)
+def decoded_accuracy(model, task: RetrievalTask, per_task: int) -> dict[str, float]:
+    """Per task: the fraction of queries whose decoded latents name the answer (see ``answer_of``)."""
+    queries = first_per_task(task.queries, per_task)
     texts = model.decode_latents([q.item for q in queries], max_new_tokens=64)
     result = {}
-    for level in sorted({q.meta["level"] for q in queries}):
-        mine = [(q, t) for q, t in zip(queries, texts) if q.meta["level"] == level]
-        result[f"level{level}"] = sum(answer_of(t) == q.meta["answer"] for q, t in mine) / len(mine)
+    for name in sorted({q.meta["task"] for q in queries}):
+        mine = [(q, t) for q, t in zip(queries, texts) if q.meta["task"] == name]
+        result[name] = sum(answer_of(t) == q.meta["answer"] for q, t in mine) / len(mine)
     return result
 
 
-def digits_task_subset(task: RetrievalTask, per_level: int) -> list:
-    seen: dict[int, int] = {}
-    kept = []
-    for q in task.queries:
-        level = q.meta["level"]
-        if seen.get(level, 0) < per_level:
-            kept.append(q)
-            seen[level] = seen.get(level, 0) + 1
-    return kept
-
-
 def timing_items(data_dir: Path, count: int = 64) -> list:
-    """The queries every method is timed on: ``count`` test queries spread over the levels."""
+    """The queries every method is timed on: ``count`` test queries spread over the tasks."""
     task = digits_task(data_dir / "test")
     return [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
 
@@ -206,40 +207,44 @@ def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, th
     return report
 
 
-def score_method(model, data_dir: Path, settings: QuickstartSettings, split: str = "test") -> dict:
-    """Hit@1 per level on ``split`` (under the key "test" for the test split, else the split's name) and
-    decoded-latent accuracy (models with a decoder)."""
-    test_task = digits_task(data_dir / split)
-    scores: dict = {split: hit_at_1_by_level(model, test_task)}
-    if model.decoder_head is not None and settings.decode_queries_per_level:
-        scores["decoded_accuracy"] = decoded_accuracy(model, test_task, settings.decode_queries_per_level)
+def score_method(model, data_dir: Path, settings: QuickstartSettings, splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Per split: Hit@1 per task (under the split's name) and, for models with a decoder, the fraction of
+    queries whose decoded latents name the answer (under ``decoded_<split>``, e.g. ``decoded_test``).
+    Choose on "val", report "test"."""
+    scores: dict = {}
+    for split in splits:
+        task = digits_task(data_dir / split)
+        scores[split] = hit_at_1_by_task(model, task)
+        if model.decoder_head is not None and settings.decode_queries_per_task:
+            scores[f"decoded_{split}"] = decoded_accuracy(model, task, settings.decode_queries_per_task)
     return scores
 
 
 def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
-               backbone: Path | None = None, split: str = "test") -> dict:
-    """Trains one method on the digits data and scores it on ``split`` (tune on "val", report "test")."""
+               backbone: Path | None = None, splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Trains one method on the digits data and scores it on ``splits``."""
     data_dir = ensure_data()
     run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
     model = LaMEModel.from_pretrained(run["model_dir"])
-    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), split)}
+    return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), splits)}
 
 
-def retrieval_samples(model, data_dir: Path, count: int = 5, top: int = 3) -> list[dict]:
-    """A few test queries (one per level, then more): digits shown, answer, decoded latents, top hits."""
+def retrieval_samples(model, data_dir: Path, top: int = 3) -> list[dict]:
+    """One test query per task (image targets, then a word target for a family): digits shown, answer,
+    decoded latents, top hits."""
     task = digits_task(data_dir / "test")
     picked = []
-    for level in range(4):
-        picked += [q for q in task.queries if q.meta["level"] == level and q.meta["target_modality"] == "image"][:1]
-    picked += [q for q in task.queries if q.meta["target_modality"] == "text" and q.meta["level"] > 0][:count]
-    task.queries = picked[:count]
-    _, ranking = hit_at_1_by_level(model, task, return_ranking=True)
+    for name in dict.fromkeys(q.meta["task"] for q in task.queries):
+        picked += [q for q in task.queries if q.meta["task"] == name and q.meta["target_modality"] == "image"][:1]
+    picked += [q for q in task.queries if q.meta["target_modality"] == "text" and q.meta["task"] in FAMILY_TASKS][:1]
+    task.queries = picked
+    _, ranking = hit_at_1_by_task(model, task, return_ranking=True)
     labels = _labels()
     decoded = model.decode_latents([q.item for q in task.queries], max_new_tokens=64) if model.decoder_head else None
     samples = []
     for i, q in enumerate(task.queries):
         hits = [_describe(doc, labels) for doc in ranking[q.id][:top]]
-        samples.append({"query": q.id, "level": q.meta["level"], "instruction": q.item.get("instruction"),
+        samples.append({"query": q.id, "task": q.meta["task"], "instruction": q.item.get("instruction"),
                         "digits_shown": q.meta["query_digits"], "answer": q.meta["answer"],
                         "decoded": decoded[i] if decoded else None, "top": hits,
                         "top1_correct": ranking[q.id][0] in q.relevant})
@@ -276,22 +281,28 @@ def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettin
     return report
 
 
+REPORT_COLUMNS = (("L0", "hit@1/level0"), ("L1-3", "hit@1/reasoning"), *((name, f"hit@1/{name}") for name in FAMILY_TASKS),
+                  ("families", "hit@1/families"))
+
+
 def format_report(report: dict) -> str:
     methods = report["methods"]
     timing = report.get("timing", {})
-    lines = [f"{'method':<16}{'L0':>7}{'L1':>7}{'L2':>7}{'L3':>7}{'L1-3':>7}{'decoded L0/L1':>15}"
-             f"{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
+    header = "".join(f"{label:>9}" for label, _ in REPORT_COLUMNS)
+    lines = [f"{'method':<22}{header}{'decoded':>9}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
     for name, run in methods.items():
         test = run["test"]
-        decoded = run.get("decoded_accuracy")
-        decoded_text = f"{decoded['level0']:.2f}/{decoded['level1']:.2f}" if decoded else "-"
-        lines.append(f"{name:<16}" + "".join(f"{test.get(f'hit@1/level{lv}', float('nan')):>7.3f}" for lv in range(4))
-                     + f"{test.get('hit@1/reasoning', float('nan')):>7.3f}{decoded_text:>15}"
+        decoded = run.get("decoded_test")
+        families_decoded = [decoded[f] for f in FAMILY_TASKS if decoded and f in decoded]
+        decoded_text = f"{np.mean(families_decoded):.3f}" if families_decoded else "-"
+        lines.append(f"{name:<22}" + "".join(f"{test.get(key, float('nan')):>9.3f}" for _, key in REPORT_COLUMNS)
+                     + f"{decoded_text:>9}"
                      + "".join(f"{timing.get(f'batch{b}', {}).get(name, {}).get('median', float('nan')):>9.2f}"
                                for b in (1, 32))
                      + f"{run['train_seconds']:>9.0f}")
-    lines.append("Hit@1 on the test split (L1-3: mean of the reasoning levels); decoded: the fraction of test "
-                 "queries whose latents decode to the answer")
+    lines.append("Hit@1 on the test split (L1-3: mean of the arithmetic levels 1-3, where one pass saturates; families: "
+                 "mean of the task families one pass can learn); decoded: the fraction of family test queries whose "
+                 "latents decode to the answer")
     if timing:
         from lame.experiments.bench.timing import format_encode_timing
 
@@ -301,7 +312,7 @@ def format_report(report: dict) -> str:
         lines.append(f"\nSome test queries and what {samples['method']} retrieved:")
         for s in samples["queries"]:
             shown = " and ".join(str(d) for d in s["digits_shown"])
-            lines.append(f"  level {s['level']}: image(s) of {shown}, {s['instruction']!r} -> answer {s['answer']}")
+            lines.append(f"  {s['task']}: image(s) of {shown}, {s['instruction']!r} -> answer {s['answer']}")
             if s["decoded"] is not None:
                 lines.append(f"    latents decode to: {s['decoded']!r}")
             lines.append(f"    top {len(s['top'])}: {', '.join(s['top'])}" + ("" if s["top1_correct"] else "  (wrong)"))

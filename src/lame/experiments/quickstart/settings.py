@@ -30,25 +30,28 @@ class QuickstartSettings:
     lr_backbone: float = 3e-4
     train_pairs: int | None = None
     eval_every: int = 50
-    eval_queries_per_level: int = 50  # of the validation split, for the training curve
-    decode_queries_per_level: int = 100  # of the test split, for decoded-latent accuracy
+    eval_queries_per_task: int = 50  # of the validation split, for the training curve
+    decode_queries_per_task: int = 100  # of the test split, for decoded-latent accuracy
     cot_max_new_tokens: int = 64  # the longest worked answer (level 3) is 62 tokens
 
 
 @dataclass(frozen=True)
 class Method:
     """A method on the shared backbone: LaME with ``k`` reason tokens (0 = discriminative) with or without
-    its decoder head, or a peer (``variant`` "sequential" or "cot"); ``changes`` are settings it alters."""
+    its decoder head and ``embed_tokens`` positions pooled by its embedding head, or a peer (``variant``
+    "sequential" or "cot"); ``changes`` are settings it alters."""
 
     k: int = 0
     decoder: bool = False
     variant: str = "lame"
     changes: dict = field(default_factory=dict)
     label: str = ""
+    embed_tokens: int = 1  # M: the latent positions after the K reason tokens the embedding head pools
+    pooling: str = "last"
 
 
 METHODS: dict[str, Method] = {
-    "discriminative": Method(label="discriminative (K = 0)"),
+    "discriminative": Method(label="discriminative (K = 0, last token)"),
     "lame": Method(k=8, decoder=True, label="LaME (K = 8)"),
     "lame-K4": Method(k=4, decoder=True, label="LaME (K = 4)"),
     "lame-K16": Method(k=16, decoder=True, label="LaME (K = 16)"),
@@ -62,8 +65,19 @@ METHODS: dict[str, Method] = {
                                 label="LaME, diversity weight 0"),
     "lame-short-warmup": Method(k=8, decoder=True, changes={"warmup_steps": 10, "joint_steps": 290},
                                 label="LaME, warm-up 10 + joint 290 steps"),
+    "lame-one-stage": Method(k=8, decoder=True, changes={"warmup_steps": 0, "joint_steps": 300},
+                             label="LaME, one stage (joint 300 steps)"),
     "control-decoder-reads-embed": Method(k=8, decoder=True, changes={"decoder_reads": "embed"},
                                           label="control: decoder reads [EMBED]"),
+    # the embedding head: M positions after the K reason tokens, pooled
+    "lame-M2-mean": Method(k=8, decoder=True, embed_tokens=2, pooling="mean", label="LaME, M = 2 mean-pooled"),
+    "lame-M4-mean": Method(k=8, decoder=True, embed_tokens=4, pooling="mean", label="LaME, M = 4 mean-pooled"),
+    "lame-M4-attention": Method(k=8, decoder=True, embed_tokens=4, pooling="attention",
+                                label="LaME, M = 4 attention-pooled"),
+    "lame-M4-mean-no-decoder": Method(k=8, embed_tokens=4, pooling="mean", label="LaME, M = 4 mean, no decoder"),
+    "discriminative-M4-mean": Method(embed_tokens=4, pooling="mean", label="discriminative, 4 positions mean-pooled"),
+    "discriminative-M12-mean": Method(embed_tokens=12, pooling="mean",
+                                      label="discriminative, 12 positions mean-pooled"),
 }
 QUICKSTART_METHODS = ("discriminative", "lame")
 PEERS = ("discriminative", "lame", "lame-K4", "lame-K16", "lame-no-decoder", "sequential", "cot")
