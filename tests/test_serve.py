@@ -207,8 +207,13 @@ BAD_REQUESTS = {
     "bare path": ({"messages": image_message("/etc/hostname")}, 400, "image_url_refused", None),
     "host not allowed": ({"messages": image_message("http://127.0.0.1:9/x.png")}, 400, "image_url_refused",
                          "--allow-image-url-host"),
-    "assistant role": ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_value", None),
-    "bad content part": ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400, "invalid_type", None),
+    "assistant role": ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_value",
+                       "messages[0].role"),
+    "bad content part": ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400, "invalid_type",
+                         "messages[0].content[0]"),
+    "image in a system message": ({"messages": [{"role": "system", "content": [
+        {"type": "image_url", "image_url": {"url": data_uri(png())}}]}]}, 400, "invalid_value",
+        "messages[0].content[0]"),
     "body too large": ({"input": "x" * 30_000}, 413, "request_too_large", "--max-body-bytes"),
 }
 
@@ -578,6 +583,27 @@ def test_truncate_prompt_tokens(server, model):
     for bad in (0, -2, "5", True):
         answer = httpx.post(server.url + "/v1/embeddings", json={"input": "x", "truncate_prompt_tokens": bad})
         assert answer.status_code == 400 and answer.json()["error"]["param"] == "truncate_prompt_tokens"
+
+
+def test_tei_truncate_is_truncate_prompt_tokens_at_the_model_limit(server, model):
+    long = "seven " * 3000  # longer than the model's max_length
+    url = server.url + "/v1/embeddings"
+    fitted = httpx.post(url, json={"input": long, "truncate_prompt_tokens": -1, "encoding_format": "float"}).json()
+    for body in ({"truncate": True}, {"truncate": True, "truncate_prompt_tokens": -1}):
+        answer = httpx.post(url, json={"input": long, "encoding_format": "float", **body})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"] == fitted["data"] and answer.json()["usage"] == fitted["usage"]
+    # false: no cut, as without it (a short item is embedded, a too-long one refused)
+    assert httpx.post(url, json={"input": "seven", "truncate": False}).status_code == 200
+    refused = httpx.post(url, json={"input": long, "truncate": False})
+    assert refused.status_code == 400 and "too long" in refused.json()["error"]["message"]
+    for body, says in (({"truncate": False, "truncate_prompt_tokens": 5}, "asks for no cut"),
+                       ({"truncate": False, "truncate_prompt_tokens": -1}, "asks for no cut"),
+                       ({"truncate": True, "truncate_prompt_tokens": 5}, "model's max_length"),
+                       ({"truncate": "yes"}, "true or false"), ({"truncate": 1}, "true or false")):
+        answer = httpx.post(url, json={"input": "x", **body})
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and error["param"] == "truncate" and says in error["message"], body
 
 
 def test_several_conversations_in_one_request(client, server, model):

@@ -18,9 +18,10 @@ Inputs, in sentence-transformers' forms: a string (text; a string that is an exi
 or a ``data:image/...`` URI is an image, as sentence-transformers reads it), a PIL image, a 3-D numpy
 array or tensor (an image, HWC or CHW), a dict ``{"text": ..., "image": ...}`` (either may be a list),
 or a chat ``[{"role": "user", "content": [{"type": "text", ...}, {"type": "image", "image": ...}]}]``
-(``system`` text becomes the instruction). ``prompt=`` (or ``prompt_name=``) becomes the item's
-instruction, which LaME places before the query inside the chat template. http(s) image URLs are not
-fetched: load the image first.
+(read by :mod:`lame.data.messages`, as ``lame serve`` reads ``messages``: parts in reading order,
+``system`` text joined with newlines into the instruction). ``prompt=`` (or ``prompt_name=``) becomes
+the item's instruction, which LaME places before the query inside the chat template. http(s) image
+URLs are not fetched: load the image first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from PIL import Image  # noqa: E402
 from sentence_transformers.base.modality import infer_modality, is_message_dict  # noqa: E402
 from sentence_transformers.base.modules import InputModule  # noqa: E402
 
+from ..data.messages import conversation_item  # noqa: E402
 from ..errors import InvalidInput  # noqa: E402
 
 MODALITIES = ["text", "image", ("image", "text"), "message"]
@@ -110,7 +112,7 @@ class LaMEModule(InputModule):
 def to_lame_item(value: Any, instruction: str | None = None) -> Any:
     """A sentence-transformers input as a LaME item (see the module docstring for the forms)."""
     if isinstance(value, (list, dict)) and _is_messages(value):
-        item = _from_messages(value if isinstance(value, list) else [value])
+        item = conversation_item(value if isinstance(value, list) else [value], lambda source, _: _image(source))
     elif isinstance(value, dict):
         unknown = set(value) - {"text", "image"}
         if unknown:
@@ -144,31 +146,6 @@ def _with_instruction(item: Any, instruction: str) -> dict:
 
 def _is_messages(value: Any) -> bool:
     return is_message_dict(value) or (isinstance(value, list) and bool(value) and is_message_dict(value[0]))
-
-
-def _from_messages(messages: list[dict]) -> dict:
-    instruction, parts = [], []
-    for message in messages:
-        content = message.get("content")
-        pieces = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
-        texts, images = [], []
-        for piece in pieces:
-            kind = piece.get("type")
-            if kind == "text":
-                texts.append(piece.get("text") or "")
-            elif kind in ("image", "image_url"):
-                source = piece.get("image", piece.get("image_url"))
-                images.append(_image(source["url"] if isinstance(source, dict) else source))
-            else:
-                raise InvalidInput(f"unsupported message content type {kind!r}")
-        if message.get("role") == "system":
-            instruction += texts
-        else:
-            parts += images + texts
-    item: dict[str, Any] = {"parts": parts}
-    if instruction:
-        item["instruction"] = " ".join(instruction)
-    return item
 
 
 def _image(value: Any) -> Image.Image | Path:

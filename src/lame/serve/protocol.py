@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.messages import MessageError, read_conversation
 from .errors import APIError
 from .images import ImageLoader
 from .settings import ServeSettings
@@ -88,13 +89,25 @@ def _model(data: dict, settings: ServeSettings) -> str | None:
 
 
 def _truncation(data: dict) -> int | None:
+    """What to cut items to: vLLM's ``truncate_prompt_tokens``, or TEI's ``truncate`` (true = -1, the
+    model's limit; false = no cut). Given both, they must agree."""
     value = data.get("truncate_prompt_tokens")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1 or value == -1):
+    allowed = isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1)
+    if value is not None and not allowed:
         raise APIError(400, f"'truncate_prompt_tokens' must be an integer >= 1, or -1 (fit the model's max_length), "
                        f"got {value!r}", "truncate_prompt_tokens", "invalid_value")
-    return value
+    flag = data.get("truncate")
+    if flag is None:
+        return value
+    if not isinstance(flag, bool):
+        raise APIError(400, f"'truncate' must be true or false, got {flag!r}", "truncate", "invalid_type")
+    if value is None:
+        return -1 if flag else None
+    if flag and value == -1:
+        return -1
+    means = "true cuts to the model's max_length (truncate_prompt_tokens -1)" if flag else "false asks for no cut"
+    raise APIError(400, f"'truncate' {means} but 'truncate_prompt_tokens' is {value}: give one of them",
+                   "truncate", "invalid_value")
 
 
 def _items(data: dict, settings: ServeSettings, images: ImageLoader) -> list:
@@ -137,59 +150,17 @@ def _plain_items(data: dict, settings: ServeSettings, images: ImageLoader) -> li
 
 
 def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader, name: str = "messages") -> dict:
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, f"'{name}' must be a non-empty list of messages (or of conversations)", name,
-                       "invalid_type")
-    parts: list = []
-    instruction: list[str] = []
-    pending_images: list[tuple[str, str]] = []  # (url, param), decoded once the count is known to be allowed
-    for m, message in enumerate(messages):
-        where = f"{name}[{m}]"
-        if not isinstance(message, dict):
-            raise APIError(400, f"'{where}' must be an object", where, "invalid_type")
-        role = message.get("role")
-        if role not in ("user", "system"):
-            raise APIError(400, f"'{where}.role' must be 'user' or 'system', got {role!r}", f"{where}.role",
-                           "invalid_value")
-        for p, part in enumerate(_content_parts(message.get("content"), f"{where}.content")):
-            param = f"{where}.content[{p}]"
-            if part[0] == "text":
-                (instruction if role == "system" else parts).append(part[1])
-            elif role == "system":
-                raise APIError(400, f"'{param}': a system message may hold text only", param, "invalid_value")
-            else:
-                parts.append(len(pending_images))  # a placeholder for the image, in reading order
-                pending_images.append((part[1], param))
-    if len(pending_images) > settings.max_images_per_item:
-        raise APIError(400, f"the item has {len(pending_images)} images; the limit is {settings.max_images_per_item} "
+    """The item of one conversation (:mod:`lame.data.messages` reads it); images are decoded only once
+    their count is known to be allowed."""
+    try:
+        conversation = read_conversation(messages, name)
+    except MessageError as exc:
+        raise APIError(400, str(exc), exc.param, exc.code) from exc
+    count = len(conversation.images)
+    if count > settings.max_images_per_item:
+        raise APIError(400, f"the item has {count} images; the limit is {settings.max_images_per_item} "
                        "(--max-images-per-item)", name, "too_many_images")
-    decoded = [images.load(url, param) for url, param in pending_images]
-    parts = [decoded[p] if isinstance(p, int) else p for p in parts]
-    return {"parts": parts, "instruction": "\n".join(instruction) or None}
-
-
-def _content_parts(content: Any, where: str) -> list[tuple[str, str]]:
-    """``[("text", str) | ("image", url)]`` from a message's content (a string or a list of parts)."""
-    if isinstance(content, str):
-        return [("text", content)]
-    if not isinstance(content, list):
-        raise APIError(400, f"'{where}' must be a string or a list of content parts", where, "invalid_type")
-    out = []
-    for p, part in enumerate(content):
-        param = f"{where}[{p}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            out.append(("text", part["text"]))
-        elif kind == "image_url":
-            image_url = part.get("image_url")
-            url = image_url.get("url") if isinstance(image_url, dict) else image_url
-            if not isinstance(url, str):
-                raise APIError(400, f"'{param}.image_url.url' must be a string", param, "invalid_type")
-            out.append(("image", url))
-        else:
-            raise APIError(400, f"'{param}' must be {{\"type\": \"text\", \"text\": ...}} or "
-                           "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}}", param, "invalid_type")
-    return out
+    return conversation.item(images.load)
 
 
 # ------------------------------------------------------------------------------------------ responses
