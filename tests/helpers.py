@@ -12,6 +12,10 @@ import torch
 from PIL import Image
 
 WORDS = "zero one two three four five six seven eight nine".split()
+# How long a test waits for a child process or a collective before calling it hung. Only a hang guard:
+# far above what the slowest of them takes on a busy 2-core machine (a few minutes), so that load never
+# fails a test, while a deadlock still ends in a failure rather than in the CI job's own time limit.
+HANG_GUARD_S = 1200
 SMALL_DIGITS = {"train_queries_per_level": 300, "test_queries_per_level": 40, "test_text_queries_per_level": 10}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, noise, subprocess_env
+from helpers import HANG_GUARD_S, free_port, noise, subprocess_env
 
 from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
@@ -148,7 +148,7 @@ def test_two_processes_match_one_process(corpus, reference, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "script.py"),
                str(corpus / "model"), str(corpus / "corpus.jsonl"), str(out), str(tmp_path / "log"), str(SHARD)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-4000:]
     logs = [json.loads((tmp_path / f"log-{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(logs[0]["shards"] + logs[1]["shards"]) == [1, 3]  # the unfinished ones, each once

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import HANG_GUARD_S
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 HEAVY = ("torch", "transformers", "peft", "accelerate")
@@ -23,7 +24,7 @@ def run_python(code: str) -> dict:
     """Runs ``code`` in a fresh interpreter (this checkout's ``lame`` first); returns the JSON it prints last."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     env.pop("DS_ACCELERATOR", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

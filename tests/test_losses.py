@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import free_port
+from helpers import HANG_GUARD_S, free_port
 
 from lame.losses import diversity_loss, info_nce
 
@@ -285,7 +285,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=30))
+                                timeout=datetime.timedelta(seconds=HANG_GUARD_S))
         try:
             queries, positives, negatives, labels = _global_batch()
             rows = slice(rank * GLOBAL_B // world, (rank + 1) * GLOBAL_B // world)
@@ -306,7 +306,6 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         raise
 
 
-@pytest.mark.timeout(120)
 def test_info_nce_gathered_two_gloo_processes_match_single_process(tmp_path):
     import torch.distributed as dist
 
@@ -320,7 +319,7 @@ def test_info_nce_gathered_two_gloo_processes_match_single_process(tmp_path):
         proc.start()
     try:
         for proc in procs:
-            proc.join(timeout=90)
+            proc.join(timeout=HANG_GUARD_S)
     finally:
         for proc in procs:
             if proc.is_alive():

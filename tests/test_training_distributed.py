@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import WORDS, free_port, subprocess_env
+from helpers import HANG_GUARD_S, WORDS, free_port, subprocess_env
 from safetensors.torch import load_file
 
 from lame.modeling import LaMEModel
@@ -188,7 +188,7 @@ def train_two_processes(folder, output, variants: dict, train_settings: dict, re
     run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(folder / "train_script.py"),
          str(folder), str(PER_RANK_BATCH), str(output), json.dumps(variants), str(STEPS),
-         json.dumps(train_settings), "resume" if resume else "-"], timeout=300)
+         json.dumps(train_settings), "resume" if resume else "-"], timeout=HANG_GUARD_S)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def runs(tmp_path_factory):
     train_two_processes(folder, two, VARIANTS, {"strategy": "ddp"})
     one.mkdir()
     run([sys.executable, str(folder / "train_script.py"), str(folder), str(2 * PER_RANK_BATCH), str(one),
-         json.dumps(VARIANTS), str(STEPS), json.dumps({"strategy": "ddp"}), "-"], timeout=180)
+         json.dumps(VARIANTS), str(STEPS), json.dumps({"strategy": "ddp"}), "-"], timeout=HANG_GUARD_S)
     return {"two": two, "one": one, "folder": folder}
 
 
@@ -320,7 +320,7 @@ def test_divergence_stops_every_process_together_under_every_strategy(runs):
     output.mkdir()
     run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(runs["folder"] / "diverge_script.py"),
-         str(runs["folder"]), str(output), json.dumps(configs)], timeout=300)
+         str(runs["folder"]), str(output), json.dumps(configs)], timeout=HANG_GUARD_S)
     for name in configs:
         messages = [(output / f"{name}-rank{rank}.txt").read_text() for rank in (0, 1)]
         assert messages[0] == messages[1] and messages[0].startswith("training diverged at step "), (name, messages)
