@@ -316,7 +316,10 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
         b = lang.compute_bytes(setup)
         kept = transient = 0.0
         if trains["language"]:
-            kept += lang.cast_copies(setup)
+            if trains["language_weights"] or not setup.gradient_checkpointing:
+                # autocast caches the 16-bit copies of float32 weights that train; a frozen weight's copy is
+                # only kept by autograd, which a checkpointed block does not do
+                kept += lang.cast_copies(setup)
             per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
             if setup.gradient_checkpointing:
                 kept += positions * lang.blocks * lang.hidden * lang.weight_bytes  # block inputs (residual stream)

@@ -109,11 +109,11 @@ def run_memory_bench(settings: MemoryBenchSettings, output: Path | None = None, 
         for case in cases:
             rows.append(measure_case(*case, settings=settings))
             log(f"  {format_row(rows[-1])}")
+        env = environment(torch.device("cpu"))  # the thread count the cases ran with
     model = (f"shape:{settings.shape}/1 (one language, vision and decoder block; K=4)" if settings.shape
              else "tiny:qwen2_vl (K=4, decoder head)")
     report = {"benchmark": "memory", "settings": asdict(settings), "model": model,
-              "rows": rows, "max_abs_error": max(abs(r["error"]) for r in rows),
-              "environment": environment(torch.device("cpu"))}
+              "rows": rows, "max_abs_error": max(abs(r["error"]) for r in rows), "environment": env}
     write_report(report, output, "memory")
     return report
 
