@@ -97,6 +97,27 @@ def test_dry_run_prints_the_memory_plan(capsys):
     assert "--gpu-memory 80 GiB: largest GradCache chunk that fits" in out
 
 
+def test_the_2b_recipe_plans_float32_masters_for_what_has_trained():
+    """configs/qwen2-vl-2b.yaml (meta device, replicated): the float32 parameters of each stage are exactly
+    those trained so far, every other one is bfloat16 (the language model through the warm-up), and the
+    gradients and each AdamW moment take 4 bytes per trainable parameter."""
+    from lame.training.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "qwen2-vl-2b.yaml", check_paths=False)
+    report = dry_run(recipe)
+    warmup, joint = (stage["memory"] for stage in report)
+    language = next(g["parameters"] for g in report[1]["groups"] if g["pattern"] == "backbone.model.language_model.*")
+    for plan in (warmup, joint):
+        assert set(plan["parameters_by_dtype"]) == {"float32", "bfloat16"}
+        assert plan["parameters_by_dtype"]["float32"] == plan["trainable"], plan["stage"]
+        assert plan["recipe"]["gradients"] * GIB == 4 * plan["trainable"]
+        assert plan["recipe"]["optimizer"] == 2 * plan["recipe"]["gradients"]
+    assert joint["trainable"] - warmup["trainable"] == language
+    total = sum(warmup["parameters_by_dtype"].values())
+    assert warmup["recipe"]["weights"] * GIB == 4 * warmup["trainable"] + 2 * (total - warmup["trainable"])
+    assert joint["recipe"]["weights"] - warmup["recipe"]["weights"] == pytest.approx(2 * language / GIB)
+
+
 def test_bench_memory_quick_writes_the_table(tmp_path, capsys):
     assert main(["bench", "memory", "--quick", "--threads", "1", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "memory.json").read_text())
