@@ -297,6 +297,72 @@ def test_kill_and_resume_equals_uninterrupted(run_a, tmp_path, stop_after):
         assert tmp_folders(out) == []
 
 
+# A bfloat16 recipe whose second stage trains a language-model block that the first keeps frozen: the
+# block is cast to float32 master weights at the stage boundary, not before.
+LM_BLOCK = "backbone.model.language_model.layers.1.*"
+
+
+def bf16_two_stage(output_dir: Path) -> dict:
+    raw = two_stage(output_dir, steps=(2, 2), save_every=1, keep_last=4, grad_cache_chunk=None, tensorboard=False)
+    raw["model"]["dtype"] = "bfloat16"
+    raw["stages"][1] = {"name": "joint", "steps": 2, "batch_size": 4,
+                        "trainable": [{"pattern": LM_BLOCK, "lr": 1e-3}, *WARMUP]}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def run_bf16(tmp_path_factory):
+    """The uninterrupted bfloat16 run, with the dtypes each stage's optimizer was built over."""
+    folder = tmp_path_factory.mktemp("run_bf16")
+    make_data(folder)
+    recipe = recipe_from_dict(bf16_two_stage(folder / "out"), folder)
+    trainer = Trainer(recipe, show_progress=False)
+    held = []  # per stage: ({name: dtype} of the model, {name: dtype} of the optimizer's parameters)
+    make_optimizer = trainer.strategy.make_optimizer
+
+    def recording(model, groups, stage, *args):
+        names = {id(p): n for n, p in model.named_parameters()}
+        held.append(({n: p.dtype for n, p in model.named_parameters()},
+                     {names[id(p)]: p.dtype for g in groups for p in g["params"]}))
+        return make_optimizer(model, groups, stage, *args)
+
+    trainer.strategy.make_optimizer = recording
+    return {"final": trainer.run(), "held": held}
+
+
+def test_a_stage_holds_in_float32_only_what_it_and_earlier_stages_train(run_bf16):
+    from fnmatch import fnmatchcase
+
+    (warmup, warmup_optimized), (joint, joint_optimized) = run_bf16["held"]
+    block = [n for n in joint if fnmatchcase(n, LM_BLOCK)]
+    assert block and all(warmup[n] == torch.bfloat16 for n in block)  # frozen in the warm-up: model.dtype
+    assert all(joint[n] == torch.float32 for n in block)  # cast at the joint stage's start
+    assert warmup["backbone.model.language_model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
+    assert joint["backbone.model.language_model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
+    assert warmup["decoder_head.decoder.model.layers.0.mlp.up_proj.weight"] == torch.float32
+    # every parameter an optimizer updates is a float32 master weight
+    assert set(warmup_optimized.values()) == set(joint_optimized.values()) == {torch.float32}
+    assert set(block) <= joint_optimized.keys()
+
+
+def test_kill_and_resume_at_and_inside_the_stage_that_casts_equals_uninterrupted(run_bf16, tmp_path):
+    """Killed after step 3 (inside the joint stage) and resumed from its checkpoint, or from the warm-up's
+    last checkpoint (step 2, the boundary): both end bit for bit where the uninterrupted run ends."""
+    make_data(tmp_path)
+    recipe = recipe_from_dict(bf16_two_stage(tmp_path / "out"), tmp_path)
+    assert Trainer(recipe, show_progress=False).run(stop_after=3) is None
+    boundary = recipe_from_dict(bf16_two_stage(tmp_path / "boundary"), tmp_path)
+    shutil.copytree(tmp_path / "out", tmp_path / "boundary")
+    shutil.rmtree(tmp_path / "boundary" / "checkpoints" / "step-000003")
+    expected = saved_weights(run_bf16["final"])
+    for resumed in (recipe, boundary):
+        final = Trainer(resumed, resume=True, show_progress=False).run()
+        got = saved_weights(final)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key].dtype == expected[key].dtype and torch.equal(got[key], expected[key]), key
+
+
 # ---------------------------------------------------------------------------------------- 5. LoRA
 def test_lora_save_reload_merge(run_a, tmp_path):
     trained = run_a["trainer"].model

@@ -8,19 +8,24 @@ a given ``--gpu-memory``.
 
 How the estimate is made (every count is the recipe's real architecture, built on the meta device):
 
-* **weights**: every parameter, in the model's dtype (``model.dtype``; DeepSpeed with bf16 keeps the
-  module in bf16 and fp32 master weights in the optimizer); FSDP and ZeRO-3 keep ``1/world`` of them,
-  plus the gathered weights of the blocks being computed (two, with prefetch).
-* **gradients**: the stage's trainable parameters, in their dtype; ``1/world`` under FSDP and ZeRO-2/3.
-* **optimizer**: AdamW's two moments in the parameter's dtype (DeepSpeed bf16: fp32 moments and fp32
-  master weights), ``1/world`` under FSDP and ZeRO; plus the step's temporaries (one gradient-sized
+* **weights**: every parameter in the dtype the trainer holds it in during the stage, read from the
+  model (:func:`lame.training.params.master_weights`: float32 master weights for what trains, the
+  recipe's ``model.dtype`` for the rest; the caller casts the model as the trainer does, see
+  ``dry_run``). DeepSpeed with bf16/fp16 recasts the whole module to 16 bits and keeps fp32 master
+  weights in its optimizer. FSDP and ZeRO-3 keep ``1/world`` of the weights, plus the gathered
+  weights of the blocks being computed (two, with prefetch).
+* **gradients**: the stage's trainable parameters, in their dtype (float32: they are master
+  weights); ``1/world`` under FSDP and ZeRO-2/3.
+* **optimizer**: AdamW's two moments in the parameter's dtype (DeepSpeed: fp32 moments; its ZeRO-1/2
+  optimizer also updates an fp32 copy of its partition, and with bf16/fp16 keeps fp32 gradient
+  partitions), ``1/world`` under FSDP and ZeRO; plus the step's temporaries (one gradient-sized
   buffer per moment, as ``torch._foreach`` allocates them).
 * **activations**: what autograd keeps for the backward: per position and block, a sum of the block's
   widths with coefficients counted on the upstream blocks (:data:`BLOCK_COEFFICIENTS`, checked against
   measured peaks, see ``docs/speed.md``), in the compute dtype (bf16/fp16 autocast: 2 bytes, but RMS
-  norms keep fp32 copies); with gradient checkpointing only each block's input, plus one block
-  recomputed. The vision tower keeps activations only when it trains; otherwise its largest block's
-  working set is transient. The decoder head adds its own blocks over the target tokens and the
+  norms keep fp32 copies; without autocast each tower computes in its weights' dtype); with gradient
+  checkpointing only each block's input, plus one block recomputed. The vision tower keeps activations
+  only when it trains; otherwise its largest block's working set is transient. The decoder head adds its own blocks over the target tokens and the
   logits of its vocabulary (fp32 for the loss).
 * **when**: without GradCache the three forward passes (queries, positives, negatives) are alive
   together at the backward; with GradCache one chunk's graph is, while the gradients accumulate.
@@ -107,6 +112,11 @@ class Widths:
     kv: int = 0
     mlp: int = 0
     block_params: int = 0
+    weight_bytes: int = 4  # bytes per element of the blocks' weights as held (their largest tensor's dtype)
+
+    def compute_bytes(self, setup: "Setup") -> int:
+        """Bytes per element the blocks compute in: autocast's 16 bits, else their weights' dtype."""
+        return 2 if setup.autocast else self.weight_bytes
 
     def saved_per_position(self, kind: str, setup: "Setup", weights_train: bool = False,
                            dropout_inputs: float = 0.0) -> float:
@@ -117,19 +127,21 @@ class Widths:
         parts = [c["base"]] + ([c["weights"]] if weights_train else [])
         hidden = sum(p["hidden"] for p in parts) * self.hidden
         other = sum(p[k] * widths[k] for p in parts for k in ("query", "kv", "mlp"))
-        compute = setup.compute_bytes
-        if setup.param_bytes >= 4:  # fp32 weights: the residual stream and norms stay fp32
+        compute = self.compute_bytes(setup)
+        if self.weight_bytes >= 4:  # fp32 weights: the residual stream and norms stay fp32
             hidden_bytes = hidden * 4
         else:  # bf16 weights: the RMS norms' fp32 copies, the rest bf16
             hidden_bytes = c["fp32_hidden"] * self.hidden * 4 + max(0.0, hidden - c["fp32_hidden"] * self.hidden) * compute
-        return hidden_bytes + (other + dropout_inputs) * compute
+        # LoRA's dropout: the input of lora_A in the compute dtype, and the dropout's mask, counted at 4 bytes
+        # (on the CPU it is a float tensor of peft's float32 cast of the input; CUDA's fused dropout keeps 1 byte)
+        return hidden_bytes + other * compute + dropout_inputs * (compute + 4)
 
     def cast_copies(self, setup: "Setup") -> float:
         """Bytes of the blocks' weights cast to the autocast dtype and kept for the backward of one pass
         (only when the weights are stored in a wider dtype than the one computed in)."""
-        if setup.compute_bytes >= setup.param_bytes:
+        if self.compute_bytes(setup) >= self.weight_bytes:
             return 0.0
-        return self.blocks * self.block_params * setup.compute_bytes
+        return self.blocks * self.block_params * self.compute_bytes(setup)
 
     def transient_per_position(self, compute_bytes: int) -> float:
         """The working set of one block's forward, beyond what it saves (the MLP's widest tensors)."""
@@ -138,6 +150,9 @@ class Widths:
 
 @dataclass
 class Architecture:
+    """A model's tower widths and what its parameters take as held (dtypes and ``requires_grad`` as set for
+    one stage)."""
+
     language: Widths
     vision: Widths | None
     decoder: Widths | None
@@ -146,12 +161,25 @@ class Architecture:
     decoder_hidden: int
     total_params: int
     largest_block_params: int
+    weight_bytes: int = 0  # every parameter, each in its own dtype
+    trainable_bytes: int = 0  # the parameters that train (their gradient and each AdamW moment take as much)
+    largest_block_bytes: int = 0
+
+
+def held_bytes(parameters) -> int:
+    """Bytes of ``parameters`` in the dtypes they are held in (works on the meta device)."""
+    return sum(p.numel() * p.element_size() for p in parameters)
+
+
+def weight_element_bytes(module) -> int:
+    """Bytes per element of a block's weights: the dtype of its largest tensor (a LoRA block's base weights)."""
+    largest = max(module.parameters(), key=lambda p: p.numel(), default=None)
+    return largest.element_size() if largest is not None else 4
 
 
 def architecture_of(model) -> Architecture:
-    """The widths of a LaME model's towers (works on the meta device)."""
-    from ..modeling.lora import is_lora_name  # noqa: F401  (LoRA parameters are counted with the model)
-
+    """The widths of a LaME model's towers and the bytes of its parameters as they are held now (works on
+    the meta device)."""
     backbone = model.backbone
     text = backbone.config.get_text_config()
     lm = model.adapter.language_model(backbone)
@@ -160,14 +188,16 @@ def architecture_of(model) -> Architecture:
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
     language = Widths(blocks=len(blocks), hidden=text.hidden_size, query=text.num_attention_heads * head_dim,
                       kv=text.num_key_value_heads * head_dim, mlp=text.intermediate_size,
-                      block_params=count(blocks[0]) if blocks else 0)
+                      block_params=count(blocks[0]) if blocks else 0,
+                      weight_bytes=weight_element_bytes(blocks[0]) if blocks else 4)
     vision = None
     visual = getattr(getattr(backbone, "model", backbone), "visual", None)
     if visual is not None and hasattr(visual, "blocks"):
         vc = backbone.config.vision_config
         hidden = getattr(vc, "embed_dim", None) or vc.hidden_size
         mlp = getattr(vc, "intermediate_size", None) or int(hidden * getattr(vc, "mlp_ratio", 4))
-        vision = Widths(blocks=len(visual.blocks), hidden=hidden, mlp=mlp, block_params=count(visual.blocks[0]))
+        vision = Widths(blocks=len(visual.blocks), hidden=hidden, mlp=mlp, block_params=count(visual.blocks[0]),
+                        weight_bytes=weight_element_bytes(visual.blocks[0]))
     decoder = None
     decoder_vocab = decoder_hidden = 0
     if model.decoder_head is not None:
@@ -177,12 +207,21 @@ def architecture_of(model) -> Architecture:
         dblocks = list(dec.model.layers)
         decoder = Widths(blocks=len(dblocks), hidden=dc.hidden_size, query=dc.num_attention_heads * dhead,
                          kv=dc.num_key_value_heads * dhead, mlp=dc.intermediate_size,
-                         block_params=count(dblocks[0]) if dblocks else 0)
+                         block_params=count(dblocks[0]) if dblocks else 0,
+                         weight_bytes=weight_element_bytes(dblocks[0]) if dblocks else 4)
         decoder_vocab, decoder_hidden = dc.vocab_size, dc.hidden_size
-    largest = max([language.block_params] + ([vision.block_params] if vision else [])
-                  + ([decoder.block_params] if decoder else []))
+    towers = [(language, blocks[0] if blocks else None)]
+    if vision is not None:
+        towers.append((vision, visual.blocks[0]))
+    if decoder is not None:
+        towers.append((decoder, dblocks[0] if dblocks else None))
+    largest = max(widths.block_params for widths, _ in towers)
+    largest_bytes = max(held_bytes(block.parameters()) if block is not None else 0 for _, block in towers)
     return Architecture(language, vision, decoder, text.vocab_size, decoder_vocab, decoder_hidden,
-                        sum(p.numel() for p in model.parameters()), largest)
+                        sum(p.numel() for p in model.parameters()), largest,
+                        weight_bytes=held_bytes(model.parameters()),
+                        trainable_bytes=held_bytes(p for p in model.parameters() if p.requires_grad),
+                        largest_block_bytes=largest_bytes)
 
 
 @dataclass
@@ -200,16 +239,17 @@ class Workload:
 
 @dataclass
 class Setup:
+    """How a process runs (the weights' dtypes are the model's own: :class:`Architecture`)."""
+
     strategy: str = "ddp"  # ddp | fsdp | zero2 | zero3
     world: int = 1
-    param_bytes: int = 4  # the model's dtype
     mixed_precision: str = "no"  # no | bf16 | fp16
     gradient_checkpointing: bool = False
     grad_cache_chunk: int | None = None
 
     @property
-    def compute_bytes(self) -> int:
-        return 2 if self.mixed_precision in ("bf16", "fp16") else self.param_bytes
+    def autocast(self) -> bool:
+        return self.mixed_precision in ("bf16", "fp16")
 
     @property
     def sharded_params(self) -> bool:
@@ -239,41 +279,50 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
              chunk: int | None = None) -> Estimate:
     """The peak bytes of one process for one stage.
 
-    ``trainable``: trainable parameters; ``trains``: which parts have trainable parameters or need a
+    ``trainable``: the number of trainable parameters (their bytes as held are ``arch.trainable_bytes``;
+    ``arch`` is read from the model cast as the trainer holds it in this stage); ``trains``: which parts have trainable parameters or need a
     gradient through them: ``language`` (any block of the language model, LoRA included, or anything
     before it: the latent embeddings), ``vision`` (the vision tower), ``decoder`` (the decoder head).
     ``chunk``: GradCache chunk (default ``setup.grad_cache_chunk``; None or >= the batch: whole batch).
     """
     chunk = setup.grad_cache_chunk if chunk is None else chunk
     world = setup.world
-    deepspeed_bf16 = setup.strategy in ("zero2", "zero3") and setup.mixed_precision in ("bf16", "fp16")
-    module_bytes = 2 if deepspeed_bf16 else setup.param_bytes
-    weights = arch.total_params * module_bytes / (world if setup.sharded_params else 1)
-    if setup.sharded_params and world > 1:
-        weights += 2 * arch.largest_block_params * module_bytes  # gathered blocks: the current one and the next
-    gradients = trainable * module_bytes / (world if setup.sharded_grads else 1)
-    if deepspeed_bf16:  # fp32 master weights and moments, partitioned; fp32 gradient partitions
-        optimizer = trainable * (4 + 8 + 4) / world
-        step = trainable * 4 / world
-    else:
-        optimizer = trainable * 2 * setup.param_bytes / (world if setup.sharded_grads else 1)
-        step = trainable * 2 * setup.param_bytes / (world if setup.sharded_grads else 1)
+    deepspeed = setup.strategy in ("zero2", "zero3")
+    if deepspeed and setup.autocast:
+        # DeepSpeed casts the module's parameters to 16 bits; fp32 master weights and moments, partitioned,
+        # and fp32 gradient partitions live in its optimizer
+        weights, block, gradients = arch.total_params * 2, arch.largest_block_params * 2, trainable * 2
+        optimizer, step = trainable * (4 + 8 + 4), trainable * 4
+    else:  # the parameters as the trainer holds them: float32 masters for what trains, model.dtype the rest
+        weights, block, gradients = arch.weight_bytes, arch.largest_block_bytes, arch.trainable_bytes
+        optimizer = step = 2 * arch.trainable_bytes
+        if setup.strategy == "zero2":  # ZeRO-1/2 updates an fp32 copy of its partition, whatever the weights hold
+            optimizer += trainable * 4
+    if setup.sharded_params:
+        weights /= world
+        if world > 1:
+            weights += 2 * block  # gathered blocks: the current one and the next
+    if setup.sharded_grads:
+        gradients, optimizer, step = gradients / world, optimizer / world, step / world
     static = weights + optimizer
 
     items = max(work.queries, work.positives, work.negatives)
     whole = chunk is None or chunk >= items
-    b = setup.compute_bytes
 
     def pass_activations(n: int, with_decoder: bool) -> tuple[float, float]:
         """(kept for the backward, transient peak on top) of one forward pass over ``n`` items."""
         positions = n * work.tokens
         lang = arch.language
+        b = lang.compute_bytes(setup)
         kept = transient = 0.0
         if trains["language"]:
-            kept += lang.cast_copies(setup)
+            if trains["language_weights"] or not setup.gradient_checkpointing:
+                # autocast caches the 16-bit copies of float32 weights that train; a frozen weight's copy is
+                # only kept by autograd, which a checkpointed block does not do
+                kept += lang.cast_copies(setup)
             per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
             if setup.gradient_checkpointing:
-                kept += positions * lang.blocks * lang.hidden * (4 if setup.param_bytes >= 4 else b)  # block inputs
+                kept += positions * lang.blocks * lang.hidden * lang.weight_bytes  # block inputs (residual stream)
                 # one block recomputed in the backward, with its gradients' temporaries
                 transient = max(transient, positions * (per_block + 0.5 * lang.transient_per_position(b)))
             else:
@@ -283,17 +332,18 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
         if arch.vision is not None and work.patches:
             patches = n * work.patches
             v = arch.vision
+            vb = v.compute_bytes(setup)
             if trains["vision"]:
                 kept += v.cast_copies(setup)
                 kept += patches * v.blocks * v.saved_per_position("vision", setup, True)
-            transient = max(transient, patches * (v.transient_per_position(b) + v.hidden * b))
+            transient = max(transient, patches * (v.transient_per_position(vb) + v.hidden * vb))
         if with_decoder and arch.decoder is not None and trains["decoder_runs"]:
             tokens = n * (work.decoder_tokens + work.num_reason_tokens)
             d = arch.decoder
             kept += d.cast_copies(setup)
             kept += tokens * d.blocks * d.saved_per_position("language", setup, trains["decoder_weights"])
             logits = n * work.decoder_tokens * arch.decoder_vocab
-            kept += logits * (b + 4)  # the logits and their fp32 copy for the loss
+            kept += logits * (d.compute_bytes(setup) + 4)  # the logits and their fp32 copy for the loss
             transient = max(transient, logits * 4)  # the loss's softmax
         return kept, transient
 
@@ -379,19 +429,6 @@ def strategy_name(recipe, world: int) -> str:
     return "ddp" if name == "auto" else name
 
 
-def format_bytes(n: float) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= 0.1 * GIB else f"{n / 1024**2:.1f} MiB"
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else a
-
-
-def positions_per_item(seq_len: int, packing: bool, padded_fraction: float = 0.0) -> int:
-    """Positions a pass computes per item: the item's length, or more when padding is counted."""
-    return int(math.ceil(seq_len / (1 - padded_fraction))) if not packing and padded_fraction else seq_len
-
-
 @dataclass
 class PlanSettings:
     """What ``--dry-run`` assumes about the run besides the recipe."""
@@ -404,11 +441,7 @@ class PlanSettings:
 
 
 def setup_of(recipe, world: int, **changes) -> Setup:
-    from ..config import DTYPES  # noqa: F401
-
-    param_bytes = torch.tensor([], dtype=getattr(torch, recipe.model.dtype)).element_size()
-    setup = Setup(strategy=strategy_name(recipe, world), world=world, param_bytes=param_bytes,
-                  mixed_precision=recipe.train.mixed_precision,
+    setup = Setup(strategy=strategy_name(recipe, world), world=world, mixed_precision=recipe.train.mixed_precision,
                   gradient_checkpointing=recipe.train.gradient_checkpointing,
                   grad_cache_chunk=recipe.train.grad_cache_chunk)
     for key, value in changes.items():
@@ -416,10 +449,20 @@ def setup_of(recipe, world: int, **changes) -> Setup:
     return setup
 
 
+def parameters_by_dtype(model) -> dict[str, int]:
+    """Parameter counts per dtype name, largest first (``{"bfloat16": ..., "float32": ...}``)."""
+    counts: dict[str, int] = {}
+    for p in model.parameters():
+        name = str(p.dtype).removeprefix("torch.")
+        counts[name] = counts.get(name, 0) + p.numel()
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def plan_stage(recipe, model, stage, settings: PlanSettings) -> dict:
-    """The estimates of one stage (the model's ``requires_grad`` already set for it, LoRA added):
-    the recipe's own setup, the four combinations of gradient checkpointing and GradCache, and the
-    largest chunk for ``settings.gpu_memory_gib``."""
+    """The estimates of one stage (the model as the trainer holds it then: ``requires_grad`` set for the
+    stage, LoRA added, parameters cast by :func:`lame.training.params.master_weights`): the recipe's own
+    setup, the four combinations of gradient checkpointing and GradCache, and the largest chunk for
+    ``settings.gpu_memory_gib``."""
     arch = architecture_of(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trains = trains_of(model)
@@ -439,6 +482,7 @@ def plan_stage(recipe, model, stage, settings: PlanSettings) -> dict:
             setup = setup_of(recipe, settings.world, gradient_checkpointing=checkpointing, grad_cache_chunk=grad_cache)
             variants[key] = estimate(arch, trainable, trains, work, setup).gib()
     out = {"stage": stage.name, "setup": asdict(own), "workload": asdict(work), "trainable": trainable,
+           "parameters_by_dtype": parameters_by_dtype(model),
            "recipe": estimate(arch, trainable, trains, work, own).gib(), "variants": variants}
     if settings.gpu_memory_gib:
         budget = settings.gpu_memory_gib * GIB
@@ -454,8 +498,11 @@ def format_plan(plan: dict) -> str:
     r = plan["recipe"]
     setup = plan["setup"]
     chunk = f"GradCache chunk {setup['grad_cache_chunk']}" if setup["grad_cache_chunk"] else "whole batch"
-    lines = [f"  memory per process ({setup['strategy']}, {setup['world']} process(es), weights "
-             f"{setup['param_bytes']} B, precision {setup['mixed_precision']}, "
+    held = " + ".join(f"{n / 1e6:,.1f}M {dtype}" for dtype, n in plan["parameters_by_dtype"].items())
+    if setup["strategy"] in ("zero2", "zero3") and setup["mixed_precision"] != "no":
+        held = f"{sum(plan['parameters_by_dtype'].values()) / 1e6:,.1f}M {setup['mixed_precision']} (DeepSpeed's cast)"
+    lines = [f"  memory per process ({setup['strategy']}, {setup['world']} process(es), weights {held}, "
+             f"precision {setup['mixed_precision']}, "
              f"{'checkpointing' if setup['gradient_checkpointing'] else 'no checkpointing'}, {chunk}; "
              f"{plan['workload']['tokens']} positions per item):",
              f"    weights {r['weights']:.2f} GiB + gradients {r['gradients']:.2f} + optimizer {r['optimizer']:.2f} "

@@ -40,14 +40,29 @@ def select_trainable(model: torch.nn.Module, groups: list[ParamGroupSpec], where
     return param_groups
 
 
+def master_patterns(stages, stage_index: int, every_stage: bool = False) -> list[str]:
+    """The trainable patterns whose parameters hold float32 master weights while stage ``stage_index`` runs.
+
+    Those of that stage and of the stages before it: a parameter is cast to float32 at the boundary of
+    the first stage that trains it, so a stage does not hold in float32 what only a later stage trains
+    (the warm-up stage of a full fine-tuning recipe keeps the frozen language model in ``model.dtype``,
+    half the memory in bfloat16), and a parameter an earlier stage trained keeps its float32 weights
+    (rounding them back would change what it learnt). ``every_stage``: the patterns of every stage, from
+    the start; the sharded strategies (FSDP, DeepSpeed) need this, as they place the parameters once
+    and a sharded parameter cannot change its dtype afterwards.
+    """
+    chosen = stages if every_stage else stages[: stage_index + 1]
+    return [group.pattern for stage in chosen for group in stage.trainable]
+
+
 def master_weights(model: torch.nn.Module, patterns: list[str], dtype: torch.dtype) -> None:
     """Float32 master weights for what trains, the recipe's ``dtype`` for the rest of the base weights.
 
-    Every parameter matched by one of ``patterns`` (the trainable patterns of every stage) is held in
-    float32, so AdamW's small updates are not rounded away (a bfloat16 weight of magnitude 0.02 cannot
-    move by less than about 1e-4); autocast still computes in the recipe's ``mixed_precision``. The other
-    weights of the backbone and decoder stay in ``dtype`` (``model.dtype``: frozen weights cost half the
-    memory in bfloat16). The model's own new parts (latent vectors, heads) are float32 anyway.
+    Every parameter matched by one of ``patterns`` (:func:`master_patterns`) is held in float32, so
+    AdamW's small updates are not rounded away (a bfloat16 weight of magnitude 0.02 cannot move by less
+    than about 1e-4); autocast still computes in the recipe's ``mixed_precision``. The other weights of
+    the backbone and decoder are held in ``dtype`` (``model.dtype``: frozen weights cost half the memory
+    in bfloat16). The model's own new parts (latent vectors, heads) and LoRA adapters are float32 anyway.
     """
     for name, p in model.named_parameters():
         if not p.is_floating_point():

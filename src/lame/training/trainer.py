@@ -34,7 +34,7 @@ from .collectives import global_sum
 from .data import DataError, JsonlSource, MixtureSampler, TrainingExample
 from .objective import loss_weights
 from .parallel import make_strategy, quiet_deepspeed_import
-from .params import describe_groups, master_weights, select_trainable
+from .params import describe_groups, master_patterns, master_weights, select_trainable
 from .recipe import Recipe, RecipeError, StageSpec
 from .schedules import make_scheduler
 from .steps import TrainBatch, compute_gradients
@@ -94,9 +94,11 @@ def build_model(recipe: Recipe) -> LaMEModel:
         return build_shaped(recipe, torch.device("cuda", local) if torch.cuda.is_available() else "cpu")
     if spec.backbone.startswith("tiny:"):
         model = build_tiny_model(spec.backbone.split(":", 1)[1], seed=spec.seed, config=config)
-        model.backbone.to(dtype)  # as from_backbone loads them: backbone and decoder in model.dtype
-        if model.decoder_head is not None:
-            model.decoder_head.decoder.to(dtype)
+        # as from_backbone loads them: the weights of backbone and decoder in model.dtype, their buffers (the
+        # rotary frequencies) in float32, which is also what a resumed run loads (a cast module would differ)
+        parts = [model.backbone] + ([model.decoder_head.decoder] if model.decoder_head is not None else [])
+        for p in (p for part in parts for p in part.parameters()):
+            p.data = p.data.to(dtype)
         return model
     return LaMEModel.from_backbone(spec.backbone, config, decoder=spec.decoder, dtype=dtype)
 
@@ -261,7 +263,8 @@ class Trainer:
             lora = next((stage.lora for stage in recipe.stages if stage.lora), None)
             if lora and not has_lora(self.model):
                 add_lora(self.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-        master_weights(self.model, self.trainable_patterns, getattr(torch, recipe.model.dtype))
+        dtype = getattr(torch, recipe.model.dtype)
+        master_weights(self.model, self.master_patterns(self.progress.stage_index), dtype)
         self.model = self.strategy.prepare_model(self.model)
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.output / "metrics.jsonl"
@@ -274,10 +277,11 @@ class Trainer:
             every = f"every {recipe.train.eval_every} steps and " if recipe.train.eval_every else ""
             self._log_line(f"evaluating {every}at the end on {self.evaluator.describe()}")
 
-    @property
-    def trainable_patterns(self) -> list[str]:
-        """The trainable patterns of every stage: these parameters keep float32 master weights."""
-        return [group.pattern for stage in self.recipe.stages for group in stage.trainable]
+    def master_patterns(self, stage_index: int) -> list[str]:
+        """The patterns whose parameters hold float32 master weights during stage ``stage_index``: what that
+        stage and the earlier ones train, cast at each stage's start; every stage's from the start under
+        the sharded strategies, whose parameters cannot change dtype once placed (:func:`master_patterns`)."""
+        return master_patterns(self.recipe.stages, stage_index, every_stage=self.strategy.name != "ddp")
 
     # --------------------------------------------------------------------------------- running
     def run(self, stop_after: int | None = None) -> Path | None:
@@ -310,8 +314,10 @@ class Trainer:
     def _run_stage(self, stage: StageSpec, stop_after: int | None) -> bool:
         if stage.lora and not has_lora(self.model):
             add_lora(self.model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
-            master_weights(self.model, self.trainable_patterns, getattr(torch, self.recipe.model.dtype))
             self.model.to(self.accelerator.device)
+        if self.strategy.name == "ddp":  # float32 masters for what this stage trains (the optimizer is built below)
+            master_weights(self.model, self.master_patterns(self.progress.stage_index),
+                           getattr(torch, self.recipe.model.dtype))
         lora_begun = any(s.lora for s in self.recipe.stages[: self.progress.stage_index + 1])
         groups = select_trainable(self.model, stage.trainable, where=f"stages[{self.progress.stage_index}].trainable",
                                   without_lora=not lora_begun)  # adapters added early for sharding stay frozen
@@ -684,7 +690,7 @@ def dry_run(recipe: Recipe, memory=None) -> list[dict]:
     A backbone or decoder folder that is not on this machine is built without weights on the meta
     device from its shipped architecture (:mod:`lame.modeling.meta`), so real recipes check here too.
     """
-    from .memory import PlanSettings, plan_stage
+    from .memory import PlanSettings, plan_stage, strategy_name
 
     memory = memory or PlanSettings()
     spec = recipe.model
@@ -698,11 +704,14 @@ def dry_run(recipe: Recipe, memory=None) -> list[dict]:
     else:
         model = build_model(recipe)
     check_stage_patterns(model, recipe)
+    every_stage = strategy_name(recipe, memory.world) != "ddp"  # as Trainer.master_patterns
     report = []
-    for stage in recipe.stages:
+    for index, stage in enumerate(recipe.stages):
         if stage.lora and not has_lora(model):
             with torch.device(model.device):
                 add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
+        # the dtypes the trainer holds during this stage: what the plan counts
+        master_weights(model, master_patterns(recipe.stages, index, every_stage), getattr(torch, spec.dtype))
         groups = select_trainable(model, stage.trainable)
         report.append({"stage": stage.name, "steps": stage.steps, "groups": describe_groups(groups, model),
                        "memory": plan_stage(recipe, model, stage, memory)})
