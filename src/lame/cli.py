@@ -389,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--candidate-instruction", choices=("none", "upstream"),
                        help="none (default, the leaderboard's reference) or upstream: VLM2Vec's target "
                             "instructions on candidates (tgt_inst, TASK_INST_TGT)")
-    proto.add_argument("--moment-positives", choices=("all", "last"),
-                       help="QVHighlight / Charades-STA: every positive clip is relevant (all, default; VLM2Vec "
-                            "main) or only the last one listed (last; the VLM2Vec-V2 release code)")
+    proto.add_argument("--moment-positives", choices=("last", "all"),
+                       help="QVHighlight / Charades-STA: one relevant clip per query, the last positive folder "
+                            "listed (last, default: VLM2Vec's published evaluation code) or every positive clip "
+                            "(all)")
     proto.add_argument("--label-pool", choices=("fixed", "test"),
                        help="global video classification ranks the published label lists (fixed, default) or "
                             "only the labels of the test file (test)")
