@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc = verbs.add_parser("encode", help="embed a JSONL corpus into float32 shards (resumable; data-parallel "
                                           "under accelerate launch / torchrun)")
     enc.add_argument("--model", required=True, help="saved LaME model folder")
-    enc.add_argument("--input", required=True, help='JSONL, one {"id": ..., "item": ITEM} a line')
+    enc.add_argument("--input", required=True, help='JSONL, one {"id": ..., "item": ITEM} a line; also BEIR/MTEB '
+                                                    '{"_id", "title", "text"} and {"id", "text"/"image"} lines')
     enc.add_argument("--output", required=True, help="folder for the shards, manifest and skipped-items report")
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
