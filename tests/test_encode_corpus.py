@@ -292,6 +292,10 @@ def test_a_corpus_of_which_nothing_is_embedded_is_an_error_naming_the_first_reas
         assert [r["line"] for r in report] == [1, 2, 3, 4, 5]
         assert "string or an integer" in report[3]["reason"] and "'text' must be a string" in report[4]["reason"]
 
+    (tmp_path / "same.jsonl").write_text((json.dumps({"docid": 1, "contents": "x"}) + "\n") * 4)
+    with pytest.raises(encode_module.NothingEmbedded, match=r"\(4 refused\); first reasons: line 1: no 'id' .*"
+                                                            r"'contents'\) \(and 3 more lines\) \(every one in"):
+        encode_corpus(saved_tiny_model, tmp_path / "same.jsonl", tmp_path / "same", show_progress=False)
     (tmp_path / "blank.jsonl").write_text("\n  \n")
     with pytest.raises(encode_module.NothingEmbedded, match="holds no record"):
         encode_corpus(saved_tiny_model, tmp_path / "blank.jsonl", tmp_path / "blank", show_progress=False)

@@ -28,7 +28,7 @@ from .corpus import ShardSpan, duplicate_ids, plan_shards, read_span
 from .shards import MANIFEST, REPORT, SETTINGS, ShardFiles, atomic_write, atomic_write_json
 
 FORMAT_VERSION = 1
-FIRST_REASONS = 3  # refused records quoted in a NothingEmbedded message
+FIRST_REASONS = 3  # distinct reasons quoted in a NothingEmbedded message
 
 
 class NothingEmbedded(InvalidInput):
@@ -163,7 +163,11 @@ def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: st
 def _nothing_embedded(input_path: Path, refused: list[dict], report: Path) -> str:
     if not refused:
         return f"{input_path} holds no record (every line is blank)"
-    reasons = "; ".join(f"line {row['line']}: {' '.join(str(row['reason']).split())}"
-                        for row in refused[:FIRST_REASONS])
+    first: dict[str, list[int]] = {}  # distinct reasons, in file order: the lines that have it
+    for row in refused:
+        first.setdefault(" ".join(str(row["reason"]).split()), []).append(row["line"])
+    quoted = [f"line {lines[0]}: {reason}" + (f" (and {len(lines) - 1} more lines)" if lines[1:] else "")
+              for reason, lines in list(first.items())[:FIRST_REASONS]]
+    reasons = "; ".join(quoted)
     return (f"no record of {input_path.name} could be embedded ({len(refused)} refused); "
             f"first reasons: {reasons} (every one in {report})")
