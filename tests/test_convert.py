@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -189,3 +190,26 @@ def test_errors_name_the_problem(tmp_path):
     source, _ = llavahound(tmp_path / "v")
     with pytest.raises(ValueError, match="--video-root"):
         convert("llavahound-qa", source, tmp_path / "out")
+
+
+def test_a_source_of_which_no_row_converts_is_an_error_naming_the_first_reasons(tmp_path, capsys):
+    source, frames = llavahound(tmp_path)
+    out = tmp_path / "out"
+    convert("llavahound-caption", source, out, video_root=frames)  # a good conversion first
+    before = (out / "video_caption_300k.jsonl").read_text()
+    (tmp_path / "no-frames").mkdir()
+    argv = ["data", "convert", "llavahound-caption", str(source), str(out), "--video-root", str(tmp_path / "no-frames")]
+    assert main(argv) == 2  # every frame folder missing: nothing to train on
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.startswith("lame data: error: no row of video_caption_300k could be converted (5 read, 5 refused); "
+                            "first reasons: video_caption_300k.jsonl:1: frame folder missing or empty; "
+                            "video_caption_300k.jsonl:5: not a JSON object")
+    assert (out / "video_caption_300k.jsonl").read_text() == before  # the earlier file is kept, not emptied
+    assert json.loads((out / "convert-summary.json").read_text())["video_caption_300k"]["written"] == 0
+
+    root = mmeb_train(tmp_path / "MMEB-train")  # one subset converts, the other has no image where it says
+    shutil.rmtree(root / "images" / "CIRR")
+    with pytest.raises(ValueError, match=r"^no row of CIRR could be converted \(4 read, 4 refused\); first reasons: "
+                                         r"row 1 of original-00000-of-00001.parquet: image file missing"):
+        convert("mmeb-train", root, tmp_path / "mmeb", image_root=root)
+    assert len(read_jsonl(tmp_path / "mmeb" / "ImageNet_1K.jsonl")) == 4 and not (tmp_path / "mmeb" / "CIRR.jsonl").exists()

@@ -64,7 +64,7 @@ def test_shards_manifest_and_report(corpus, reference):
     report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(r["id"], r["line"]) for r in report] == [(None, 3), ("missing", 14), (None, 16)]
     assert "invalid JSON" in report[0]["reason"] and "does not exist" in report[1]["reason"]
-    assert "'id' and 'item'" in report[2]["reason"]
+    assert "no 'id'" in report[2]["reason"]
     assert not list(out.glob(".tmp-*"))
 
 
@@ -129,13 +129,19 @@ def record(model_, input_path, output, span, *rest):
 
 encode_module._encode_shard = record
 from accelerate import PartialState
+from lame.cli import main
 manifest = encode_module.encode_corpus(model, corpus, out, batch_size=3, shard_size=int(sys.argv[5]), show_progress=False)
-Path(log + f"-{PartialState().process_index}.json").write_text(json.dumps({"shards": done, "manifest": manifest is not None}))
+shards = list(done)
+# then a corpus of which no record can be embedded, through the command line: both processes must stop
+refused = main(["encode", "--model", model, "--input", sys.argv[6], "--output", out + "-refused", "--shard-size", "2"])
+Path(log + f"-{PartialState().process_index}.json").write_text(json.dumps({"shards": shards, "manifest": manifest is not None,
+                                                                            "refused": refused}))
 '''
 
 
 def test_two_processes_match_one_process(corpus, reference, tmp_path):
-    """torchrun, 2 CPU processes (gloo), resuming a folder that already holds shards 0 and 2."""
+    """torchrun, 2 CPU processes (gloo), resuming a folder that already holds shards 0 and 2; then a
+    corpus of which nothing can be embedded: both processes return the error, printed once, none hangs."""
     out = tmp_path / "out"
     out.mkdir()
     for number in (0, 2):  # finished earlier: must be kept, not redone
@@ -147,7 +153,8 @@ def test_two_processes_match_one_process(corpus, reference, tmp_path):
     env = subprocess_env()
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "script.py"),
-               str(corpus / "model"), str(corpus / "corpus.jsonl"), str(out), str(tmp_path / "log"), str(SHARD)]
+               str(corpus / "model"), str(corpus / "corpus.jsonl"), str(out), str(tmp_path / "log"), str(SHARD),
+               str(refused_corpus(tmp_path))]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-4000:]
     logs = [json.loads((tmp_path / f"log-{rank}.json").read_text()) for rank in (0, 1)]
@@ -159,6 +166,11 @@ def test_two_processes_match_one_process(corpus, reference, tmp_path):
     assert ids == ref_ids and len(set(map(str, ids))) == len(ids)  # none lost, none duplicated
     np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
     assert (out / "skipped.jsonl").read_text() == (reference[0] / "skipped.jsonl").read_text()
+
+    assert logs[0]["refused"] == logs[1]["refused"] == 2  # the CLI's exit status for a user error, on both
+    errors = [line for line in done.stderr.splitlines() if line.startswith("lame encode: error: ")]
+    assert len(errors) == 1 and "no record of refused.jsonl could be embedded (5 refused)" in errors[0]
+    assert len(list(Path(f"{out}-refused").glob("ids-*.json"))) == 3  # each process did its share
 
 
 def test_cli_encode(corpus, reference, tmp_path, capsys):
@@ -212,3 +224,92 @@ def test_a_corpus_is_embedded_as_documents(tmp_path):
     embeddings = read_output(tmp_path / "out")[0]
     np.testing.assert_allclose(embeddings, saved.encode(texts, role="document"), atol=1e-5)
     assert np.abs(embeddings - saved.encode(texts, role="query")).max() > 1e-3
+
+
+# ------------------------------------------------------------------- corpora in the field's shapes
+
+
+def test_beir_and_plain_lines_are_read_as_items(saved_tiny_model, tmp_path):
+    """BEIR/MTEB {"_id", "title", "text"} lines (title joined as MTEB joins it) and plain {"id", "text"} /
+    {"id", "image"} lines embed as the items they stand for, beside the project's own lines."""
+    noise((12, 12), 5, high=255).save(tmp_path / "page.png")
+    rows = [{"_id": "doc1", "title": "Sevens", "text": "A page about sevens.", "metadata": {"url": "x"}},
+            {"_id": "doc2", "title": "", "text": "  no title here  "},
+            {"_id": 3, "text": "an integer BEIR id"},
+            {"id": "plain", "text": "a plain text line"},
+            {"id": "picture", "image": "page.png"},
+            {"id": "both", "text": "a caption", "image": "page.png"},
+            {"id": "own", "item": {"text": "the project's own line"}}]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = encode_corpus(saved_tiny_model, tmp_path / "corpus.jsonl", tmp_path / "out", show_progress=False)
+    assert manifest["count"] == len(rows) and manifest["skipped"] == 0
+    embeddings, ids = read_output(tmp_path / "out")
+    assert ids == ["doc1", "doc2", 3, "plain", "picture", "both", "own"]
+    items = ["Sevens A page about sevens.", "no title here", "an integer BEIR id", "a plain text line",
+             {"image": tmp_path / "page.png"}, {"text": "a caption", "image": tmp_path / "page.png"},
+             {"text": "the project's own line"}]
+    model = LaMEModel.from_pretrained(saved_tiny_model)
+    np.testing.assert_allclose(embeddings, model.encode(items, role="document"), atol=1e-5)
+
+    from lame.index.items import CorpusItems  # a search hit shows the same item
+
+    corpus = CorpusItems(tmp_path / "corpus.jsonl")
+    assert corpus.preview("doc1")["text"] == "Sevens A page about sevens." and corpus.preview("both")["images"] == 1
+
+
+def refused_corpus(folder: Path) -> Path:
+    path = folder / "refused.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in REFUSED))
+    return path
+
+
+REFUSED = [{"doc_id": 1, "body": "an id under another name"},
+           {"_id": "d2", "contents": "pyserini's field name"},
+           {"id": "d3", "image": "missing.png"},  # read, then refused by the model: no such file
+           {"id": True, "text": "a boolean id"},
+           {"id": "d5", "text": 5}]
+
+
+def test_a_corpus_of_which_nothing_is_embedded_is_an_error_naming_the_first_reasons(saved_tiny_model, tmp_path,
+                                                                                    capsys):
+    from lame.cli import main
+
+    out = tmp_path / "out"
+    args = ["encode", "--model", str(saved_tiny_model), "--input", str(refused_corpus(tmp_path)),
+            "--output", str(out), "--shard-size", "2"]
+    for _ in range(2):  # run again (resumed: every shard is done): the same error, not "0 embeddings"
+        assert main(args) == 2
+        printed = capsys.readouterr()
+        assert "embeddings in" not in printed.out
+        (error,) = [line for line in printed.err.splitlines() if "error" in line]  # beside the progress bar
+        assert error.startswith("lame encode: error: no record of refused.jsonl could be embedded (5 refused); "
+                                "first reasons: line 1: no 'id' (or BEIR '_id') field (the line has 'doc_id', "
+                                "'body'); line 2: no 'item', 'text' or 'image' field (the line has '_id', 'contents')")
+        assert "; line 3: " in error and "missing.png" in error and "line 4" not in error
+        assert error.endswith(f"(every one in {out / 'skipped.jsonl'})")
+        assert not (out / "manifest.json").exists()
+        report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+        assert [r["line"] for r in report] == [1, 2, 3, 4, 5]
+        assert "string or an integer" in report[3]["reason"] and "'text' must be a string" in report[4]["reason"]
+
+    (tmp_path / "same.jsonl").write_text((json.dumps({"docid": 1, "contents": "x"}) + "\n") * 4)
+    with pytest.raises(encode_module.NothingEmbedded, match=r"\(4 refused\); first reasons: line 1: no 'id' .*"
+                                                            r"'contents'\) \(and 3 more lines\) \(every one in"):
+        encode_corpus(saved_tiny_model, tmp_path / "same.jsonl", tmp_path / "same", show_progress=False)
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    with pytest.raises(encode_module.NothingEmbedded, match="holds no record"):
+        encode_corpus(saved_tiny_model, tmp_path / "blank.jsonl", tmp_path / "blank", show_progress=False)
+
+
+def test_a_resumed_run_with_nothing_new_to_embed_succeeds(saved_tiny_model, tmp_path):
+    """The count is over the whole output: the second run embeds nothing itself (its shard is all
+    refused) and still succeeds, since the first run's shard holds embeddings."""
+    lines = [{"id": f"d{i}", "text": f"document {i}"} for i in range(2)] + [{"doc_id": i} for i in range(2)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "out"
+    assert encode_corpus(saved_tiny_model, tmp_path / "corpus.jsonl", out, shard_size=2, show_progress=False,
+                         max_shards=1) is None
+    manifest = encode_corpus(saved_tiny_model, tmp_path / "corpus.jsonl", out, shard_size=2, show_progress=False)
+    assert manifest["count"] == 2 and manifest["skipped"] == 2 and [s["count"] for s in manifest["shards"]] == [2, 0]
+    assert encode_corpus(saved_tiny_model, tmp_path / "corpus.jsonl", out, shard_size=2,
+                         show_progress=False)["count"] == 2  # everything done: the manifest again

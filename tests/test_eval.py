@@ -108,6 +108,22 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
         load_jsonl_benchmark(tmp_path / "t")
 
 
+def test_jsonl_corpus_takes_beir_and_plain_lines_and_refuses_empty_files(tmp_path):
+    _write_jsonl_task(tmp_path / "t")
+    corpus = [{"_id": "red", "title": "Red", "text": "a red square"}, {"id": "blue", "text": "blue"},
+              {"id": "pic", "image": "img/a.png"}]
+    (tmp_path / "t" / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (task,) = load_jsonl_benchmark(tmp_path / "t")
+    assert task.corpus == {"red": "Red a red square", "blue": "blue", "pic": {"image": tmp_path / "t" / "img" / "a.png"}}
+    (tmp_path / "t" / "corpus.jsonl").write_text('{"id": "red", "item": "x"}\n{"doc": "blue", "body": "y"}\n')
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: no 'id' \(or BEIR '_id'\) field"):
+        load_jsonl_benchmark(tmp_path / "t")
+    (tmp_path / "t" / "corpus.jsonl").write_text('{"id": "red", "item": "x"}\n')
+    (tmp_path / "t" / "queries.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"queries.jsonl: no record"):  # not a score over zero queries
+        load_jsonl_benchmark(tmp_path / "t")
+
+
 class CountingEncoder:
     """Embeds text by a fixed table so rankings are known; counts what it had to encode."""
 

@@ -182,17 +182,36 @@ def test_moment_retrieval_frames_and_relevance(tmp_path):
     query = video(vid / "query", 20)
     clips = {name: video(vid / name, 16) for name in ("positive_0", "positive_1", "negative_0")}
     jsonl(data / "qvhighlight.jsonl", {"query": "a goal is scored", "video_path": "some/dir/vid9.mp4"})
+    # VLM2Vec's parser labels the positive folder os.listdir yields last (the file system decides which)
+    last = [n for n in os.listdir(vid) if n.startswith("positive")][-1]
+    other = ({"positive_0", "positive_1"} - {last}).pop()
+
     (task,) = load_mmeb_v2(tmp_path, ["QVHighlight"])
     (q,) = task.queries
     assert q.item["images"] == query  # query video: num_frames (64) of its 20 saved frames
     by_frames = {tuple(frames_of(task.corpus[c])): c for c in q.candidates}
     sampled = {name: tuple(f[i] for i in np.linspace(0, 15, 8).astype(int)) for name, f in clips.items()}
-    assert set(by_frames) == set(sampled.values())  # clips: num_clip_frames (8)
-    assert set(q.relevant) == {by_frames[sampled["positive_0"]], by_frames[sampled["positive_1"]]}
+    assert set(by_frames) == set(sampled.values())  # clips: num_clip_frames (8), every positive a candidate
+    assert list(q.relevant) == [by_frames[sampled[last]]]  # by default one label, as published
 
-    (task,) = load_mmeb_v2(tmp_path, ["QVHighlight"], moment_positives="last", num_clip_frames="all")
+    (every,) = load_mmeb_v2(tmp_path, ["QVHighlight"], moment_positives="all")
+    assert set(every.queries[0].relevant) == {by_frames[sampled["positive_0"]], by_frames[sampled["positive_1"]]}
+
+    # a model that ranks the other positive clip first: a miss under the published protocol, a hit with "all"
+    query_emb = np.array([[1.0, 0.0]], np.float32)
+    clip_emb = {other: [1.0, 0.0], last: [0.5, 0.0], "negative_0": [0.0, 1.0]}
+    ids = [by_frames[sampled[name]] for name in clip_emb]
+    docs = np.array(list(clip_emb.values()), np.float32)
+    assert score_task(task, query_emb, docs, ids)[0]["hit@1"] == 0.0
+    assert score_task(every, query_emb, docs, ids)[0]["hit@1"] == 1.0
+    argv = ["eval", "--model", "m", "--benchmark", "mmeb-v2", "--data-root", str(tmp_path)]
+    for flags, hit in (([], 0.0), (["--moment-positives", "all"], 1.0)):  # the command line's default too
+        options = _benchmark_options(build_parser().parse_args(argv + flags))
+        (loaded,) = load_benchmark("mmeb-v2", tmp_path, ["QVHighlight"], **options)
+        assert score_task(loaded, query_emb, docs, ids)[0]["hit@1"] == hit
+
+    (task,) = load_mmeb_v2(tmp_path, ["QVHighlight"], num_clip_frames="all")
     (q,) = task.queries
-    last = [n for n in os.listdir(vid) if n.startswith("positive")][-1]
     assert [frames_of(task.corpus[d]) for d in q.relevant] == [clips[last]]
     assert len(q.candidates) == 3
 

@@ -448,6 +448,21 @@ def test_missing_and_corrupt_images_are_skipped_counted_and_summarised(tmp_path,
     assert str(tmp_path / "img") not in after[0]  # the summary names files, not their folders
 
 
+def test_data_of_which_no_record_is_usable_stops_at_the_first_step_naming_the_reasons(tmp_path, capsys):
+    from lame.cli import main
+
+    records = [sum_record(i) for i in range(8)]
+    for record in records:
+        record["query"]["image"] = "img/missing.png"
+    write_jsonl(tmp_path / "train.jsonl", records)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(one_stage(tmp_path / "out", steps=3)))
+    assert main(["train", str(tmp_path / "recipe.yaml")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lame train: error:")]
+    assert len(error) == 1 and "every sample of a batch at step 1 was unusable" in error[0]
+    assert "train.jsonl:" in error[0] and "query: image" in error[0] and "missing.png" in error[0]
+    assert not (tmp_path / "out" / "final").exists()
+
+
 def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch):
     """The trainer featurises a sample's query, positives and negatives in one batched call; the query
     goes through the model's hook (the explicit-CoT baseline adds its rationale); a bad item names its role."""

@@ -389,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--candidate-instruction", choices=("none", "upstream"),
                        help="none (default, the leaderboard's reference) or upstream: VLM2Vec's target "
                             "instructions on candidates (tgt_inst, TASK_INST_TGT)")
-    proto.add_argument("--moment-positives", choices=("all", "last"),
-                       help="QVHighlight / Charades-STA: every positive clip is relevant (all, default; VLM2Vec "
-                            "main) or only the last one listed (last; the VLM2Vec-V2 release code)")
+    proto.add_argument("--moment-positives", choices=("last", "all"),
+                       help="QVHighlight / Charades-STA: one relevant clip per query, the last positive folder "
+                            "listed (last, default: VLM2Vec's published evaluation code) or every positive clip "
+                            "(all)")
     proto.add_argument("--label-pool", choices=("fixed", "test"),
                        help="global video classification ranks the published label lists (fixed, default) or "
                             "only the labels of the test file (test)")
@@ -404,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc = verbs.add_parser("encode", help="embed a JSONL corpus into float32 shards (resumable; data-parallel "
                                           "under accelerate launch / torchrun)")
     enc.add_argument("--model", required=True, help="saved LaME model folder")
-    enc.add_argument("--input", required=True, help='JSONL, one {"id": ..., "item": ITEM} a line')
+    enc.add_argument("--input", required=True, help='JSONL, one {"id": ..., "item": ITEM} a line; also BEIR/MTEB '
+                                                    '{"_id", "title", "text"} and {"id", "text"/"image"} lines')
     enc.add_argument("--output", required=True, help="folder for the shards, manifest and skipped-items report")
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")

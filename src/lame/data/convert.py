@@ -19,6 +19,8 @@ Formats (the VLM2Vec / VLM2Vec-V2 training sources, read from local copies; noth
 
 Images stored inside parquet files are written out under ``OUTPUT/images/<name>/``. Every row is
 checked as it is converted: a missing image, frame folder or field skips the row, counted by reason.
+A source of which no row could be converted is an error naming its first reasons (after the other
+sources are written); its file is not written, so an earlier conversion's file is kept.
 Files are streamed (parquet in record batches, JSONL line by line), never loaded whole.
 
 **Instructions.** MMEB-train writes a field's instruction and content in one string (``"<|image_1|>
@@ -107,6 +109,10 @@ _INSTRUCTION_OPENINGS = re.compile(r"^(represent|find|retrieve|given|select|iden
                                    r"the (category|class))\b", re.IGNORECASE)
 
 
+FIRST_REASONS = 3  # reasons quoted when no row of a source could be converted
+FIRST_EMPTY = 3  # such sources named in one error
+
+
 class ConvertError(InvalidInput):
     """A source that cannot be converted (missing files or columns); the message names it."""
 
@@ -128,6 +134,14 @@ class ConvertSummary:
     def to_dict(self) -> dict:
         return {"name": self.name, "source": self.source, "output": self.output, "read": self.read,
                 "written": self.written, "skipped": dict(self.skipped), "first_skipped": self.examples}
+
+    def refusal(self) -> str:
+        """One line for a source of which no row could be converted: counts and the first reasons."""
+        if not self.read:
+            return f"{self.name}: {self.source} holds no row"
+        reasons = "; ".join(f"{where}: {reason}" for reason, where in list(self.examples.items())[:FIRST_REASONS])
+        return (f"no row of {self.name} could be converted ({self.read} read, {sum(self.skipped.values())} "
+                f"refused); first reasons: {reasons}")
 
     def line(self) -> str:
         skipped = sum(self.skipped.values())
@@ -395,10 +409,18 @@ def convert(fmt: str, source: str | Path, output: str | Path, *, image_root: str
                 summary.written += 1
                 if limit is not None and summary.written >= limit:
                     break
-        tmp.replace(target)
+        if summary.written:
+            tmp.replace(target)
+        else:  # nothing to train on: no empty file, and an earlier conversion's file is kept
+            tmp.unlink()
         summaries.append(summary)
     report = output / "convert-summary.json"
     previous = json.loads(report.read_text()) if report.is_file() else {}
     previous.update({s.name: s.to_dict() for s in summaries})
     report.write_text(json.dumps(previous, indent=2) + "\n")
+    empty = [s for s in summaries if not s.written]
+    if empty:
+        more = f"; and {len(empty) - FIRST_EMPTY} more" if len(empty) > FIRST_EMPTY else ""
+        raise ConvertError("; ".join(s.refusal() for s in empty[:FIRST_EMPTY]) + more
+                           + f" (counts in {report})")
     return summaries

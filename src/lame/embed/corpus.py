@@ -1,7 +1,8 @@
-"""Reading a corpus file: JSONL lines ``{"id": ..., "item": ITEM}``, image paths relative to the file.
+"""Reading a corpus file: JSONL lines ``{"id": ..., "item": ITEM}``, BEIR/MTEB ``{"_id", "title", "text"}``
+or plain ``{"id", "text"/"image"}`` (:mod:`lame.data.corpus_records`), image paths relative to the file.
 
 Every non-blank line is a record; records are numbered from 0 in file order and shards are cut by
-that number. A line that cannot be used (bad JSON, no ``id``/``item``) is still a record that
+that number. A line that cannot be used (bad JSON, no id or content) is still a record that
 carries the reason it is skipped, so a bad line never shifts the shard boundaries.
 
 Ids are unique in the output: the first record with an id is the one for that id; a later record
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..data.items import resolve_paths
+from ..data.corpus_records import CorpusRecordError, corpus_record, record_id
 from ..errors import InvalidInput
 
 
@@ -61,7 +62,8 @@ def plan_shards(path: str | Path, shard_size: int) -> list[ShardSpan]:
 
 def duplicate_ids(path: str | Path) -> dict[int, tuple[Any, int]]:
     """One pass over the file: ``{line: (id, line of the first record with that id)}`` for every record
-    whose id an earlier record already has. Ids compare as JSON values (``1`` and ``"1"`` differ)."""
+    whose id an earlier readable record already has (a line refused for its content does not claim its
+    id). Ids compare as JSON values (``1`` and ``"1"`` differ)."""
     first: dict[tuple[str, Any], int] = {}
     duplicates: dict[int, tuple[Any, int]] = {}
     with open(path, "rb") as f:
@@ -72,12 +74,13 @@ def duplicate_ids(path: str | Path) -> dict[int, tuple[Any, int]]:
                 row = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            record_id = row.get("id") if isinstance(row, dict) else None
-            if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
+            try:
+                value, _ = corpus_record(row)
+            except CorpusRecordError:
                 continue
-            key = (type(record_id).__name__, record_id)
+            key = (type(value).__name__, value)
             if key in first:
-                duplicates[number] = (record_id, first[key])
+                duplicates[number] = (value, first[key])
             else:
                 first[key] = number
     return duplicates
@@ -105,13 +108,9 @@ def _parse(raw: bytes, index: int, number: int, base_dir: Path) -> CorpusRecord:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         record.error = f"invalid JSON ({exc})"
         return record
-    if not isinstance(row, dict) or "id" not in row or "item" not in row:
-        record.id = row.get("id") if isinstance(row, dict) else None
-        record.error = "a line must be a JSON object with 'id' and 'item'"
-        return record
-    record.id = row["id"]
-    if isinstance(record.id, bool) or not isinstance(record.id, (str, int)):
-        record.error = f"'id' must be a string or an integer, got {type(record.id).__name__}"
-        return record
-    record.item = resolve_paths(row["item"], base_dir)
+    try:
+        record.id, record.item = corpus_record(row, base_dir)
+    except CorpusRecordError as exc:
+        record.id = record_id(row)
+        record.error = str(exc)
     return record

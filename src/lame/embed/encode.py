@@ -6,6 +6,11 @@ and the manifest. A killed run keeps its finished shards: run the same command a
 
 Duplicate ids: the first record with an id is kept; later records with the same id are skipped and
 reported (``"duplicate id ..."``), so the output's ids are unique.
+
+A corpus of which no record could be embedded is an error (:class:`NothingEmbedded`, raised on every
+process alike), not an empty output: the report lists every refused record, no manifest is written.
+Whether anything was embedded is counted over the whole output, so a resumed run whose shards were
+all done earlier is a success.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from .corpus import ShardSpan, duplicate_ids, plan_shards, read_span
 from .shards import MANIFEST, REPORT, SETTINGS, ShardFiles, atomic_write, atomic_write_json
 
 FORMAT_VERSION = 1
+FIRST_REASONS = 3  # distinct reasons quoted in a NothingEmbedded message
+
+
+class NothingEmbedded(InvalidInput):
+    """No record of the corpus could be embedded; the message names the first few reasons."""
+
+    every_process = True  # every process of a data-parallel run raises it alike; printed once
 
 
 def encode_corpus(
@@ -70,11 +82,28 @@ def encode_corpus(
             _encode_shard(model, input_path, output, span, shard_size, batch_size, duplicates)
             bar.update(span.count)
     state.wait_for_everyone()
+    error = None
     if state.is_main_process and all(ShardFiles(output, s.number).is_complete() for s in spans):
-        _finish(output, spans, settings, model_path, model.embedding_dim, bool(model.config.normalize))
-    state.wait_for_everyone()
+        try:
+            _finish(output, spans, settings, model_path, model.embedding_dim, bool(model.config.normalize))
+        except InvalidInput as exc:  # shared below, so that no process waits for one that raised
+            error = (type(exc), str(exc))
+    error = _from_main_process(state, error)
+    if error is not None:
+        raised = error[0](error[1])
+        raised.every_process = True  # printed once, by the main process
+        raise raised
     manifest = output / MANIFEST
     return json.loads(manifest.read_text()) if manifest.is_file() else None
+
+
+def _from_main_process(state, value):
+    """``value`` as the main process has it, on every process (a barrier too)."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def _check_settings(output: Path, settings: dict) -> None:
@@ -121,8 +150,24 @@ def _finish(output: Path, spans: list[ShardSpan], settings: dict, model_path: st
         shards.append({"number": span.number, "embeddings": files.embeddings.name, "ids": files.ids.name,
                        "count": len(ids)})
     atomic_write(output / REPORT, lambda f: f.writelines(json.dumps(row) + "\n" for row in skipped), mode="w")
+    if not any(s["count"] for s in shards):
+        (output / MANIFEST).unlink(missing_ok=True)  # an earlier run's: the folder holds nothing usable
+        raise NothingEmbedded(_nothing_embedded(Path(settings["input"]), skipped, output / REPORT))
     manifest = {"format": FORMAT_VERSION, "dtype": "float32", "normalized": normalized, "dim": dim,
                 "count": sum(s["count"] for s in shards), "skipped": len(skipped),
                 "duplicates": sum(row["reason"].startswith("duplicate id") for row in skipped), "model": model_path,
                 **settings, "report": REPORT, "shards": shards}
     atomic_write_json(output / MANIFEST, manifest)
+
+
+def _nothing_embedded(input_path: Path, refused: list[dict], report: Path) -> str:
+    if not refused:
+        return f"{input_path} holds no record (every line is blank)"
+    first: dict[str, list[int]] = {}  # distinct reasons, in file order: the lines that have it
+    for row in refused:
+        first.setdefault(" ".join(str(row["reason"]).split()), []).append(row["line"])
+    quoted = [f"line {lines[0]}: {reason}" + (f" (and {len(lines) - 1} more lines)" if lines[1:] else "")
+              for reason, lines in list(first.items())[:FIRST_REASONS]]
+    reasons = "; ".join(quoted)
+    return (f"no record of {input_path.name} could be embedded ({len(refused)} refused); "
+            f"first reasons: {reasons} (every one in {report})")

@@ -1,9 +1,11 @@
 """The project's own evaluation format, for any user data.
 
-A task is a folder with ``corpus.jsonl`` (``{"id": ..., "item": ITEM}``) and ``queries.jsonl``
-(``{"id": ..., "query": ITEM, "relevant": {doc_id: grade}, "candidates": [doc_id, ...]?}``; any
-other field is kept as metadata). An optional ``task.json`` sets ``name``, ``metric``, ``category``
-and ``group_by``. Image paths are relative to the JSONL file. A benchmark folder holds task folders.
+A task is a folder with ``corpus.jsonl`` (``{"id": ..., "item": ITEM}``; also BEIR/MTEB
+``{"_id", "title", "text"}`` and plain ``{"id", "text"/"image"}`` lines, :mod:`lame.data.corpus_records`)
+and ``queries.jsonl`` (``{"id": ..., "query": ITEM, "relevant": {doc_id: grade}, "candidates":
+[doc_id, ...]?}``; any other field is kept as metadata). An optional ``task.json`` sets ``name``,
+``metric``, ``category`` and ``group_by``. Image paths are relative to the JSONL file. A benchmark
+folder holds task folders.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data.corpus_records import CorpusRecordError, corpus_record
 from ..data.items import resolve_paths
 from ..errors import InvalidInput, MissingPath
 from .tasks import Query, RetrievalTask
@@ -19,6 +22,7 @@ TASK_KEYS = {"name", "metric", "category", "group_by"}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The file's JSON objects, each with its ``_where`` (file:line); an error names the first bad line."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -27,10 +31,12 @@ def _read_jsonl(path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{number}: invalid JSON ({exc})") from exc
-        if not isinstance(row, dict) or "id" not in row:
-            raise InvalidInput(f"{path}:{number}: a record must be an object with an 'id'")
+        if not isinstance(row, dict):
+            raise InvalidInput(f"{path}:{number}: a record must be a JSON object, got {type(row).__name__}")
         row["_where"] = f"{path}:{number}"
         rows.append(row)
+    if not rows:
+        raise InvalidInput(f"{path}: no record (the file is empty or blank)")
     return rows
 
 
@@ -48,12 +54,15 @@ def load_jsonl_task(folder: str | Path) -> RetrievalTask:
         raise InvalidInput(f"{folder / 'task.json'}: unknown key(s) {unknown}; allowed {sorted(TASK_KEYS)}")
     corpus = {}
     for row in _read_jsonl(folder / "corpus.jsonl"):
-        if "item" not in row:
-            raise InvalidInput(f"{row['_where']}: missing field 'item'")
-        corpus[str(row["id"])] = resolve_paths(row["item"], folder)
+        where = row.pop("_where")
+        try:
+            doc_id, item = corpus_record(row, folder)
+        except CorpusRecordError as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        corpus[str(doc_id)] = item
     queries = []
     for row in _read_jsonl(folder / "queries.jsonl"):
-        for key in ("query", "relevant"):
+        for key in ("id", "query", "relevant"):
             if key not in row:
                 raise InvalidInput(f"{row['_where']}: missing field {key!r}")
         if not isinstance(row["relevant"], dict):

@@ -16,14 +16,15 @@ from typing import Any
 
 from PIL import Image
 
-from ..data.items import load_image, resolve_paths
+from ..data.corpus_records import CorpusRecordError, corpus_record
+from ..data.items import load_image
 from ..errors import InvalidInput, MissingPath
 
 THUMBNAIL_SIZE = 256
 
 
 class CorpusItems:
-    """``id -> item`` over a corpus JSONL (``{"id": ..., "item": ITEM}`` lines), scanned lazily once."""
+    """``id -> item`` over a corpus JSONL (the lines :mod:`lame.data.corpus_records` reads), scanned lazily once."""
 
     def __init__(self, path: str | Path, expected_bytes: int | None = None):
         self.path = Path(path)
@@ -54,11 +55,11 @@ class CorpusItems:
                     for line in f:
                         if line.strip():
                             try:
-                                row = json.loads(line)
-                            except (json.JSONDecodeError, UnicodeDecodeError):
-                                row = None
-                            if isinstance(row, dict) and "id" in row:
-                                offsets.setdefault(str(row["id"]), offset)
+                                record_id, _ = corpus_record(json.loads(line))
+                            except (json.JSONDecodeError, UnicodeDecodeError, CorpusRecordError):
+                                record_id = None  # a refused line: lame encode skipped it too
+                            if record_id is not None:
+                                offsets.setdefault(str(record_id), offset)
                         offset += len(line)
                 self._offsets = offsets
             return self._offsets
@@ -71,8 +72,7 @@ class CorpusItems:
         offset = self._index()[str(id)]
         with open(self.path, "rb") as f:
             f.seek(offset)
-            row = json.loads(f.readline())
-        return resolve_paths(row["item"], self.path.parent)
+            return corpus_record(json.loads(f.readline()), self.path.parent)[1]
 
     def preview(self, id: Any) -> dict:
         """``{"id", "text", "images"}``: the item's text parts joined (or None) and how many images it has."""

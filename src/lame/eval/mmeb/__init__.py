@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ...errors import InvalidInput, MissingPath
 from ..tasks import RetrievalTask
-from .common import CandidatePool, MMEBTask, _assemble, _Context, make_item
+from .common import DEFAULT_MOMENT_POSITIVES, CandidatePool, MMEBTask, _assemble, _Context, make_item
 from .files import (
     DATA_SUFFIXES,
     ImageStore,
@@ -71,7 +71,7 @@ __all__ = [
 # VLM2Vec's public video.yaml samples 8
 DEFAULT_NUM_FRAMES = 64
 DEFAULT_NUM_CLIP_FRAMES = 8  # num_clip_frames of QVHighlight / Charades-STA in every published config
-_CHOICES = {"candidate_instruction": ("none", "upstream"), "moment_positives": ("all", "last"),
+_CHOICES = {"candidate_instruction": ("none", "upstream"), "moment_positives": ("last", "all"),
             "label_pool": ("fixed", "test")}
 
 
@@ -148,7 +148,8 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *,
                  num_frames: int | str | None = DEFAULT_NUM_FRAMES,
                  num_clip_frames: int | str | None = DEFAULT_NUM_CLIP_FRAMES,
                  num_samples: int | None = None, pad_frames: bool = False, eval_type: dict[str, str] | None = None,
-                 candidate_instruction: str = "none", moment_positives: str = "all", label_pool: str = "fixed",
+                 candidate_instruction: str = "none", moment_positives: str = DEFAULT_MOMENT_POSITIVES,
+                 label_pool: str = "fixed",
                  extract_dir: str | Path | None = None) -> list[RetrievalTask]:
     """Load MMEB-V2 tasks from ``root`` (see the module docstring and docs/benchmarks.md for the layout).
 
@@ -170,8 +171,10 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *,
     * ``candidate_instruction``: "none" (default; the leaderboard's reference evaluation encodes
       candidates without instruction) or "upstream" (VLM2Vec's target instructions: ``tgt_inst`` of the
       image data, TASK_INST_TGT of the video and visual-document parsers).
-    * ``moment_positives``: "all" (every ``positive*`` clip of QVHighlight / Charades-STA is relevant,
-      VLM2Vec ``main``) or "last" (only the last one listed, the VLM2Vec-V2 release code).
+    * ``moment_positives``: "last" (default; one relevant clip per query of QVHighlight / Charades-STA,
+      the last ``positive*`` folder in directory-listing order, as VLM2Vec's published parser labels it;
+      the other positive clips count as non-relevant candidates) or "all" (every ``positive*`` clip is
+      relevant).
     * ``label_pool``: "fixed" (global video classification ranks the published label list: 700 / 51 /
       101 / 10 classes, as VLM2Vec does) or "test" (only the labels the test file uses).
     * ``extract_dir``: where images stored inside parquet files are written (default

@@ -122,6 +122,11 @@ def _assemble(spec: MMEBTask, entries: list[_Entry], eval_type: str, pool_first:
 
 _SAME = object()  # "the task's num_frames"
 
+# QVHighlight / Charades-STA relevance: VLM2Vec's published moment-retrieval parser keeps ONE label per
+# query (``label_name`` = the last ``positive*`` folder os.listdir yields); the other positive clips stay
+# in the candidate list as non-relevant. "all" (every positive clip relevant) is the other reading.
+DEFAULT_MOMENT_POSITIVES = "last"
+
 
 @dataclass
 class _Context:
@@ -133,7 +138,7 @@ class _Context:
     num_clip_frames: int | None = 8
     pad_frames: bool = False
     candidate_instruction: str = "none"  # "none" | "upstream"
-    moment_positives: str = "all"  # "all" | "last"
+    moment_positives: str = DEFAULT_MOMENT_POSITIVES  # "last" | "all"
     _frame_roots: dict = field(default_factory=dict)
 
     def frames_root(self, spec: MMEBTask) -> Path:

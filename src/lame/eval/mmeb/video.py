@@ -152,9 +152,9 @@ def _parse_video_ret(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_E
 def _parse_moment(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entry]:
     """VLM2Vec/{QVHighlight,Charades-STA}: query, video_path. Frames: <video>/query/ is the query video
     (``num_frames`` of its frames), every other sub-folder a candidate clip (``num_clip_frames`` of its
-    frames, VLM2Vec's num_clip_frames). Relevant: every ``positive*`` clip (VLM2Vec ``main``), or with
-    ``moment_positives="last"`` only the last ``positive*`` folder in directory-listing order (the
-    VLM2Vec-V2 release code, which kept one label per query)."""
+    frames, VLM2Vec's num_clip_frames). Relevant: by default (``moment_positives="last"``) only the last
+    ``positive*`` folder in directory-listing order, the one label per query of VLM2Vec's published
+    parser (other positive clips stay candidates, not relevant); with ``"all"`` every ``positive*`` clip."""
     entries = []
     for i, row in enumerate(rows):
         where = _where(spec, i, row)
@@ -170,7 +170,7 @@ def _parse_moment(spec: MMEBTask, rows: list[dict], ctx: _Context) -> list[_Entr
         positive_dirs = [d for d in listed if d.name.startswith("positive")]
         if not positive_dirs:
             raise MissingPath(f"{where}: no positive* clip folder in {video_dir}")
-        if ctx.moment_positives == "last":
+        if ctx.moment_positives == "last":  # VLM2Vec: ``pos_clip_name`` is overwritten in os.listdir order
             positive_dirs = positive_dirs[-1:]
         positives = [k for k, d in enumerate(clips) if d in positive_dirs]
         candidates = [make_item("", ctx.frames(spec, d, where, ctx.num_clip_frames), ctx.target(spec))
