@@ -32,7 +32,7 @@ def train_model():
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
     """The digits benchmark (seed 3, small counts): train.jsonl, test/ and images/."""
-    from lame.experiments.digits import generate_digits_benchmark
+    from lame_testbed.digits import generate_digits_benchmark
 
     out = tmp_path_factory.mktemp("digits")
     generate_digits_benchmark(out, seed=3, **SMALL_DIGITS)

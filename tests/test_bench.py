@@ -9,7 +9,7 @@ import math
 import pytest
 
 from lame.cli import main
-from lame.experiments.bench.speed import SpeedSettings, methods
+from lame_testbed.bench.speed import SpeedSettings, methods
 
 
 def test_bench_speed_quick_writes_every_row(tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_bench_encode_realistic_corpus_with_packing(tmp_path):
 
 def test_gpu_check_script_runs_tiny_on_cpu(tmp_path):
     """scripts/gpu-check.sh runs this module on a GPU; --tiny runs every part on the tiny config."""
-    from lame.experiments.bench.gpucheck import run_gpu_check
+    from lame_testbed.bench.gpucheck import run_gpu_check
 
     report = run_gpu_check(tmp_path, tiny=True, log=lambda *_: None)
     saved = json.loads((tmp_path / "gpu-check.json").read_text())
@@ -91,7 +91,7 @@ def test_recipes_take_shape_backbones(tmp_path):
 
 
 def test_cot_goal_is_extrapolated_from_two_shorter_rows():
-    from lame.experiments.bench.speed import extrapolate_cot
+    from lame_testbed.bench.speed import extrapolate_cot
 
     rows = [{"family": "cot", "batch_size": 32, "k": k, "name": f"cot-N{k}", "ratio_vs_reference": 1 + 0.1 * k}
             for k in (16, 64)]

@@ -34,12 +34,14 @@ def test_every_option_takes_its_type_and_unset_options_keep_the_dataclass_defaul
                                 "--mode", "exact", "--quick", "--no-plots", "--wait-ms", "2"])
     assert from_options(Settings, args) == Settings(4, 2.0, None, ("a", "b"), (1, 8), "exact", True, False)
     assert from_options(Settings, parser().parse_args([])) == Settings()
-    assert from_options(Settings, parser().parse_args([]), batch_size=3).batch_size == 3  # values of the verb
+    # a verb's own defaults fill what the command line left out, never what it gave
+    assert from_options(Settings, parser().parse_args([]), batch_size=3).batch_size == 3
+    assert from_options(Settings, parser().parse_args(["--batch-size", "5"]), batch_size=3).batch_size == 5
 
 
 def test_help_shows_defaults_and_fields_without_metadata_stay_off_the_command_line():
     text = parser().format_help()
-    assert "--batch-size BATCH_SIZE" in text and "items per batch (default: 32)" in text
+    assert "--batch-size N" in text and "items per batch (default: 32)" in text
     assert "(default: 1 32)" in text and "--plots, --no-plots" in text and "--internal" not in text
     assert "the key\n" in text  # no default shown for None
 

@@ -14,8 +14,8 @@ from PIL import Image
 from helpers import SMALL_DIGITS as SMALL
 from helpers import WORDS, read_jsonl
 
-import lame.experiments.digits as digits_module
-from lame.experiments.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
+import lame_testbed.digits as digits_module
+from lame_testbed.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
 from lame.data.items import to_item
 
 
@@ -156,7 +156,7 @@ def test_split_by_image_and_stratified(bench, labels):
 
 
 def test_test_images_do_not_depend_on_the_validation_share(labels):
-    from lame.experiments.digits import split_images
+    from lame_testbed.digits import split_images
 
     _, val_a, test_a = split_images(labels, seed=0, val_fraction=0.1)
     train_b, val_b, test_b = split_images(labels, seed=0, val_fraction=0.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lame.data.items import ItemError
-from lame.experiments.bench.encode import mixed_items, naive_encode
+from lame_testbed.bench.encode import mixed_items, naive_encode
 from lame.modeling.tiny import build_tiny_model
 
 ITEMS = ["three plus four", {"text": "six plus nine", "instruction": "add mod ten"}, "seven"]

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from test_eval_loaders import image_cell, make_mmeb, make_mrmr, same_image, write_png, write_rows
 
-from lame.cli import _benchmark_options, build_parser, main
+from lame.cli import build_parser, main
+from lame.cli_options import from_options
+from lame.eval.options import BenchmarkOptions
 from lame.eval.loaders import load_benchmark
 from lame.eval.metrics import all_metrics, ndcg_at_k
 from lame.eval.mmeb import MMEB_V2_TASKS, VIDEO_CLS_LABELS, check_mmeb_v2, load_mmeb_v2
@@ -74,14 +76,14 @@ def test_videos_default_to_64_frames_and_the_published_options_reach_the_loader(
     argv = ["eval", "--model", "m", "--benchmark", "mmeb-v2", "--data-root", str(tmp_path), "--num-frames", "8",
             "--pad-frames", "--num-samples", "1", "--eval-type", "MSR-VTT=local", "--candidate-instruction",
             "upstream", "--image-cache", str(tmp_path / "img")]
-    options = _benchmark_options(build_parser().parse_args(argv))
+    options = cli_options(build_parser().parse_args(argv))
     assert options["num_frames"] == 8 and options["pad_frames"] and options["extract_dir"] == str(tmp_path / "img")
     (task,) = load_benchmark("mmeb-v2", tmp_path, ["MSR-VTT"], **options)
     (q,) = task.queries  # --num-samples 1
     assert q.candidates is not None  # --eval-type MSR-VTT=local
     assert task.corpus[q.candidates[0]]["instruction"] == "Understand the content of the provided video."
     assert len(task.corpus[q.candidates[0]]["images"]) == 8
-    assert _benchmark_options(build_parser().parse_args(argv[:7] + ["--num-frames", "all"]))["num_frames"] == "all"
+    assert cli_options(build_parser().parse_args(argv[:7] + ["--num-frames", "all"]))["num_frames"] == "all"
     with pytest.raises(ValueError, match="do not apply to benchmark mrmr"):
         load_benchmark("mrmr", tmp_path, None, num_frames=8)
 
@@ -206,7 +208,7 @@ def test_moment_retrieval_frames_and_relevance(tmp_path):
     assert score_task(every, query_emb, docs, ids)[0]["hit@1"] == 1.0
     argv = ["eval", "--model", "m", "--benchmark", "mmeb-v2", "--data-root", str(tmp_path)]
     for flags, hit in (([], 0.0), (["--moment-positives", "all"], 1.0)):  # the command line's default too
-        options = _benchmark_options(build_parser().parse_args(argv + flags))
+        options = cli_options(build_parser().parse_args(argv + flags))
         (loaded,) = load_benchmark("mmeb-v2", tmp_path, ["QVHighlight"], **options)
         assert score_task(loaded, query_emb, docs, ids)[0]["hit@1"] == hit
 
@@ -463,3 +465,9 @@ def test_lame_eval_scores_mmeb_v2_and_mrmr_items_end_to_end(tmp_path, saved_tiny
                  "--tasks", "Knowledge", "Negation", "--cache-dir", "", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["tasks"]["Negation"]["num_queries"] == 2
     assert "overall" in capsys.readouterr().out
+
+
+def cli_options(args) -> dict:
+    """The loader options `lame eval` passes for these parsed arguments."""
+    return from_options(BenchmarkOptions, args).loader_kwargs()
+

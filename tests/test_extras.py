@@ -81,7 +81,7 @@ print(json.dumps({{"heavy": [m for m in {HEAVY!r} if m in sys.modules], "helped"
 
 
 def test_quickstart_settings_are_the_ones_the_runner_uses():
-    from lame.experiments.quickstart import run, settings
+    from lame_testbed.quickstart import run, settings
 
     assert run.QuickstartSettings is settings.QuickstartSettings
     assert run.METHODS is settings.METHODS
@@ -106,15 +106,18 @@ def expect_extra(excinfo, extra: str) -> None:
 def test_serve_without_its_extra(monkeypatch, missing):
     hide(monkeypatch, missing)
     with pytest.raises(ImportError) as excinfo:
-        import lame.serve  # noqa: F401
+        from lame.serve import load_app  # noqa: F401
     expect_extra(excinfo, "serve")
     assert str(excinfo.value).startswith("lame serve needs the 'serve' extra")
+    from lame.serve import ServeSettings  # the settings (and `lame serve --help`) need no extra
+
+    assert ServeSettings().max_batch_size == 32
 
 
 def test_bench_serve_without_httpx(monkeypatch):
     hide(monkeypatch, "httpx")
     with pytest.raises(ImportError) as excinfo:
-        import lame.experiments.bench.serve  # noqa: F401
+        import lame_testbed.bench.serve  # noqa: F401
     expect_extra(excinfo, "serve")
 
 
@@ -170,8 +173,8 @@ def test_loss_plot_is_skipped_with_a_note_without_matplotlib(monkeypatch, tmp_pa
 
 def test_quickstart_and_speed_plots_are_skipped_without_matplotlib(monkeypatch, tmp_path, capsys):
     hide(monkeypatch, "matplotlib", "matplotlib.pyplot")
-    from lame.experiments.bench.speed import plot_speed
-    from lame.experiments.quickstart.plots import plot_quickstart
+    from lame_testbed.bench.speed import plot_speed
+    from lame_testbed.quickstart.plots import plot_quickstart
 
     assert plot_quickstart({"methods": {}}, tmp_path) == [None]
     assert plot_speed({"rows": []}, tmp_path / "speed.png") is None

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from lame.errors import InvalidInput
-from lame.experiments.bench.quality import check_targets, run_quality, summarize, summarize_sweep
-from lame.experiments.digits import generate_digits_benchmark
-from lame.experiments.quickstart.run import digits_task, method_recipe, training_file
-from lame.experiments.quickstart.settings import METHODS, PEERS, QuickstartSettings
+from lame_testbed.bench.quality import check_targets, run_quality, summarize, summarize_sweep
+from lame_testbed.digits import generate_digits_benchmark
+from lame_testbed.families import FAMILIES
+from lame_testbed.quickstart.run import digits_task, method_recipe, training_file
+from lame_testbed.quickstart.settings import METHODS, PEERS, QuickstartSettings
 from lame.training.recipe import recipe_from_dict
 
 
@@ -25,30 +26,30 @@ def digits(tmp_path_factory):
 @pytest.mark.parametrize("split", ["test", "val"])
 def test_a_query_never_ranks_its_own_image(digits, split):
     task = digits_task(digits / split)
-    assert task.group_by == "level"
+    assert task.group_by == "task"
     for query in task.queries:
         own = set(query.meta["query_ids"])
         assert own and not own & set(query.candidates)
         assert set(query.candidates) == set(task.corpus) - own
 
 
-def test_subset_keeps_the_first_queries_of_each_level(digits):
-    task = digits_task(digits / "test", per_level=3)
-    levels = [q.meta["level"] for q in task.queries]
-    assert sorted(levels) == sorted([0, 1, 2, 3] * 3)
+def test_subset_keeps_the_first_queries_of_each_task(digits):
+    task = digits_task(digits / "test", per_task=3)
+    tasks = [q.meta["task"] for q in task.queries]
+    assert sorted(tasks) == sorted(["level0", "level1", "level2", "level3", *FAMILIES] * 3)
 
 
 def test_training_subset_is_balanced_seeded_and_resolvable(digits, tmp_path):
     from lame.training.data import JsonlSource
 
     assert training_file(digits, None, 0, tmp_path) == digits / "train.jsonl"
-    path = training_file(digits, 8, 0, tmp_path)
+    path = training_file(digits, 14, 0, tmp_path)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert sorted(r["level"] for r in rows) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert sorted(r["task"] for r in rows) == sorted(["level0", "level1", "level2", "level3", *FAMILIES] * 2)
     originals = {json.loads(line)["id"] for line in (digits / "train.jsonl").read_text().splitlines()}
     assert {r["id"] for r in rows} <= originals
-    again = training_file(digits, 8, 0, tmp_path / "again").read_text()
-    other = training_file(digits, 8, 1, tmp_path / "other").read_text()
+    again = training_file(digits, 14, 0, tmp_path / "again").read_text()
+    other = training_file(digits, 14, 1, tmp_path / "other").read_text()
     assert again == path.read_text() and other != again
     source = JsonlSource(str(path))  # image paths resolve wherever the subset file lies
     for line in range(len(rows)):
@@ -84,7 +85,8 @@ def test_ablations_change_only_what_they_name(tmp_path):
             other = method_recipe(name, QuickstartSettings(), tmp_path, tmp_path / "t.jsonl", tmp_path / "o")
             changed = {k for k in base["model"]["lame"] if base["model"]["lame"][k] != other["model"]["lame"][k]}
             changed |= {"stages"} if base["stages"] != other["stages"] else set()
-            assert changed <= set(method.changes) | {"stages"}, name
+            head = {"num_embed_tokens", "pooling"} if (method.embed_tokens, method.pooling) != (1, "last") else set()
+            assert changed <= set(method.changes) | {"stages"} | head, name
 
 
 def test_recipes_validate(digits, tmp_path):
@@ -98,7 +100,7 @@ def _run(method, seed, reasoning, level0=0.95, decoded=None, pairs=None):
     test = {"hit@1": reasoning, "hit@1/level0": level0, "hit@1/reasoning": reasoning}
     run = {"method": method, "seed": seed, "pairs": pairs, "test": test, "train_seconds": 1.0}
     if decoded is not None:
-        run["decoded_accuracy"] = {"level0": decoded, "level1": decoded}
+        run["decoded_test"] = {"level0": decoded, "level1": decoded}
     return run
 
 
@@ -110,8 +112,8 @@ def test_unknown_methods_are_refused_before_any_run(tmp_path):
 
 
 def test_finished_runs_with_other_settings_are_refused(tmp_path, monkeypatch):
-    import lame.experiments.digit_vlm as digit_vlm
-    import lame.experiments.quickstart.run as quickstart_run
+    import lame_testbed.digit_vlm as digit_vlm
+    import lame_testbed.quickstart.run as quickstart_run
 
     monkeypatch.setattr(quickstart_run, "ensure_data", lambda: tmp_path)
     monkeypatch.setattr(digit_vlm, "reference_backbone", lambda: tmp_path)
@@ -149,8 +151,8 @@ def test_summary_and_targets_from_runs():
 
 # ------------------------------------------------------------------ the shipped reference VLM
 def test_the_shipped_reference_vlm_is_intact_and_small():
-    from lame.experiments.digit_vlm import REFERENCE_DIR, reference_backbone
-    from lame.experiments.digit_vlm.card import checksummed_files
+    from lame_testbed.digit_vlm import REFERENCE_DIR, reference_backbone
+    from lame_testbed.digit_vlm.card import checksummed_files
 
     folder = reference_backbone()  # raises if a file differs from SHA256SUMS
     assert folder == REFERENCE_DIR
@@ -159,7 +161,7 @@ def test_the_shipped_reference_vlm_is_intact_and_small():
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))  # safetensors only
     record = json.loads((folder / "pretrain.json").read_text())
     card = (folder / "README.md").read_text()
-    assert "python -m lame.experiments.digit_vlm.pretrain" in card
+    assert "python -m lame_testbed.digit_vlm.pretrain" in card
     for level, row in record["probe"]["test"].items():  # the card's table is the recorded probe
         assert f"{row['accuracy']:.3f} ({row['queries']})" in card, level
 
@@ -168,8 +170,8 @@ def test_an_altered_reference_file_is_named(tmp_path):
     import shutil
 
     from lame.errors import UserError
-    from lame.experiments.digit_vlm import REFERENCE_DIR
-    from lame.experiments.digit_vlm.card import verify_checksums
+    from lame_testbed.digit_vlm import REFERENCE_DIR
+    from lame_testbed.digit_vlm.card import verify_checksums
 
     copy = tmp_path / "reference"
     shutil.copytree(REFERENCE_DIR, copy)
@@ -187,8 +189,8 @@ def test_an_altered_reference_file_is_named(tmp_path):
 
 def test_the_reference_vlm_reads_held_out_digits(digits):
     """A behaviour check of the shipped weights: it names the digit of held-out images when it generates."""
-    from lame.experiments.digit_vlm import reference_backbone
-    from lame.experiments.digit_vlm.probe import load_vlm, probe
+    from lame_testbed.digit_vlm import reference_backbone
+    from lame_testbed.digit_vlm.probe import load_vlm, probe
 
     model, featurizer, tokenizer = load_vlm(reference_backbone())
     scores = probe(model, featurizer, tokenizer, digits, "test", per_level=12)
@@ -200,7 +202,7 @@ def test_the_reference_vlm_reads_held_out_digits(digits):
     ("The image shows 4. The answer is four. The answer is five.", "five"),
     ("seven", "seven"), ("three then nine", "nine"), ("no number here", None), ("", None)])
 def test_the_answer_of_a_generated_text(text, answer):
-    from lame.experiments.digit_vlm.probe import answer_of
+    from lame_testbed.digit_vlm.probe import answer_of
 
     assert answer_of(text) == answer
 
@@ -208,17 +210,17 @@ def test_the_answer_of_a_generated_text(text, answer):
 @pytest.mark.slow
 def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     """The whole quickstart at a toy budget on the shipped VLM: both methods, scores, samples, plot."""
-    from lame.experiments.quickstart import run as quickstart
+    from lame_testbed.quickstart import run as quickstart
 
     monkeypatch.setattr(quickstart, "CACHE", tmp_path / "cache")
     settings = replace(QuickstartSettings(), warmup_steps=2, joint_steps=2, batch_size=4, eval_every=2,
-                       eval_queries_per_level=2, decode_queries_per_level=3)
+                       eval_queries_per_task=2, decode_queries_per_task=3)
     report = quickstart.run_quickstart(tmp_path / "out", settings, show_progress=False)
     assert set(report["methods"]) == {"discriminative", "lame"}
     assert (tmp_path / "out" / "quickstart.png").is_file() and (tmp_path / "out" / "scores.json").is_file()
-    assert len(report["samples"]["queries"]) == 5
+    assert len(report["samples"]["queries"]) == 4 + len(FAMILIES) + 1  # an image target per task, a word
     assert all(len(s["top"]) == 3 and s["decoded"] is not None for s in report["samples"]["queries"])
-    assert set(report["methods"]["lame"]["decoded_accuracy"]) == {"level0", "level1", "level2", "level3"}
+    assert set(report["methods"]["lame"]["decoded_test"]) == {"level0", "level1", "level2", "level3", *FAMILIES}
     text = quickstart.format_report(report)
     assert "discriminative" in text and "latents decode to" in text
     # both trained models timed side by side after training, with their ratio

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lame.errors import InvalidInput
-from lame.experiments.bench.costmodel import Dims, Machine, Query, dims_of, predict, predicted_ratio
+from lame_testbed.bench.costmodel import Dims, Machine, Query, dims_of, predict, predicted_ratio
 from lame.modeling.shapes import (SHAPES, build_shaped_model, depths, parse_shape_spec, resolve_depths,
                                   shaped_backbone_config, visual_tokens)
 

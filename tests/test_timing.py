@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lame.experiments.bench.timing import encode_timing, format_encode_timing, ratio, time_interleaved
+from lame_testbed.bench.timing import encode_timing, format_encode_timing, ratio, time_interleaved
 
 
 class FakeClock:

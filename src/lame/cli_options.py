@@ -26,14 +26,15 @@ _KEY = "lame.option"
 
 
 def option(help: str, *, flag: str | None = None, metavar: str | None = None, choices=None,
-           type=None, repeat: bool = False) -> dict:
+           type=None, repeat: bool = False, allow_empty: bool = False) -> dict:
     """Field metadata that makes a dataclass field a command-line option.
 
     ``flag``: another flag than ``--field-name``; ``type``: an argparse type function instead of the
     field's own type; ``repeat``: a tuple field given as a repeated flag (``--host A --host B``) instead of
-    several values after one flag."""
+    several values after one flag; ``allow_empty``: a tuple field's flag may be given with no value (an
+    empty tuple, e.g. "no sweep")."""
     return {_KEY: {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "type": type,
-                   "repeat": repeat}}
+                   "repeat": repeat, "allow_empty": allow_empty}}
 
 
 def _resolved_types(cls) -> dict[str, Any]:
@@ -68,8 +69,8 @@ def add_options(parser, cls, skip: tuple[str, ...] = (), defaults: dict | None =
         element, _, sequence = _base_type(hints[f.name])
         default = defaults.get(f.name, _default_of(f))
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help(spec["help"], default)}
-        if spec["metavar"]:
-            kwargs["metavar"] = spec["metavar"]
+        if spec["metavar"] or element in (int, float):
+            kwargs["metavar"] = spec["metavar"] or "N"
         if spec["choices"] is not None:
             kwargs["choices"] = spec["choices"]
         if element is bool and not sequence:
@@ -77,13 +78,16 @@ def add_options(parser, cls, skip: tuple[str, ...] = (), defaults: dict | None =
             kwargs.pop("metavar", None)
         else:
             kwargs["type"] = spec["type"] or element
-            if sequence:
-                kwargs["action" if spec["repeat"] else "nargs"] = "append" if spec["repeat"] else "+"
+            if sequence and spec["repeat"]:
+                kwargs["action"] = "append"
+            elif sequence:
+                kwargs["nargs"] = "*" if spec["allow_empty"] else "+"
         parser.add_argument(spec["flag"] or "--" + f.name.replace("_", "-"), **kwargs)
 
 
-def from_options(cls, args: argparse.Namespace, **values):
-    """A ``cls`` from the options given on the command line (the others keep their defaults) and ``values``."""
+def from_options(cls, args: argparse.Namespace, **defaults):
+    """A ``cls`` from the options given on the command line; the others take ``defaults`` (a verb's own,
+    e.g. a name derived from another argument), else the dataclass's."""
     hints = _resolved_types(cls)
     given = {}
     for f in dataclasses.fields(cls):
@@ -92,7 +96,7 @@ def from_options(cls, args: argparse.Namespace, **values):
             if _base_type(hints[f.name])[2] and value is not None:
                 value = tuple(value)
             given[f.name] = value
-    return cls(**{**given, **values})
+    return cls(**{**defaults, **given})
 
 
 def _default_of(f: dataclasses.Field):

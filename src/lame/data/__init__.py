@@ -1,6 +1,11 @@
-from .featurize import Features, Featurizer, ImageLayout, collate
-from .items import Item, ItemError, ItemLike, load_image, to_item
-from .video import Video, load_video
+"""Data: the item schema, featurisation and batches, videos, chat messages, corpus records, conversion."""
 
-__all__ = ["Features", "Featurizer", "ImageLayout", "Item", "ItemError", "ItemLike", "Video", "collate",
-           "load_image", "load_video", "to_item"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "Features": "featurize", "Featurizer": "featurize", "ImageLayout": "featurize", "collate": "featurize",
+    "Item": "items", "ItemError": "items", "ItemLike": "items", "to_item": "items",
+    "load_image": "images", "Video": "video", "load_video": "video",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -424,3 +424,14 @@ def convert(fmt: str, source: str | Path, output: str | Path, *, image_root: str
         raise ConvertError("; ".join(s.refusal() for s in empty[:FIRST_EMPTY]) + more
                            + f" (counts in {report})")
     return summaries
+
+
+def describe_summaries(summaries: list[ConvertSummary], output: str | Path) -> str:
+    """What `lame data convert` prints: a line per file, then the files as recipe data sources."""
+    weights = {m.name: m.weight for m in VLM2VEC_V2_MIXTURE}
+    lines = [summary.line() for summary in summaries]
+    lines.append(f"summary: {Path(output) / 'convert-summary.json'}; as recipe data sources (weights of the "
+                 "VLM2Vec-V2 mixture where it has the source):")
+    lines += [f"    - {{path: {s.output}, weight: {weights.get(s.name, 1.0)}}}" for s in summaries]
+    return "\n".join(lines)
+

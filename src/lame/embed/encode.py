@@ -171,3 +171,13 @@ def _nothing_embedded(input_path: Path, refused: list[dict], report: Path) -> st
     reasons = "; ".join(quoted)
     return (f"no record of {input_path.name} could be embedded ({len(refused)} refused); "
             f"first reasons: {reasons} (every one in {report})")
+
+
+def describe_manifest(manifest: dict | None, output: str | Path) -> str:
+    """The line `lame encode` ends with: what was embedded, or how to resume an early stop."""
+    if manifest is None:
+        return f"stopped early (--max-shards): run the same command again to resume {output}"
+    duplicates = f", {manifest['duplicates']} of them duplicate ids" if manifest.get("duplicates") else ""
+    return (f"{manifest['count']} embeddings in {len(manifest['shards'])} shards under {output}; "
+            f"{manifest['skipped']} skipped{duplicates} (listed in {Path(output) / manifest['report']})")
+

@@ -1,8 +1,14 @@
-from .loaders import load_benchmark
-from .jsonl import load_jsonl_benchmark, load_jsonl_task
-from .metrics import all_metrics, hit_at_1, mrr, ndcg_at_k, recall_at_k
-from .runner import evaluate, format_table, save_report, score_task
-from .tasks import Query, RetrievalTask
+"""Evaluation: benchmark loaders (MMEB-V2, MRMR, JSONL), candidate pools, metrics, score files."""
 
-__all__ = ["Query", "RetrievalTask", "all_metrics", "evaluate", "load_benchmark", "format_table", "hit_at_1", "load_jsonl_benchmark",
-           "load_jsonl_task", "mrr", "ndcg_at_k", "recall_at_k", "save_report", "score_task"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "load_benchmark": "loaders",
+    "load_jsonl_benchmark": "jsonl", "load_jsonl_task": "jsonl",
+    "all_metrics": "metrics", "hit_at_1": "metrics", "mrr": "metrics", "ndcg_at_k": "metrics",
+    "recall_at_k": "metrics",
+    "evaluate": "runner", "format_table": "runner", "save_report": "runner", "score_task": "runner",
+    "Query": "tasks", "RetrievalTask": "tasks",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

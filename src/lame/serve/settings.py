@@ -1,30 +1,45 @@
-"""Every knob of the server, with the command-line flag that sets it."""
+"""Every knob of the server; most are `lame serve` flags, declared here once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..cli_options import option
 from ..errors import InvalidInput
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    model_name: str = "lame"  # echoed as `model` when a request names none
-    max_batch_size: int = 32  # --max-batch-size: items in one model forward (1 turns batching off)
-    max_wait_ms: float = 0.0  # --max-wait-ms: how long a batch waits for more requests (0 measured best)
-    max_queue: int = 256  # --max-queue: requests waiting for the model; beyond it, 503 + Retry-After
-    api_key: str | None = None  # --api-key: required as `Authorization: Bearer KEY` on /v1/*
-    max_body_bytes: int = 16 * 1024 * 1024  # --max-body-bytes: request body; also caps a fetched image
-    max_items: int = 256  # --max-items: inputs in one request
-    max_images_per_item: int = 8  # --max-images-per-item
-    # --max-image-pixels: pixels one image may decode to (a JPEG is decoded at 1/2..1/8 scale when the model reads
-    # less); None: sized to the model, 4x the pixels its image processor keeps, within [1024^2, 4096^2]
-    max_image_pixels: int | None = None
-    decode_workers: int = 2  # --decode-workers: images decoded at once (each at most max_image_pixels in memory)
-    # --max-inflight-bytes: request bodies and decoded images held by requests not yet answered; beyond, 503
-    max_inflight_bytes: int = 1024**3
-    allow_image_url_hosts: tuple[str, ...] = ()  # --allow-image-url-host: http(s) image hosts (repeatable)
-    cors_origins: tuple[str, ...] = ()  # --cors-origin: browser origins allowed to call the API ("*": any)
+    """The server's knobs; those with option metadata are `lame serve` flags (lame.cli_options)."""
+
+    model_name: str = field(default="lame", metadata=option(
+        "`model` in responses when a request names none (default: the model folder's name)",
+        flag="--served-model-name"))
+    max_batch_size: int = field(default=32, metadata=option("items per model forward; 1 turns batching off"))
+    max_wait_ms: float = field(default=0.0, metadata=option(
+        "how long a batch waits for more requests (whatever queued while the model ran still shares the next "
+        "batch)"))
+    max_queue: int = field(default=256, metadata=option("waiting requests before 503 + Retry-After"))
+    api_key: str | None = field(default=None, metadata=option(
+        "require 'Authorization: Bearer KEY' on /v1/* (default: $LAME_API_KEY)"))
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=option(
+        "request body size; also caps a fetched image"))
+    max_items: int = field(default=256, metadata=option("inputs per request"))
+    max_images_per_item: int = field(default=8, metadata=option("images in one item"))
+    max_image_pixels: int | None = field(default=None, metadata=option(
+        "pixels one image may decode to (a JPEG decodes at 1/2..1/8 scale when the model reads less); "
+        "default: 4x what the model's image processor keeps, within 1024^2..4096^2"))
+    decode_workers: int = field(default=2, metadata=option(
+        "images decoded at once (each at most --max-image-pixels in memory)"))
+    max_inflight_bytes: int = field(default=1024**3, metadata=option(
+        "memory for request bodies and decoded images of requests not yet answered; beyond it, 503 + "
+        "Retry-After"))
+    allow_image_url_hosts: tuple[str, ...] = field(default=(), metadata=option(
+        "fetch http(s) image URLs from this host (repeatable); otherwise only data: URIs",
+        flag="--allow-image-url-host", metavar="HOST", repeat=True))
+    cors_origins: tuple[str, ...] = field(default=(), metadata=option(
+        "let browser pages from ORIGIN (e.g. https://app.example.com, or *) call the API (repeatable)",
+        flag="--cors-origin", metavar="ORIGIN", repeat=True))
     image_fetch_timeout_s: float = 10.0
     max_k: int = 1000  # largest k for /v1/search
     retry_after_s: int = 1  # the Retry-After header of a 503

@@ -1,7 +1,12 @@
-from .objective import LaMELoss, LossWeights, loss_weights
-from .recipe import Recipe, RecipeError, load_recipe
-from .steps import TrainBatch, compute_gradients
-from .trainer import Trainer, TrainingDiverged, dry_run, train
+"""Training: recipes, losses, GradCache steps, the two-stage trainer on accelerate (DDP, FSDP, DeepSpeed)."""
 
-__all__ = ["LaMELoss", "LossWeights", "Recipe", "RecipeError", "TrainBatch", "Trainer", "TrainingDiverged",
-           "compute_gradients", "dry_run", "load_recipe", "loss_weights", "train"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "LaMELoss": "objective", "LossWeights": "objective", "loss_weights": "objective",
+    "Recipe": "recipe", "RecipeError": "recipe", "load_recipe": "recipe",
+    "TrainBatch": "steps", "compute_gradients": "steps",
+    "Trainer": "trainer", "TrainingDiverged": "trainer", "dry_run": "trainer", "train": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

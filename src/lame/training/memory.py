@@ -44,6 +44,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .recipe import PlanSettings  # noqa: F401  (re-exported: where the planner's callers look)
+
 GIB = 1024**3
 
 # Elements autograd saves per position in one block, as multiples of its widths (hidden H, query width q,
@@ -429,17 +431,6 @@ def strategy_name(recipe, world: int) -> str:
     return "ddp" if name == "auto" else name
 
 
-@dataclass
-class PlanSettings:
-    """What ``--dry-run`` assumes about the run besides the recipe."""
-
-    world: int = 1  # processes
-    seq_len: int = 512  # positions per item (query, positive, negative), latent block included
-    image_tokens: int = 256  # visual tokens per item (patches = merge^2 x this); 0: text only
-    decoder_tokens: int = 16  # decoder target tokens per query
-    gpu_memory_gib: float | None = None  # suggest the largest GradCache chunk for this much memory per process
-
-
 def setup_of(recipe, world: int, **changes) -> Setup:
     setup = Setup(strategy=strategy_name(recipe, world), world=world, mixed_precision=recipe.train.mixed_precision,
                   gradient_checkpointing=recipe.train.gradient_checkpointing,
@@ -563,3 +554,21 @@ def workload_of(model, batch) -> Workload:
     return Workload(queries=len(batch.queries), positives=len(batch.positives), negatives=len(batch.negatives),
                     tokens=int(math.ceil(tokens)), patches=int(math.ceil(sum(patches) / max(1, len(patches)))),
                     decoder_tokens=decoder_tokens, num_reason_tokens=model.config.num_reason_tokens)
+
+
+def format_dry_run(recipe_path: str, recipe, stages: list[dict], missing: list[str]) -> str:
+    """What `lame train --dry-run` prints: the recipe's validity, what this machine lacks, and per stage
+    its parameter groups and memory plan (``stages`` from :func:`lame.training.trainer.dry_run`)."""
+    lines = [f"recipe {recipe_path}: valid ({len(recipe.stages)} stages)"]
+    lines += [f"  not on this machine: {line}" for line in missing]
+    if any(line.startswith("model.") for line in missing):
+        lines.append("  model folders missing: architecture from lame's copy of their config.json, no weights "
+                     "(meta device)")
+    for stage in stages:
+        lines.append(f"stage {stage['stage']!r}: {stage['steps']} steps")
+        for row in stage["groups"]:
+            lr = f"  lr {row['lr']:.1e}" if row["lr"] else ""
+            lines.append(f"  {row['pattern']:<50} {row['parameters']:>14,d} params{lr}")
+        lines.append(format_plan(stage["memory"]))
+    return "\n".join(lines)
+

@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..cli_options import option
 from ..config import DTYPES, ConfigError, LaMEConfig
 from ..errors import InvalidInput
 
@@ -421,3 +422,18 @@ def _convert(hint: Any, value: Any, where: str):
     if hint is int and isinstance(value, bool):
         raise RecipeError(f"{where}: expected int, got {value!r}")
     return value
+
+
+@dataclass
+class PlanSettings:
+    """What ``--dry-run`` assumes about the run besides the recipe."""
+
+    world: int = field(default=1, metadata=option("processes the run will use", flag="--processes"))
+    seq_len: int = field(default=512, metadata=option(
+        "positions per item (query, positive, negative), latent block included"))
+    image_tokens: int = field(default=256, metadata=option(
+        "visual tokens per item (patches = merge^2 x this); 0: text only"))
+    decoder_tokens: int = 16  # decoder target tokens per query
+    gpu_memory_gib: float | None = field(default=None, metadata=option(
+        "memory per process (GiB): print the largest GradCache chunk that fits", flag="--gpu-memory",
+        metavar="GIB"))

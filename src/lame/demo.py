@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lame.experiments.digits import NUMBER_WORDS as WORDS
-from lame.modeling import LaMEModel, build_tiny_model
+from .modeling import LaMEModel, build_tiny_model
 
-
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 def digit_images(count: int, seed: int = 0) -> tuple[list[Image.Image], np.ndarray]:
     """``count`` real 8x8 handwritten digits from scikit-learn, as RGB images, and their labels."""

@@ -6,7 +6,7 @@ tokenizer call per item), pads each group to its longest item, runs the same obj
 (:func:`lame.training.steps.compute_gradients`, whole batch) and the same AdamW update; nothing is
 prefetched. ``lame train`` runs the recipe as written: batched featurisation of each sample, the next
 batch featurised by ``train.featurize_workers`` threads during the step, and packed (padding-free)
-batches with ``train.packing``. Both see the same corpus (:func:`lame.experiments.bench.padding.realistic_pairs`,
+batches with ``train.packing``. Both see the same corpus (:func:`lame_testbed.bench.padding.realistic_pairs`,
 images saved as PNG files); rounds alternate the two, and each round's samples/s are the median over
 its steps after the first (warm-up). The ratio is paired per round.
 """
@@ -17,32 +17,13 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from .settings import TrainBenchSettings
 from .common import environment, median, torch_threads, write_report
-
-
-@dataclass
-class TrainBenchSettings:
-    shape: str | None = None  # a real architecture (random weights, lame.modeling.shapes); None: tiny
-    layers: int | None = 2  # `shape` only: language-model blocks kept (vision and decoder in proportion)
-    backbone: str = "qwen2_vl"  # the tiny family when `shape` is None
-    steps: int = 6  # steps per run; the first is a warm-up
-    rounds: int = 2
-    batch_size: int = 8
-    pairs: int = 256
-    packing: bool = True
-    featurize_workers: int = 2
-    grad_cache_chunk: int | None = None
-    seed: int = 0
-    threads: int | None = None
-    quick: bool = False
-
-    def quick_version(self) -> "TrainBenchSettings":
-        return TrainBenchSettings(**(asdict(self) | {"steps": 3, "rounds": 1, "batch_size": 4, "pairs": 24}))
 
 
 def write_corpus(folder: Path, pairs: int, seed: int = 0) -> Path:

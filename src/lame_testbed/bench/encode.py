@@ -9,7 +9,7 @@ the same embeddings (allclose); the report gives items/s for each and the speed-
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +17,9 @@ import torch
 
 from lame.data.featurize import Features
 from lame.data.items import ItemError, to_item
+from .settings import EncodeSettings
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words, write_report)
-
-
-@dataclass
-class EncodeSettings:
-    model: str | None = None
-    backbone: str = "qwen2_vl"
-    shape: str | None = None  # a real architecture with random weights (lame.modeling.shapes)
-    layers: int | None = None  # `shape` only: language-model blocks kept (vision blocks in proportion)
-    corpus: str = "mixed"  # mixed: small synthetic items (below); realistic: MMEB-like sizes (bench padding)
-    packing: bool = False  # `encode` with packed (padding-free) batches
-    device: str | None = None
-    dtype: str = "float32"
-    items: int = 2000
-    batch_size: int = 32
-    num_reason_tokens: int = 8  # tiny model only; a saved model keeps its own K
-    repeats: int = 3
-    warmup: int = 1
-    seed: int = 0
-    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
-    quick: bool = False
-
-    def quick_version(self) -> "EncodeSettings":
-        return EncodeSettings(**(asdict(self) | {"items": min(self.items, 96), "batch_size": min(self.batch_size, 16),
-                                                 "repeats": 1, "warmup": 0}))
 
 
 def mixed_items(count: int, seed: int = 0) -> list:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lame.experiments.bench.quality import ms_per_query
-from lame.experiments.quickstart.settings import METHODS
+from lame_testbed.bench.quality import ms_per_query
+from lame_testbed.quickstart.settings import METHODS
 from lame.extras import pyplot
 
 KEY = "hit@1/reasoning"

@@ -5,7 +5,7 @@ the number word after the last "The answer is" of what it wrote (or the last num
 says so). A level the VLM cannot answer here is a level no embedder on this backbone can be expected to
 solve: check the backbone before comparing embedders on it.
 
-Run ``python -m lame.experiments.digit_vlm.probe [MODEL_DIR] [--split val|test]`` (default: the shipped
+Run ``python -m lame_testbed.digit_vlm.probe [MODEL_DIR] [--split val|test]`` (default: the shipped
 reference VLM on the test split).
 """
 
@@ -21,7 +21,7 @@ import torch
 
 from lame.data.featurize import Featurizer, collate
 from lame.data.items import load_image, resolve_paths
-from lame.experiments.digits import NUMBER_WORDS, image_only_ceiling
+from lame_testbed.digits import NUMBER_WORDS, image_only_ceiling
 
 _WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b")
 
@@ -38,7 +38,7 @@ def answer_of(text: str) -> str | None:
 def held_out_questions(data_dir: Path, split: str, per_level: int | None = None) -> list[dict]:
     """The split's queries as generative questions: {"item", "answer", "task", "id"}; images loaded. A
     level's task is its number ("0".."3"), a family's its name; ``per_level``: the first N of each task."""
-    from lame.experiments.families import FAMILIES
+    from lame_testbed.families import FAMILIES
 
     from .pretrain import query_item
 
@@ -118,7 +118,7 @@ def probe(model, featurizer: Featurizer, tokenizer, data_dir: Path, split: str =
     texts = generate_answers(model, featurizer, tokenizer, [r["item"] for r in rows])
     direct = one_pass_answers(model, featurizer, tokenizer, [r["item"] for r in rows]) if one_pass else None
     result: dict[str, dict] = {}
-    from lame.experiments.families import FAMILIES
+    from lame_testbed.families import FAMILIES
 
     for task in sorted({r["task"] for r in rows}):
         mine = [(r, t) for r, t in zip(rows, texts) if r["task"] == task]
@@ -151,9 +151,9 @@ def load_vlm(folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     from . import reference_backbone
-    from lame.experiments.quickstart.run import ensure_data
+    from lame_testbed.quickstart.run import ensure_data
 
-    parser = argparse.ArgumentParser(prog="python -m lame.experiments.digit_vlm.probe",
+    parser = argparse.ArgumentParser(prog="python -m lame_testbed.digit_vlm.probe",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", type=Path, help="VLM folder (default: the shipped reference)")
     parser.add_argument("--split", default="test", choices=["val", "test"])

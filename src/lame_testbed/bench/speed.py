@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,50 +24,11 @@ import torch
 from lame.errors import InvalidInput
 from lame.extras import pyplot
 from lame.modeling.baselines import variant_of
+from .settings import SpeedSettings
 from .common import (environment, load_base_model, median, random_image, resolve_device, timed, torch_threads,
                      words)
 
 REFERENCE = "lame-K8"
-
-
-# Queries of a real shape: one 448 x 448 image (256 visual tokens at patch 14, merge 2; a typical MMEB
-# image after the processor's resize holds hundreds) and text, 320 prompt tokens in all.
-SHAPE_QUERY_TOKENS = 320
-SHAPE_IMAGE_SIZE = 448
-
-
-@dataclass
-class SpeedSettings:
-    model: str | None = None  # a saved LaME folder; None: `shape`, else the tiny random config of `backbone`
-    backbone: str = "qwen2_vl"
-    shape: str | None = None  # a real architecture with random weights (lame.modeling.shapes), e.g. qwen2-vl-2b
-    layers: int | None = None  # `shape` only: language-model blocks kept (None: all)
-    vision_layers: int | None = None  # `shape` only: vision blocks kept (None: the same fraction as `layers`)
-    device: str | None = None
-    dtype: str = "float32"
-    query_tokens: int = 128  # prompt tokens per query (chat template, text and image tokens; no latent block)
-    image_size: int = 224  # each query's image is image_size x image_size pixels; 0: text-only queries
-    batch_sizes: tuple[int, ...] = (1, 32)
-    lame_k: tuple[int, ...] = (4, 8, 16, 32)
-    sequential_steps: tuple[int, ...] = (8,)
-    cot_tokens: tuple[int, ...] = (64, 256, 1024)
-    cot_goal_tokens: int = 256  # the CoT row the ~60x goal is checked on
-    warmup: int = 1
-    warmup_all_batch_sizes: bool = True  # False: warm-up calls at the smallest batch size only (large models)
-    repeats: int = 5  # rounds; each visits every (method, batch size) cell once
-    min_round_seconds: float = 0.25  # a fast cell is called repeatedly within a round, for this long
-    clock: str = "wall"  # "cpu": process CPU time with one torch thread (a CPU shared with other tenants)
-    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
-    quick: bool = False
-    cost_model: bool = True  # `shape` only: predict every row from this machine's constants (costmodel.py)
-    goals: dict = field(default_factory=lambda: {"lame_over_discriminative_max": 1.10,
-                                                 "cot_over_lame_min": 60.0, "sequential_over_lame_min": 2.0})
-
-    def quick_version(self) -> "SpeedSettings":
-        """Small counts for tests: every method is present, with short queries, batches and rationales."""
-        return replace(self, query_tokens=min(self.query_tokens, 40), image_size=min(self.image_size, 56),
-                       batch_sizes=(1, 4), cot_tokens=(4, 8, 16), cot_goal_tokens=8, warmup=1, repeats=1,
-                       min_round_seconds=0.0, quick=True)
 
 
 @dataclass
@@ -142,8 +103,7 @@ def run_speed(settings: SpeedSettings, output: Path | None = None, log=print, ba
     ``base``: a LaME model already in memory (on its device) to take the backbone from, instead of
     ``settings.model`` or the tiny config.
     """
-    if settings.quick:
-        settings = settings.quick_version()
+    settings = settings.quick_version() if settings.quick else settings.resolved()
     with torch_threads(settings.threads):
         return _run_speed(settings, output, log, base)
 
@@ -236,7 +196,7 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
 
 def cost_model(report: dict, settings: SpeedSettings, depth: dict, model, query, log) -> dict:
     """The cost model's prediction of every row, at this depth and at the full depth (see
-    :mod:`lame.experiments.bench.costmodel`), with this machine's constants timed now."""
+    :mod:`lame_testbed.bench.costmodel`), with this machine's constants timed now."""
     from .costmodel import Query, calibrate, dims_of, model_report
 
     features = model.featurizer(query)

@@ -1,6 +1,6 @@
 """Task families of the digits benchmark that one forward pass can learn: shallow keyed rules.
 
-The arithmetic levels (:mod:`lame.experiments.digits`) chain operations; a model of fixed depth answers
+The arithmetic levels (:mod:`lame_testbed.digits`) chain operations; a model of fixed depth answers
 them in one pass only as far as its layers reach. The families here are lookups instead - a digit read
 from the image(s), then a table chosen by the instruction - so a single pass can compute them once it
 has learnt the tables. The shipped reference VLM was never taught any of them (its pretraining covers

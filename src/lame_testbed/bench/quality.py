@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lame.errors import InvalidInput
-from lame.experiments.families import FAMILIES
-from lame.experiments.quickstart.settings import METHODS, QuickstartSettings
+from lame_testbed.families import FAMILIES
+from lame_testbed.quickstart.settings import METHODS, QuickstartSettings
 
 ALL = "all"
 FAMILY_NAMES = tuple(FAMILIES)
@@ -34,7 +34,7 @@ def run_name(method: str, seed: int, pairs: int | None) -> str:
 
 def run_job(method: str, seed: int, pairs: int | None, output: Path, base: QuickstartSettings) -> dict:
     """One (method, seed, pairs) run; its result goes to ``output/runs/<name>.json``."""
-    from lame.experiments.quickstart.run import run_method
+    from lame_testbed.quickstart.run import run_method
 
     name = run_name(method, seed, pairs)
     settings = replace(base, seed=seed, train_pairs=pairs)
@@ -54,8 +54,8 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
     unknown = sorted((set(methods) | set(sweep_methods)) - set(METHODS))
     if unknown:
         raise InvalidInput(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    from lame.experiments.digit_vlm import reference_backbone
-    from lame.experiments.quickstart.run import ensure_data
+    from lame_testbed.digit_vlm import reference_backbone
+    from lame_testbed.quickstart.run import ensure_data
 
     output.mkdir(parents=True, exist_ok=True)
     data_dir = ensure_data()
@@ -104,7 +104,7 @@ def _run_jobs(output: Path, todo: list[tuple], jobs: int) -> None:
         while len(running) >= jobs:
             running = _reap(running)
         name = run_name(method, seed, pairs)
-        command = [sys.executable, "-m", "lame.experiments.bench.quality", str(output), method, str(seed),
+        command = [sys.executable, "-m", "lame_testbed.bench.quality", str(output), method, str(seed),
                    str(pairs or ALL)]
         log = open(output / f"{name}.log", "w")
         running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), name))
@@ -131,8 +131,8 @@ def _model_dir(runs: list[dict], method: str, seed: int) -> str | None:
 
 def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: int = 5) -> dict:
     """ms per query of ``encode`` at batch 1 and 32 for each trained method, side by side in this process
-    (see :func:`lame.experiments.quickstart.run.time_models`)."""
-    from lame.experiments.quickstart.run import ensure_data, time_models
+    (see :func:`lame_testbed.quickstart.run.time_models`)."""
+    from lame_testbed.quickstart.run import ensure_data, time_models
 
     return time_models({m: d for m, d in model_dirs.items() if d}, ensure_data(), repeats=repeats, threads=threads)
 
@@ -273,7 +273,7 @@ def format_quality(report: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # one job: python -m lame.experiments.bench.quality OUTPUT METHOD SEED PAIRS
+if __name__ == "__main__":  # one job: python -m lame_testbed.bench.quality OUTPUT METHOD SEED PAIRS
     folder, job_method, job_seed, job_pairs = sys.argv[1:5]
     settings_file = Path(folder) / "base_settings.json"
     base_settings = QuickstartSettings()

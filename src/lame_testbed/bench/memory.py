@@ -12,11 +12,12 @@ states exist by then); the estimate is :func:`lame.training.memory.estimate` for
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from .settings import MemoryBenchSettings
 from .common import environment, random_image, torch_threads, words, write_report
 
 # (what trains, autocast precision, gradient checkpointing, GradCache chunk, model.dtype)
@@ -32,17 +33,6 @@ CASES = [
 # the trainable patterns of each mode
 TRAINS = {"latent": ["latent_embeddings", "decoder_head.*"], "lora": ["*lora_*", "latent_embeddings"],
           "language": ["backbone.model.language_model.*", "latent_embeddings", "decoder_head.*"], "full": ["*"]}
-
-
-@dataclass
-class MemoryBenchSettings:
-    items: int = 12  # queries (and as many positives) per batch
-    words: int = 100  # words per text
-    image_size: int = 56  # query images' side in pixels
-    steps: int = 2  # AdamW steps; the last one is measured
-    shape: str | None = None  # a real architecture's first block (lame.modeling.shapes) instead of the tiny config
-    threads: int | None = None
-    quick: bool = False
 
 
 def tiny_model(mode: str, seed: int = 0, shape: str | None = None, dtype: str = "float32"):

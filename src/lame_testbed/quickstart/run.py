@@ -1,7 +1,7 @@
 """`lame quickstart`: LaME against the discriminative embedder on the offline digits benchmark, on a CPU.
 
 1. the shipped reference VLM (a tiny Qwen2-VL that reads digits and reasons step by step when it
-   generates, :mod:`lame.experiments.digit_vlm`) is the backbone of every method;
+   generates, :mod:`lame_testbed.digit_vlm`) is the backbone of every method;
 2. each method trains on the benchmark's training records with the same budget (steps, batch,
    learning rates), its curve measured on the validation split;
 3. each is scored on the test split: Hit@1 per task, what its latents decode to, ms per query;
@@ -22,10 +22,10 @@ import numpy as np
 from lame.eval.jsonl import load_jsonl_task
 from lame.eval.runner import score_task
 from lame.eval.tasks import RetrievalTask
-from lame.experiments.digit_vlm import reference_backbone
-from lame.experiments.digit_vlm.probe import answer_of
-from lame.experiments.digits import NUMBER_WORDS, generate_digits_benchmark
-from lame.experiments.families import FAMILIES
+from lame_testbed.digit_vlm import reference_backbone
+from lame_testbed.digit_vlm.probe import answer_of
+from lame_testbed.digits import NUMBER_WORDS, generate_digits_benchmark
+from lame_testbed.families import FAMILIES
 from lame.modeling import LaMEModel
 from lame.training.recipe import recipe_from_dict
 from lame.training.report import read_metrics
@@ -41,7 +41,7 @@ FAMILY_TASKS = tuple(FAMILIES)
 
 def ensure_data(seed: int = 0) -> Path:
     """The digits benchmark (current version) generated once into the cache."""
-    from lame.experiments.digits import BENCHMARK_VERSION
+    from lame_testbed.digits import BENCHMARK_VERSION
 
     folder = CACHE / f"digits-v{BENCHMARK_VERSION}-seed{seed}"
     if not (folder / "summary.json").is_file():
@@ -196,8 +196,8 @@ def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, th
     models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one)."""
     import torch
 
-    from lame.experiments.bench.common import torch_threads
-    from lame.experiments.bench.timing import encode_timing
+    from lame_testbed.bench.common import torch_threads
+    from lame_testbed.bench.timing import encode_timing
 
     with torch_threads(threads):
         models = {name: LaMEModel.from_pretrained(folder) for name, folder in model_dirs.items()}
@@ -304,7 +304,7 @@ def format_report(report: dict) -> str:
                  "mean of the task families one pass can learn); decoded: the fraction of family test queries whose "
                  "latents decode to the answer")
     if timing:
-        from lame.experiments.bench.timing import format_encode_timing
+        from lame_testbed.bench.timing import format_encode_timing
 
         lines += format_encode_timing(timing)
     samples = report.get("samples")

@@ -16,13 +16,14 @@ side on the same items (interleaved rounds) and their embeddings compared.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from lame.data.packing import padding_stats
+from .settings import PaddingSettings
 from .common import environment, median, timed, torch_threads, words, write_report
 
 PHOTO_SIZES = [(640, 480), (480, 640), (500, 375), (640, 427), (1024, 768), (800, 600), (375, 500)]
@@ -126,27 +127,9 @@ def chunked(batches: list[list[int]], lengths: list[int], chunk: int, by_length:
     return out
 
 
-@dataclass
-class PaddingSettings:
-    shape: str = "qwen2-vl-2b"
-    pairs: int = 2000
-    batch_size: int = 32  # encode batches and training batches
-    chunk: int = 16  # GradCache chunk
-    capacity: int | None = None  # packed row length (None: the batch's longest item)
-    seed: int = 0
-    time: bool = False  # also time padded vs packed forward passes of a random model of the shape
-    layers: int | None = 2
-    time_items: int = 64
-    repeats: int = 3
-    threads: int | None = None
-    device: str | None = None
-    quick: bool = False
-
-
 def run_padding(settings: PaddingSettings, output: Path | None = None, log=print) -> dict:
     if settings.quick:
-        settings = PaddingSettings(**(asdict(settings) | {"pairs": min(settings.pairs, 96), "time_items": 8,
-                                                          "repeats": 1}))
+        settings = settings.quick_version()
     with torch_threads(settings.threads):
         return _run_padding(settings, output, log)
 

@@ -1,15 +1,15 @@
 """The reference digit VLM: a tiny Qwen2-VL that reads digits and reasons step by step when it generates.
 
 Shipped in ``reference/`` (weights, tokenizer, image processor, decoder head, model card, log and
-``SHA256SUMS``); rebuilt by ``python -m lame.experiments.digit_vlm.pretrain``; checked by
-``python -m lame.experiments.digit_vlm.probe``.
+``SHA256SUMS``); rebuilt by ``python -m lame_testbed.digit_vlm.pretrain``; checked by
+``python -m lame_testbed.digit_vlm.probe``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ...errors import MissingPath
+from lame.errors import MissingPath
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
 
@@ -20,7 +20,7 @@ def reference_backbone(verify: bool = True) -> Path:
 
     if not (REFERENCE_DIR / "config.json").is_file():
         raise MissingPath(f"the reference VLM is missing from {REFERENCE_DIR}; rebuild it with "
-                          "python -m lame.experiments.digit_vlm.pretrain " + str(REFERENCE_DIR))
+                          "python -m lame_testbed.digit_vlm.pretrain " + str(REFERENCE_DIR))
     if verify:
         verify_checksums(REFERENCE_DIR)
     return REFERENCE_DIR

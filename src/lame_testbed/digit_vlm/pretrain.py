@@ -19,7 +19,7 @@ are never seen. A tiny Qwen3 causal LM, the stand-in for LaME's decoder head, is
 texts. The result is a normal Hugging Face folder (safetensors) with a model card, the training log and
 ``SHA256SUMS``.
 
-Run ``OMP_NUM_THREADS=1 python -m lame.experiments.digit_vlm.pretrain OUTPUT_DIR`` (``--help`` for the
+Run ``OMP_NUM_THREADS=1 python -m lame_testbed.digit_vlm.pretrain OUTPUT_DIR`` (``--help`` for the
 settings; the defaults are the shipped model's). On a 2-core CPU shared with other jobs the shipped run
 took about 80 minutes with one thread (more threads were slower on the busy machine); a GPU is used
 when there is one.
@@ -41,7 +41,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from lame.data.featurize import Featurizer, collate
-from lame.experiments.digits import (
+from lame_testbed.digits import (
     NUMBER_WORDS,
     OPERANDS,
     UNARY_OPS,
@@ -207,7 +207,7 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
     """
     from sklearn.datasets import load_digits
 
-    from lame.experiments.digits import generate_digits_benchmark
+    from lame_testbed.digits import generate_digits_benchmark
 
     from .probe import probe
 
@@ -288,12 +288,12 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
 
     log(f"model card and checksums: {output / 'README.md'}, {output / 'SHA256SUMS'}")
     log.file.close()  # the log is final before its checksum is taken
-    write_card(output, record, command=" ".join(["python -m lame.experiments.digit_vlm.pretrain", *sys.argv[1:]]))
+    write_card(output, record, command=" ".join(["python -m lame_testbed.digit_vlm.pretrain", *sys.argv[1:]]))
     return final
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lame.experiments.digit_vlm.pretrain",
+    parser = argparse.ArgumentParser(prog="python -m lame_testbed.digit_vlm.pretrain",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="folder for the model (created)")
     parser.add_argument("--data", type=Path, help="a generated digits benchmark (default: generated next to OUTPUT)")

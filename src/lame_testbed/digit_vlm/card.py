@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ...errors import InvalidInput
+from lame.errors import InvalidInput
 
 CHECKSUMS = "SHA256SUMS"
 
@@ -97,7 +97,7 @@ LaME can be tested on a backbone that CAN reason when it generates.
 {rows}
 
 Level 0 asks "Which digit is this?"; levels 1-3 are the benchmark's operations
-(`python -m lame.experiments.digit_vlm.probe`). "In one pass": the number word it finds most likely as
+(`python -m lame_testbed.digit_vlm.probe`). "In one pass": the number word it finds most likely as
 its whole answer right after the question (no worked steps), scored over the ten words.
 
 ## Files
