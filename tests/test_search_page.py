@@ -122,6 +122,8 @@ def test_every_v1_route_asks_for_the_key_and_no_other_route_does(server):
             assert httpx.request(method, server.url + path, headers=AUTH, json=body).status_code == 200, path
     for path in [p for p in paths if not p.startswith("/v1/")] + ["/"]:
         assert httpx.get(server.url + path).status_code == 200, path
+    bad_number = server.url + "/v1/items/2/images/first"  # the key is asked for before the path is validated
+    assert (httpx.get(bad_number).status_code, httpx.get(bad_number, headers=AUTH).status_code) == (401, 422)
 
 
 def test_no_decoder_no_corpus_no_page(model):
