@@ -41,6 +41,9 @@ __all__ = ["Progress", "Trainer", "TrainingDiverged", "build_model", "build_shap
 
 
 class Trainer:
+    """Runs a recipe's stages step by step on this process (one of ``world``, ``rank``), with the parts of
+    the modules named in this module's docstring; ``model`` is the model it trains."""
+
     def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True, evaluator=None):
         """``evaluator(model) -> {name: float}`` is called every ``train.eval_every`` steps and at the
         end of training (:class:`~lame.training.evaluation.PeriodicEvaluation`). Without one, the
