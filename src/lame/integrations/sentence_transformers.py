@@ -11,10 +11,10 @@
 
 returns the embeddings :meth:`lame.LaMEModel.encode` returns; ``st.encode_query`` and
 ``st.encode_document`` embed as :meth:`lame.LaMEModel.encode_query` and ``encode_document`` do (they
-pass ``task="query"`` / ``"document"``, which this module reads as LaME's ``role``). sentence-transformers 6 imports a module
-class from outside its own package only with ``trust_remote_code=True``, also for a local folder and a
-class from an installed package; the code it runs is this file of the installed ``lame``, nothing from
-the model folder.
+pass ``task="query"`` / ``"document"``, which this module reads as LaME's ``role``).
+sentence-transformers 6 imports a module class from outside its own package only with
+``trust_remote_code=True``, also for a local folder and a class from an installed package; the code it
+runs is this file of the installed ``lame``, nothing from the model folder.
 
 Inputs, in sentence-transformers' forms: a string (text; a string that is an existing image file path
 or a ``data:image/...`` URI is an image, as sentence-transformers reads it), a PIL image, a 3-D numpy
@@ -86,7 +86,8 @@ class LaMEModule(InputModule):
         items = [to_lame_item(x, prompt or None) for x in inputs]
         return self.model.collate(self.model.featurize(items))
 
-    def forward(self, features: dict[str, torch.Tensor], task: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
+    def forward(self, features: dict[str, torch.Tensor], task: str | None = None,
+                **kwargs) -> dict[str, torch.Tensor]:
         """``task`` "query" or "document" is the role LaME embeds the batch as (other tasks: no role)."""
         batch = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
         role = task if task in ROLES else None
