@@ -233,7 +233,7 @@ class QualitySettings:
 
     methods: tuple[str, ...] = field(default=(), metadata=option("methods compared (default: the peers)"))
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=option("training seeds"))
-    sweep_methods: tuple[str, ...] = field(default=("discriminative", "lame"), metadata=option(
+    sweep_methods: tuple[str, ...] = field(default=("discriminative-matched", "lame"), metadata=option(
         "methods of the sample-efficiency sweep (given with no value: no sweep)", allow_empty=True))
     sweep_pairs: tuple[int, ...] = field(default=(250, 1000, 4000), metadata=option(
         "training pairs of the sweep (the full set is the main grid)", allow_empty=True))

@@ -264,21 +264,75 @@ def _describe(doc_id: str, labels: np.ndarray) -> str:
 
 
 def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettings(),
-                   methods: tuple[str, ...] = QUICKSTART_METHODS, show_progress: bool = True) -> dict:
-    """Trains and scores ``methods`` on the shipped backbone; writes scores.json and the plots."""
+                   methods: tuple[str, ...] = QUICKSTART_METHODS, show_progress: bool = True,
+                   jobs: int | None = None) -> dict:
+    """Trains and scores ``methods`` on the shipped backbone (``jobs`` at a time, each in its own
+    process; default: one per CPU core); writes scores.json, the plots and a search index of the test
+    corpus embedded by LaME."""
     output.mkdir(parents=True, exist_ok=True)
-    report: dict = {"settings": asdict(settings), "methods": {}}
-    for name in methods:
-        report["methods"][name] = run_method(name, settings, output, show_progress)
-    report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, ensure_data())
+    data_dir = ensure_data()
+    reference_backbone()  # checksums verified once, before any worker starts
+    report: dict = {"settings": asdict(settings), "methods": train_methods(methods, settings, output, jobs,
+                                                                           show_progress)}
+    report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, data_dir)
     lame_name = next((n for n in methods if METHODS[n].decoder), methods[-1])
-    lame_model = LaMEModel.from_pretrained(report["methods"][lame_name]["model_dir"])
-    report["samples"] = {"method": lame_name, "queries": retrieval_samples(lame_model, ensure_data())}
+    lame_dir = report["methods"][lame_name]["model_dir"]
+    report["samples"] = {"method": lame_name,
+                         "queries": retrieval_samples(LaMEModel.from_pretrained(lame_dir), data_dir)}
+    report["search"] = search_index(lame_dir, data_dir, output / "test-index")
     (output / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     from .plots import plot_quickstart
 
     report["plots"] = [str(p) for p in plot_quickstart(report, output) if p]
     return report
+
+
+def train_methods(methods: tuple[str, ...], settings: QuickstartSettings, output: Path, jobs: int | None = None,
+                  show_progress: bool = True) -> dict[str, dict]:
+    """Every method trained and scored; with ``jobs`` > 1 in worker processes of one torch thread per
+    core each (two one-thread runs side by side finish sooner than one after the other on two threads,
+    and a busy machine slows them less)."""
+    jobs = min(len(methods), jobs or os.cpu_count() or 1)
+    if jobs <= 1:
+        return {name: run_method(name, settings, output, show_progress) for name in methods}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    runs = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_set_threads, initargs=(threads,)) as pool:
+        futures = {name: pool.submit(run_method, name, settings, output, False) for name in methods}
+        for name, future in futures.items():
+            runs[name] = future.result()
+            if show_progress:
+                print(f"{name}: trained in {runs[name]['train_seconds']:.0f} s", flush=True)
+    return runs
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def search_index(model_dir: str, data_dir: Path, folder: Path) -> dict:
+    """The test corpus embedded by ``model_dir`` into an index for ``lame serve --ui``; the command that
+    opens the search page (or why there is none: the index needs the 'index' extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("faiss") is None:
+        return {"command": None, "note": "no search page: the index needs the 'index' extra "
+                "(pip install 'lame[index]')"}
+    from lame.embed.encode import encode_corpus
+    from lame.index.vector_index import VectorIndex
+
+    corpus = data_dir / "test" / "corpus.jsonl"
+    started = time.perf_counter()
+    encode_corpus(model_dir, corpus, folder / "embeddings", show_progress=False)
+    VectorIndex.build(folder / "embeddings", folder / "index", corpus=corpus)
+    return {"command": f"lame serve --model {model_dir} --index {folder / 'index'} --ui",
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 REPORT_COLUMNS = (("L0", "hit@1/level0"), ("L1-3", "hit@1/reasoning"), *((name, f"hit@1/{name}") for name in FAMILY_TASKS),
@@ -289,13 +343,14 @@ def format_report(report: dict) -> str:
     methods = report["methods"]
     timing = report.get("timing", {})
     header = "".join(f"{label:>9}" for label, _ in REPORT_COLUMNS)
-    lines = [f"{'method':<22}{header}{'decoded':>9}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
+    width = max(len(name) for name in methods) + 2
+    lines = [f"{'method':<{width}}{header}{'decoded':>9}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
     for name, run in methods.items():
         test = run["test"]
         decoded = run.get("decoded_test")
         families_decoded = [decoded[f] for f in FAMILY_TASKS if decoded and f in decoded]
         decoded_text = f"{np.mean(families_decoded):.3f}" if families_decoded else "-"
-        lines.append(f"{name:<22}" + "".join(f"{test.get(key, float('nan')):>9.3f}" for _, key in REPORT_COLUMNS)
+        lines.append(f"{name:<{width}}" + "".join(f"{test.get(key, float('nan')):>9.3f}" for _, key in REPORT_COLUMNS)
                      + f"{decoded_text:>9}"
                      + "".join(f"{timing.get(f'batch{b}', {}).get(name, {}).get('median', float('nan')):>9.2f}"
                                for b in (1, 32))
@@ -316,4 +371,8 @@ def format_report(report: dict) -> str:
             if s["decoded"] is not None:
                 lines.append(f"    latents decode to: {s['decoded']!r}")
             lines.append(f"    top {len(s['top'])}: {', '.join(s['top'])}" + ("" if s["top1_correct"] else "  (wrong)"))
+    search = report.get("search")
+    if search:
+        lines.append(f"\nSearch the test corpus with {samples['method'] if samples else 'LaME'} in a browser "
+                     f"(http://127.0.0.1:8000/): {search['command']}" if search["command"] else f"\n{search['note']}")
     return "\n".join(lines)
