@@ -1,6 +1,7 @@
 """The quickstart's pieces: the digits tasks, training subsets, method recipes, summaries and targets."""
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -250,3 +251,13 @@ def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     corpus_size = sum(1 for _ in (quickstart.ensure_data() / "test" / "corpus.jsonl").open())
     assert len(index) == corpus_size and index.check_model(LaMEModel.from_pretrained(
         report["methods"]["lame"]["model_dir"])) is None
+
+
+def test_training_on_some_tasks_only(digits, tmp_path):
+    path = training_file(digits, None, 0, tmp_path, tasks=("level0", "parity"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert Counter(r["task"] for r in rows) == {"level0": 20, "parity": 20}
+    subset = training_file(digits, 4, 0, tmp_path, tasks=("level0", "parity"))
+    assert Counter(json.loads(line)["task"] for line in subset.read_text().splitlines()) == {"level0": 2, "parity": 2}
+    with pytest.raises(InvalidInput, match=r"\['level9'\]"):
+        training_file(digits, None, 0, tmp_path, tasks=("level9",))

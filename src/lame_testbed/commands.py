@@ -67,6 +67,8 @@ def _add_quality(benches) -> None:
     budget.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,
                         help="stage 1 steps (every method gets the same total)")
     budget.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)
+    budget.add_argument("--train-tasks", nargs="+", metavar="TASK", default=None,
+                        help="train on these tasks only (e.g. level0 parity pick position); every task is scored")
     quality.set_defaults(func=_bench_quality)
 
 
@@ -75,7 +77,8 @@ def _bench_quality(args) -> int:
     from .quickstart.settings import PEERS, QuickstartSettings
 
     settings = from_options(bench.QualitySettings, args)
-    base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
+    base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps,
+                   train_tasks=tuple(args.train_tasks) if args.train_tasks else None)
     report = run_quality(Path(settings.output), list(settings.methods or PEERS), list(settings.seeds),
                          jobs=settings.jobs, base=base, sweep_methods=settings.sweep_methods,
                          sweep_pairs=settings.sweep_pairs, timing_threads=settings.timing_threads, split=settings.split)

@@ -89,7 +89,7 @@ def _check_finished_runs(output: Path, grid: list[tuple], base: QuickstartSettin
         if not path.is_file():
             continue
         recorded = json.loads(path.read_text()).get("settings")
-        wanted = asdict(replace(base, seed=seed, train_pairs=pairs))
+        wanted = json.loads(json.dumps(asdict(replace(base, seed=seed, train_pairs=pairs))))  # as recorded
         differing = sorted(k for k in wanted if recorded is not None and recorded.get(k) != wanted[k])
         if differing:
             raise InvalidInput(f"{path} was trained with other settings ({', '.join(differing)}); "

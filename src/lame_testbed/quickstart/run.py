@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lame.errors import InvalidInput
 from lame.eval.jsonl import load_jsonl_task
 from lame.eval.runner import score_task
 from lame.eval.tasks import RetrievalTask
@@ -90,23 +91,30 @@ def hit_at_1_by_task(model, task: RetrievalTask, batch_size: int = 64, return_ra
     return (scores, ranking) if return_ranking else scores
 
 
-def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path) -> Path:
-    """The training records, or ``pairs`` of them (a seeded shuffle, the same number per task)."""
+def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
+                  tasks: tuple[str, ...] | None = None) -> Path:
+    """The training records of ``tasks`` (None: all), or ``pairs`` of them (a seeded shuffle, the same
+    number per task)."""
     source = data_dir / "train.jsonl"
-    if pairs is None:
+    if pairs is None and tasks is None:
         return source
     by_task: dict[str, list[str]] = {}
     for line in source.read_text().splitlines():
         by_task.setdefault(json.loads(line)["task"], []).append(line)
+    unknown = sorted(set(tasks or ()) - set(by_task))
+    if unknown:
+        raise InvalidInput(f"train_tasks {unknown} are not in {source}; it has {', '.join(sorted(by_task))}")
+    by_task = {name: lines for name, lines in by_task.items() if tasks is None or name in tasks}
     rng = random.Random(seed)
-    per_task = max(1, pairs // len(by_task))
+    per_task = max(1, pairs // len(by_task)) if pairs is not None else None
     kept = []
     for name in sorted(by_task):
         lines = by_task[name][:]
         rng.shuffle(lines)
         kept += lines[:per_task]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"train-{pairs}-seed{seed}.jsonl"
+    subset = "-".join(sorted(by_task)) if tasks is not None else "all"
+    path = folder / f"train-{pairs or 'all'}-{subset}-seed{seed}.jsonl"
     # Relative image paths resolve against the file's folder: make them absolute.
     rows = [_absolute_paths(json.loads(line), data_dir) for line in kept]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -164,7 +172,7 @@ def train_method(name: str, settings: QuickstartSettings, output: Path, backbone
                  show_progress: bool = True) -> dict:
     """Trains one method; returns its model folder, training time and validation curve."""
     curve_task = digits_task(data_dir / "val", per_task=settings.eval_queries_per_task)
-    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data")
+    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data", settings.train_tasks)
     recipe = recipe_from_dict(method_recipe(name, settings, backbone, train_file, output / name))
     trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_task(m, curve_task))
     started = time.perf_counter()

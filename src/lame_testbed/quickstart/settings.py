@@ -13,7 +13,8 @@ class QuickstartSettings:
     Stage 1 (``warmup_steps``) trains the latent vectors and the heads (decoder head included) with the
     backbone frozen; stage 2 (``joint_steps``) also trains the language model. The vision tower stays
     frozen throughout. ``train_pairs`` limits the training records (the first ones of a seeded shuffle,
-    the same number per level) for the sample-efficiency sweep; None uses them all.
+    the same number per task) for the sample-efficiency sweep; None uses them all. ``train_tasks`` keeps
+    only those tasks' records (every task is still scored).
     """
 
     seed: int = 0
@@ -29,6 +30,7 @@ class QuickstartSettings:
     lr_heads: float = 2e-3
     lr_backbone: float = 3e-4
     train_pairs: int | None = None
+    train_tasks: tuple[str, ...] | None = None  # the tasks trained on (e.g. level0 and the families); None: all
     eval_every: int = 50
     eval_queries_per_task: int = 50  # of the validation split, for the training curve
     decode_queries_per_task: int = 100  # of the test split, for decoded-latent accuracy
