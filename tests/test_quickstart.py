@@ -233,7 +233,7 @@ def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     monkeypatch.setattr(quickstart, "CACHE", tmp_path / "cache")
     settings = replace(QuickstartSettings(), warmup_steps=2, joint_steps=2, batch_size=4, eval_every=2,
                        eval_queries_per_task=2, decode_queries_per_task=3)
-    report = quickstart.run_quickstart(tmp_path / "out", settings, show_progress=False, jobs=1)
+    report = quickstart.run_quickstart(tmp_path / "out", settings, show_progress=False, jobs=2)
     assert set(report["methods"]) == {"discriminative", "discriminative-matched", "lame"}
     assert (tmp_path / "out" / "quickstart.png").is_file() and (tmp_path / "out" / "scores.json").is_file()
     assert len(report["samples"]["queries"]) == 4 + len(FAMILIES) + 1  # an image target per task, a word

@@ -199,9 +199,11 @@ def timing_items(data_dir: Path, count: int = 64) -> list:
     return [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
 
 
-def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, threads: int | None = None) -> dict:
+def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, threads: int | None = 1) -> dict:
     """ms per query at batch 1 and 32 of every trained model, timed side by side in this process (the
-    models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one)."""
+    models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one).
+    One torch thread by default: on a machine others share, several threads wait on each other and the
+    times say more about the neighbours than about the models."""
     import torch
 
     from lame_testbed.bench.common import torch_threads
@@ -229,9 +231,10 @@ def score_method(model, data_dir: Path, settings: QuickstartSettings, splits: tu
 
 
 def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
-               backbone: Path | None = None, splits: tuple[str, ...] = ("val", "test")) -> dict:
-    """Trains one method on the digits data and scores it on ``splits``."""
-    data_dir = ensure_data()
+               backbone: Path | None = None, splits: tuple[str, ...] = ("val", "test"),
+               data_dir: Path | None = None) -> dict:
+    """Trains one method on the digits data (default: the cached benchmark) and scores it on ``splits``."""
+    data_dir = data_dir or ensure_data()
     run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
     model = LaMEModel.from_pretrained(run["model_dir"])
     return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), splits)}
@@ -280,8 +283,8 @@ def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettin
     output.mkdir(parents=True, exist_ok=True)
     data_dir = ensure_data()
     reference_backbone()  # checksums verified once, before any worker starts
-    report: dict = {"settings": asdict(settings), "methods": train_methods(methods, settings, output, jobs,
-                                                                           show_progress)}
+    report: dict = {"settings": asdict(settings),
+                    "methods": train_methods(methods, settings, output, data_dir, jobs, show_progress)}
     report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, data_dir)
     lame_name = next((n for n in methods if METHODS[n].decoder), methods[-1])
     lame_dir = report["methods"][lame_name]["model_dir"]
@@ -295,22 +298,26 @@ def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettin
     return report
 
 
-def train_methods(methods: tuple[str, ...], settings: QuickstartSettings, output: Path, jobs: int | None = None,
-                  show_progress: bool = True) -> dict[str, dict]:
-    """Every method trained and scored; with ``jobs`` > 1 in worker processes of one torch thread per
-    core each (two one-thread runs side by side finish sooner than one after the other on two threads,
-    and a busy machine slows them less)."""
-    jobs = min(len(methods), jobs or os.cpu_count() or 1)
+def train_methods(methods: tuple[str, ...], settings: QuickstartSettings, output: Path, data_dir: Path,
+                  jobs: int | None = None, show_progress: bool = True) -> dict[str, dict]:
+    """Every method trained and scored on the test split; with ``jobs`` > 1 in worker processes of
+    ``cores // jobs`` torch threads (at least one). The default on two cores or more runs every method at
+    once on one thread each: one-thread runs side by side finish sooner than one after the other on
+    two threads, three on two cores sooner than two then one, and a busy machine slows them less."""
+    cores = os.cpu_count() or 1
+    jobs = min(len(methods), jobs or (len(methods) if cores > 1 else 1))
     if jobs <= 1:
-        return {name: run_method(name, settings, output, show_progress) for name in methods}
+        return {name: run_method(name, settings, output, show_progress, splits=("test",), data_dir=data_dir)
+                for name in methods}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, cores // jobs)
     runs = {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_set_threads, initargs=(threads,)) as pool:
-        futures = {name: pool.submit(run_method, name, settings, output, False) for name in methods}
+        futures = {name: pool.submit(run_method, name, settings, output, False, splits=("test",), data_dir=data_dir)
+                   for name in methods}
         for name, future in futures.items():
             runs[name] = future.result()
             if show_progress:
