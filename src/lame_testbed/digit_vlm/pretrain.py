@@ -47,13 +47,14 @@ from lame_testbed.digits import (
     UNARY_OPS,
     draw_query,
     instruction,
-    question,
     rationale,
     render_digit,
     split_images,
 )
 from lame.modeling.adapters import get_adapter
 from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
+
+from .probe import probe, query_item
 
 _WORD = {"add": "plus", "sub": "minus", "mul": "times"}
 _APPLY = {"add": lambda x, k: x + k, "sub": lambda x, k: x - k, "mul": lambda x, k: x * k}
@@ -130,13 +131,6 @@ class QueryStream:
 
     def batch(self) -> list[tuple[object, str]]:
         return [self.pair() for _ in range(self.settings.batch_size)]
-
-
-def query_item(level: int, ops, images: list, text: str | None = None) -> dict:
-    """A query as a generative question: its images and ``text`` (default: the operations alone, no
-    retrieval phrase)."""
-    key = {"images": images} if len(images) > 1 else {"image": images[0]}
-    return {**key, "instruction": text or question(level, ops)}
 
 
 def lm_batch(featurizer: Featurizer, tokenizer, pairs: list[tuple[object, str]]) -> tuple[dict, torch.Tensor]:
@@ -276,8 +270,6 @@ def build_vlm(settings: PretrainSettings, device: torch.device) -> VLM:
 def train_backbone(vlm: VLM, settings: PretrainSettings, stream: QueryStream, data_dir: Path, log: Log) -> None:
     """Next-token loss on the answers of ``stream``; the probe on the validation queries every
     ``settings.eval_every`` steps."""
-    from .probe import probe
-
     def loss_of(pairs):
         batch, target = lm_batch(vlm.featurizer, vlm.tokenizer, pairs)
         batch = {k: v.to(vlm.device) for k, v in batch.items()}
@@ -294,8 +286,6 @@ def train_backbone(vlm: VLM, settings: PretrainSettings, stream: QueryStream, da
 
 def final_probe(vlm: VLM, data_dir: Path, log: Log) -> dict:
     """The probe on every validation and test query, per split and level."""
-    from .probe import probe
-
     final = {split: probe(vlm.model, vlm.featurizer, vlm.tokenizer, data_dir, split, None) for split in ("val", "test")}
     for split, result in final.items():
         log(f"final probe on {split}: " + ", ".join(f"level {k} {v['accuracy']:.3f} ({v['queries']} queries)"
