@@ -9,8 +9,8 @@ import torch
 
 from helpers import noise
 from lame import build_tiny_model
-from lame.data.packing import collate_packed, padding_stats, plan_rows
-from lame_testbed.bench.padding import PaddingSettings, encode_batches, run_padding
+from lame.data.packing import collate_packed, plan_rows
+from lame_testbed.bench.padding import PaddingSettings, encode_batches, padding_stats, run_padding
 from lame.training.objective import LossWeights
 from lame.training.steps import TrainBatch, compute_gradients
 

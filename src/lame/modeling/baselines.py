@@ -27,8 +27,8 @@ appended ``[EMBED]``) is the row's last prompt position + its offset, passed exp
 ``position_ids``, so an item's embedding does not depend on its batch neighbours. Every backbone call
 goes through the model's adapter (:mod:`lame.modeling.adapters`).
 
-Build tiny versions with :func:`build_tiny_baseline`, or a baseline sharing another model's backbone,
-tokenizer and processor with :func:`variant_of`.
+Build a baseline sharing another model's backbone, tokenizer and processor with :func:`variant_of`, or a
+tiny one with ``build_tiny_model(variant=..., **BASELINE_DEFAULTS)``.
 """
 
 from __future__ import annotations
@@ -295,12 +295,3 @@ def variant_of(model: LaMEModel, variant: str = "lame", **overrides) -> LaMEMode
     new.latent_token_ids = new.latent_token_ids.to(device)
     return new.train(model.training)
 
-
-def build_tiny_baseline(variant: str, backbone_type: str = "qwen2_vl", seed: int = 0, **overrides) -> LaMEModel:
-    """A tiny random baseline: ``discriminative`` (LaME with K=0), ``sequential`` or ``cot``."""
-    from .tiny import build_tiny_model
-
-    values = BASELINE_DEFAULTS | overrides
-    if variant == "discriminative":
-        return build_tiny_model(backbone_type, seed=seed, **values)
-    return build_tiny_model(backbone_type, seed=seed, variant=variant, **values)

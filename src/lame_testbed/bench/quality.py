@@ -23,6 +23,8 @@ from lame.errors import InvalidInput
 from lame_testbed.families import FAMILIES
 from lame_testbed.quickstart.settings import METHODS, QuickstartSettings
 
+from .timing import ms_per_query
+
 ALL = "all"
 FAMILY_NAMES = tuple(FAMILIES)
 SWEEP_KEYS = ("hit@1/families", "hit@1/reasoning", "hit@1", "hit@1/level0")
@@ -135,16 +137,6 @@ def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: i
     from lame_testbed.quickstart.run import ensure_data, time_models
 
     return time_models({m: d for m, d in model_dirs.items() if d}, ensure_data(), repeats=repeats, threads=threads)
-
-
-def ms_per_query(timing: dict) -> dict[str, dict[str, float]]:
-    """{method: {"batch1": median ms, "batch32": ...}} from a timing report."""
-    table: dict[str, dict[str, float]] = {}
-    for key, row in timing.items():
-        if key.startswith("batch"):
-            for method, values in row.items():
-                table.setdefault(method, {})[key] = values["median"]
-    return table
 
 
 def _stats(values: list[float]) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lame_testbed.bench.quality import ms_per_query
+from lame_testbed.bench.timing import ms_per_query
 from lame_testbed.quickstart.settings import METHODS
 from lame.extras import pyplot
 
