@@ -45,9 +45,8 @@ import numpy as np
 from PIL import Image
 
 from lame.errors import InvalidInput
-from .families import FAMILIES, Family
+from .families import FAMILIES, NUMBER_WORDS, Family
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LEVELS = (0, 1, 2, 3)
 # 2: a validation split carved from the training images, 56-pixel images; 3: task families;
 # 4: the families parity, pick and position, labels [answer, target modality]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # the answers' words
 ORDINALS = ("first", "second", "third", "fourth")
 
 
@@ -58,8 +59,6 @@ class Family:
 
     def rationale(self, rule: Sequence, digits: Sequence[int]) -> str:
         """The worked steps, ending with "The answer is <word>." as the arithmetic levels' do."""
-        from .digits import NUMBER_WORDS
-
         shown = (f"The image shows {digits[0]}." if self.images == 1
                  else f"The images show {', '.join(str(d) for d in digits)}.")
         answer = self.answer(rule, digits)
