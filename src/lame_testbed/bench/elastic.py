@@ -6,7 +6,8 @@ the embedding); each fixed model trains with K = k (k = 0: the discriminative em
 all from the shipped reference VLM with the quickstart's two-stage recipe and one budget, on the training
 records of ``tasks`` only. Every (model, seed) run is its own process (``jobs`` at a time, ``threads``
 torch threads each) and writes ``runs/<model>-seed<seed>.json``, so an interrupted bench resumes. Each
-run is scored on the validation and the test split (:func:`score_elastic`, :func:`score_fixed`).
+run is scored on one split, the test split by default (:func:`score_elastic`, :func:`score_fixed`): no
+choice is made on it, so no validation split is needed.
 
 Times are taken afterwards in ONE process, interleaved (:func:`lame_testbed.bench.timing.time_interleaved`):
 ms per query encoded one at a time and corpus items per second in batches of 32, at every k, for the
@@ -30,7 +31,7 @@ from lame.errors import InvalidInput
 from .settings import ElasticSettings
 
 ELASTIC = "elastic"
-REUSE_KEYS = ("ks", "dims", "tasks", "warmup_steps", "joint_steps", "batch_size", "queries_per_task")
+REUSE_KEYS = ("ks", "dims", "tasks", "warmup_steps", "joint_steps", "batch_size", "queries_per_task", "split")
 CORPUS_BATCH = 32
 
 
@@ -39,7 +40,8 @@ def fixed_name(k: int) -> str:
 
 
 def run_names(settings: ElasticSettings) -> list[tuple[str, int]]:
-    return [(name, seed) for seed in settings.seeds for name in [ELASTIC, *map(fixed_name, settings.ks)]]
+    """Every (model, seed), the costliest (most reason tokens) first within a seed."""
+    return [(name, seed) for seed in settings.seeds for name in [ELASTIC, *map(fixed_name, reversed(settings.ks))]]
 
 
 def check_settings(settings: ElasticSettings) -> None:
@@ -90,7 +92,7 @@ def method_recipe(name: str, settings: ElasticSettings, seed: int, backbone: Pat
 
 
 def run_job(name: str, seed: int, settings: ElasticSettings, data_dir: Path, output: Path) -> dict:
-    """Trains one model, scores it on both splits and writes ``output/runs/<name>-seed<seed>.json``."""
+    """Trains one model, scores it on ``settings.split`` and writes ``output/runs/<name>-seed<seed>.json``."""
     from lame.modeling import LaMEModel
     from lame.training.recipe import recipe_from_dict
     from lame.training.trainer import Trainer
@@ -105,10 +107,8 @@ def run_job(name: str, seed: int, settings: ElasticSettings, data_dir: Path, out
     model = LaMEModel.from_pretrained(model_dir)
     result = {"method": name, "seed": seed, "settings": asdict(settings), "model_dir": str(model_dir),
               "train_seconds": train_seconds}
-    for split in ("val", "test"):
-        task = split_task(data_dir, split, settings)
-        scored = score_elastic(model, task, settings) if name == ELASTIC else score_fixed(model, task, settings)
-        result[split] = scored
+    score = score_elastic if name == ELASTIC else score_fixed
+    result[settings.split] = score(model, split_task(data_dir, settings.split, settings), settings)
     path = output / "runs" / f"{name}-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -258,8 +258,8 @@ class ElasticSettings:
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=option("training seeds"))
     tasks: tuple[str, ...] = field(default=("level0", "level1"), metadata=option(
         "digits tasks trained and scored (their training records only)"))
-    warmup_steps: int = field(default=40, metadata=option("stage 1 steps of every model"))
-    joint_steps: int = field(default=160, metadata=option("stage 2 steps of every model"))
+    warmup_steps: int = field(default=20, metadata=option("stage 1 steps of every model"))
+    joint_steps: int = field(default=80, metadata=option("stage 2 steps of every model"))
     batch_size: int = field(default=32, metadata=option("pairs per step"))
     jobs: int = field(default=2, metadata=option("training runs at once, each in its own process"))
     threads: int = field(default=1, metadata=option("torch threads of each training run and of the timing"))
@@ -267,8 +267,7 @@ class ElasticSettings:
     queries_per_task: int | None = None  # scored queries per task (None: all of the split's)
     timing_queries: int = 64  # queries encoded one at a time per round
     timing_corpus: int = 256  # corpus items encoded in batches of 32 per round
-    split: str = field(default="test", metadata=option(
-        "the split summarised (every run is scored on both)", choices=("val", "test")))
+    split: str = field(default="test", metadata=option("the split scored", choices=("val", "test")))
     output: str = field(default="runs/elastic", metadata=option("report folder; finished runs are reused"))
     quick: bool = field(default=False, metadata=_quick())
 
