@@ -153,7 +153,7 @@ def _add_encode(verbs) -> None:
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
     enc.add_argument("--max-shards", type=int, help="stop each process after this many new shards (resume later)")
-    add_options(enc, ElasticOptions)
+    add_options(enc, ElasticOptions, defaults=ElasticOptions.DEFAULTS)
     enc.set_defaults(func=_encode)
 
 
@@ -232,7 +232,7 @@ def _add_search(verbs) -> None:
     se.add_argument("--k", type=int, default=10)
     se.add_argument("--json-output", action="store_true", help="print JSON instead of a table")
     se.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    add_options(se, ElasticOptions, defaults={"dimensions": "the index's"})
+    add_options(se, ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the index's"})
     se.set_defaults(func=_search)
 
 
@@ -268,7 +268,8 @@ def _add_serve(verbs) -> None:
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_options(sv, ServeSettings)
     add_options(sv.add_argument_group("what a request embeds with unless it says (num_reason_tokens, dimensions)"),
-                ElasticOptions, defaults={"dimensions": "the full size; with --index, the index's"})
+                ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the full size; with --index, "
+                                                                                   "the index's"})
     sv.set_defaults(func=_serve)
 
 

@@ -192,6 +192,9 @@ class LaMEModel(nn.Module):
             "pipeline_tag: feature-extraction\n---\n"
             f"# LaME embedding model\n\nBackbone family: `{c.backbone_type}`; K = {c.num_reason_tokens} reason tokens, "
             f"{c.num_embed_tokens} embedding token(s), pooling `{c.pooling}`.\n\n"
+            + (f"Trained to embed with k of {self.reason_token_choices} reason tokens and at sizes "
+               f"{self.dimension_choices}: `encode(items, num_reason_tokens=k, dimensions=d)`.\n\n"
+               if (len(self.reason_token_choices), len(self.dimension_choices)) != (1, 1) else "") +
             "```python\nfrom lame import LaMEModel\nmodel = LaMEModel.from_pretrained(\"PATH\")\n"
             "emb = model.encode([\"a query\", {\"text\": \"a caption\", \"image\": \"photo.png\"}])\n```\n\n"
             "With `lame[st]` installed, sentence-transformers loads the same folder:\n\n"

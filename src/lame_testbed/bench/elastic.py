@@ -31,6 +31,7 @@ from lame.errors import InvalidInput
 from .settings import ElasticSettings
 
 ELASTIC = "elastic"
+ELASTIC_ONLY = "elastic-no-matryoshka"  # ablation: elastic_k without matryoshka_dims
 REUSE_KEYS = ("ks", "dims", "tasks", "warmup_steps", "joint_steps", "batch_size", "queries_per_task", "split")
 CORPUS_BATCH = 32
 
@@ -39,9 +40,23 @@ def fixed_name(k: int) -> str:
     return f"fixed-k{k}"
 
 
+def matryoshka_name(k: int) -> str:
+    """Ablation: a fixed-K model trained with matryoshka_dims."""
+    return f"matryoshka-k{k}"
+
+
+def parts(name: str) -> tuple[bool, bool]:
+    """Whether the model ``name`` trains with elastic_k, and with matryoshka_dims."""
+    return name in (ELASTIC, ELASTIC_ONLY), name == ELASTIC or name.startswith("matryoshka-k")
+
+
 def run_names(settings: ElasticSettings) -> list[tuple[str, int]]:
-    """Every (model, seed), the costliest (most reason tokens) first within a seed."""
-    return [(name, seed) for seed in settings.seeds for name in [ELASTIC, *map(fixed_name, reversed(settings.ks))]]
+    """Every (model, seed), the costliest (most reason tokens) first within a seed; the ablations last."""
+    names = [(name, seed) for seed in settings.seeds for name in [ELASTIC, *map(fixed_name, reversed(settings.ks))]]
+    if settings.ablations:
+        names += [(name, seed) for seed in settings.seeds
+                  for name in (ELASTIC_ONLY, matryoshka_name(max(settings.ks)))]
+    return names
 
 
 def check_settings(settings: ElasticSettings) -> None:
@@ -75,18 +90,21 @@ def records_file(folder: Path, tasks: tuple[str, ...]) -> Path:
 def method_recipe(name: str, settings: ElasticSettings, seed: int, backbone: Path, train_file: Path,
                   output: Path) -> dict:
     """The quickstart's two-stage recipe at this bench's budget: K = k for ``fixed-k<k>``; for ``elastic``
-    K = the largest k, with elastic_k and matryoshka_dims."""
+    K = the largest k, with elastic_k and matryoshka_dims (the ablations: one of the two)."""
     from lame_testbed.quickstart.run import method_recipe as quickstart_recipe
     from lame_testbed.quickstart.settings import QuickstartSettings
 
     base = QuickstartSettings(seed=seed, warmup_steps=settings.warmup_steps, joint_steps=settings.joint_steps,
                               batch_size=settings.batch_size)
-    k = max(settings.ks) if name == ELASTIC else int(name.removeprefix("fixed-k"))
+    elastic, matryoshka = parts(name)
+    k = max(settings.ks) if elastic else int(name.rsplit("-k", 1)[1])
     recipe = quickstart_recipe("lame" if k else "discriminative", base, backbone, train_file, output)
     lame = recipe["model"]["lame"]
     lame |= {"num_reason_tokens": k, "diversity_weight": base.diversity_weight if k > 1 else 0.0}
-    if name == ELASTIC:
-        lame |= {"elastic_k": list(settings.ks), "matryoshka_dims": list(settings.dims)}
+    if elastic:
+        lame["elastic_k"] = list(settings.ks)
+    if matryoshka:
+        lame["matryoshka_dims"] = list(settings.dims)
     recipe["train"] |= {"eval_every": None, "log_every": 50}
     return recipe
 
@@ -107,7 +125,7 @@ def run_job(name: str, seed: int, settings: ElasticSettings, data_dir: Path, out
     model = LaMEModel.from_pretrained(model_dir)
     result = {"method": name, "seed": seed, "settings": asdict(settings), "model_dir": str(model_dir),
               "train_seconds": train_seconds}
-    score = score_elastic if name == ELASTIC else score_fixed
+    score = score_elastic if parts(name)[0] else score_fixed
     result[settings.split] = score(model, split_task(data_dir, settings.split, settings), settings)
     path = output / "runs" / f"{name}-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from lame.extras import pyplot
 
-from .elastic import ELASTIC, fixed_name
+from .elastic import ELASTIC, ELASTIC_ONLY, fixed_name, matryoshka_name
 from .settings import ElasticSettings
 
 KEY = "hit@1"
@@ -48,6 +48,9 @@ def summarize(runs: list[dict], settings: ElasticSettings) -> dict:
         fixed = _by_seed(runs, fixed_name(k), lambda r: r[split]["full"])
         elastic = grid[f"{k},{k}"]
         per_k[str(k)] = {"elastic": _table(elastic), "fixed": _table(fixed), "gap": _paired(elastic, fixed)}
+        only = _by_seed(runs, ELASTIC_ONLY, lambda r, c=f"{k},{k}": r[split]["grid"][c])
+        if only:  # the ablation: elastic_k without Matryoshka sizes
+            per_k[str(k)] |= {"elastic_no_matryoshka": _table(only), "gap_no_matryoshka": _paired(only, fixed)}
     corner = grid[f"{top},{top}"]
     cells = {cell: {KEY: _stats([v[KEY] for v in by_seed.values()]), "gap_to_top": _paired(by_seed, corner)}
              for cell, by_seed in grid.items() if by_seed}
@@ -59,6 +62,11 @@ def summarize(runs: list[dict], settings: ElasticSettings) -> dict:
         sizes[str(d)] = {"matryoshka": _table(matryoshka), "truncated": _table(truncated),
                          "matryoshka_loss": _paired(matryoshka, grid[f"{top},{top}"]),
                          "truncated_loss": _paired(truncated, fixed_top)}
+        alone = _by_seed(runs, matryoshka_name(top), lambda r, d=d: r[split]["truncated"][str(d)])
+        if alone:  # the ablation: a fixed-K model with Matryoshka sizes
+            full_alone = _by_seed(runs, matryoshka_name(top), lambda r: r[split]["full"])
+            sizes[str(d)] |= {"matryoshka_fixed": _table(alone), "matryoshka_fixed_loss": _paired(alone, full_alone),
+                              "matryoshka_fixed_gap_to_fixed": _paired(alone, fixed_top)}
     sizes_by_k = {f"{k},{d}": _table(_by_seed(runs, ELASTIC, lambda r, c=f"{k},{d}": r[split]["sizes"][c]))
                   for k in ks for d in dims}
     train = {m: _stats([r["train_seconds"] for r in runs if r["method"] == m])
@@ -136,9 +144,16 @@ def format_elastic(report: dict) -> str:
         lines.append(f"{kq:>5}" + "".join(f"{_cell(s['grid'][f'{kq},{kd}'][KEY]):>13}" for kd in ks))
     lines.append(f"at k = {s['top_k']}, Hit@1 by size (loss against the model's own full size, points):")
     for d, row in s["sizes"].items():
+        alone = (f"; fixed-k{s['top_k']} with Matryoshka {_cell(row['matryoshka_fixed'].get(KEY, {}))} "
+                 f"({_points(row['matryoshka_fixed_loss'])})") if "matryoshka_fixed" in row else ""
         lines.append(f"  d={d:>4}: Matryoshka {_cell(row['matryoshka'].get(KEY, {}))} "
                      f"({_points(row['matryoshka_loss'])}), plain truncation of fixed-k{s['top_k']} "
-                     f"{_cell(row['truncated'].get(KEY, {}))} ({_points(row['truncated_loss'])})")
+                     f"{_cell(row['truncated'].get(KEY, {}))} ({_points(row['truncated_loss'])}){alone}")
+    ablation = {k: row for k, row in s["per_k"].items() if "elastic_no_matryoshka" in row}
+    if ablation:
+        lines.append("ablation, elastic_k without Matryoshka sizes, at each k: " + ", ".join(
+            f"k={k} {_cell(row['elastic_no_matryoshka'].get(KEY, {}))} ({_points(row['gap_no_matryoshka'])} "
+            "to fixed)" for k, row in ablation.items()))
     for name, target in report.get("targets", {}).items():
         lines.append(f"target {name}: {'met' if target['met'] else 'NOT met'}")
     return "\n".join(lines)

@@ -261,6 +261,8 @@ class ElasticSettings:
     warmup_steps: int = field(default=20, metadata=option("stage 1 steps of every model"))
     joint_steps: int = field(default=80, metadata=option("stage 2 steps of every model"))
     batch_size: int = field(default=32, metadata=option("pairs per step"))
+    ablations: bool = field(default=False, metadata=option(
+        "also an elastic model without Matryoshka sizes and a fixed-K model with them, to tell the two apart"))
     jobs: int = field(default=2, metadata=option("training runs at once, each in its own process"))
     threads: int = field(default=1, metadata=option("torch threads of each training run and of the timing"))
     timing_repeats: int = field(default=5, metadata=option("interleaved timing rounds; medians are reported"))
