@@ -14,7 +14,7 @@ from lame.cli import build_parser
 from lame.cli_options import from_options
 from lame.errors import InvalidInput
 from lame_testbed.bench.elastic import method_recipe, run_elastic, run_names
-from lame_testbed.bench.elastic_report import check_targets, format_elastic, plot_elastic, summarize
+from lame_testbed.bench.elastic_report import check_targets, format_elastic, markdown_tables, plot_elastic, summarize
 from lame_testbed.bench.settings import ElasticSettings
 
 SETTINGS = ElasticSettings(ks=(0, 2), dims=(128, 32), seeds=(0, 1))
@@ -57,6 +57,8 @@ def test_summary_pairs_seeds_and_targets_say_where_they_are_missed():
     text = format_elastic({"summary": summary, "settings": asdict(SETTINGS), "targets": targets})
     assert "target elastic_within_1_point_of_fixed_at_every_k: NOT met" in text
     assert "-2.0±0.0" in text  # the paired gap at k = 2, in points
+    tables = markdown_tables({"summary": summary, "settings": asdict(SETTINGS)})
+    assert "| 2 | 0.610±0.014 | 0.630±0.014 | -2.0±0.0 |" in tables and "| 32 | 0.600±0.014 (-1.0±0.0) |" in tables
 
 
 def test_matryoshka_that_keeps_no_more_than_truncation_misses_its_target():

@@ -221,13 +221,14 @@ def time_models(settings: ElasticSettings, model_dirs: dict[str, str], data_dir:
 
 # ----------------------------------------------------------------------------------------------- running
 def run_elastic(settings: ElasticSettings, data_dir: Path | None = None) -> dict:
-    """Runs every missing job, times the models side by side, summarises; writes ``elastic.json`` and the
-    plot into ``settings.output``. ``data_dir``: the digits benchmark (default: the cached one)."""
+    """Runs every missing job, times the models side by side, summarises; writes ``elastic.json``, its
+    tables (``elastic.md``) and the plot into ``settings.output``. ``data_dir``: the digits benchmark
+    (default: the cached one)."""
     from lame_testbed.digit_vlm import reference_backbone
     from lame_testbed.quickstart.run import ensure_data
 
     from .common import environment, resolve_device
-    from .elastic_report import check_targets, plot_elastic, summarize
+    from .elastic_report import check_targets, markdown_tables, plot_elastic, summarize
 
     check_settings(settings)
     output = Path(settings.output)
@@ -250,6 +251,7 @@ def run_elastic(settings: ElasticSettings, data_dir: Path | None = None) -> dict
     report["summary"] = summarize(runs, settings)
     report["targets"] = check_targets(report["summary"], settings)
     (output / "elastic.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / "elastic.md").write_text(markdown_tables(report) + "\n")
     report["plots"] = [str(p) for p in plot_elastic(report, output / "elastic.png") if p]
     return report
 

@@ -104,7 +104,7 @@ def check_targets(summary: dict, settings: ElasticSettings) -> dict:
     d = quarter(list(settings.dims))
     row = summary["sizes"].get(str(d)) if d else None
     if row and row["matryoshka_loss"] and row["truncated_loss"]:
-        lost, cut = -row["matryoshka_loss"]["mean"], -row["truncated_loss"]["mean"]
+        lost, cut = 0.0 - row["matryoshka_loss"]["mean"], 0.0 - row["truncated_loss"]["mean"]  # no -0.0
         targets[f"quarter_size_{d}_matryoshka_loses_at_most_2_points_and_less_than_truncation"] = {
             "values": {"matryoshka_loss": lost, "truncation_loss": cut}, "met": lost <= 2 * POINT and cut > lost}
     return targets
@@ -159,6 +159,48 @@ def format_elastic(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_tables(report: dict) -> str:
+    """The report's tables in Markdown (docs/elastic.md quotes them): Hit@1 and cost by k, the (query k,
+    document k) grid, Hit@1 by size."""
+    s, settings = report["summary"], report["settings"]
+    tasks = [f"hit@1/{t}" for t in settings["tasks"]]
+    timing = report.get("timing", {}).get("rows", {})
+    top = s["top_k"]
+    ablation = any("elastic_no_matryoshka" in row for row in s["per_k"].values())
+    head = ["k", "elastic", "fixed k", "gap (points)"] + [f"{t[6:]}: elastic / fixed" for t in tasks]
+    head += ["elastic, no Matryoshka (gap)"] if ablation else []
+    head += ["ms/query, elastic / fixed", "corpus items/s, elastic / fixed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, row in s["per_k"].items():
+        e, f = timing.get(f"elastic k={k}", {}), timing.get(f"fixed k={k}", {})
+        cells = [k, _cell(row["elastic"].get(KEY, {})), _cell(row["fixed"].get(KEY, {})), _points(row["gap"])]
+        cells += [f"{_cell(row['elastic'].get(t, {}))} / {_cell(row['fixed'].get(t, {}))}" for t in tasks]
+        if ablation:
+            cells.append(f"{_cell(row.get('elastic_no_matryoshka', {}).get(KEY, {}))} "
+                         f"({_points(row.get('gap_no_matryoshka', {}))})")
+        cells.append(" / ".join(f"{x.get('ms_per_query', {}).get('median', float('nan')):.2f}" for x in (e, f)))
+        cells.append(" / ".join(f"{x.get('corpus_items_per_s', {}).get('median', float('nan')):.0f}" for x in (e, f)))
+        lines.append("| " + " | ".join(cells) + " |")
+    ks = list(s["per_k"])
+    lines += ["", "| query k \\ document k | " + " | ".join(ks) + " |", "|" + "---|" * (len(ks) + 1)]
+    for kq in ks:
+        cells = [f"{_cell(s['grid'][f'{kq},{kd}'][KEY])} ({_points(s['grid'][f'{kq},{kd}']['gap_to_top'])})"
+                 if f"{kq},{kd}" != f"{top},{top}" else f"**{_cell(s['grid'][f'{kq},{kd}'][KEY])}**" for kd in ks]
+        lines.append(f"| {kq} | " + " | ".join(cells) + " |")
+    alone = any("matryoshka_fixed" in row for row in s["sizes"].values())
+    head = ["d", f"elastic, k = {top} (loss)", f"fixed k = {top}, plain truncation (loss)"]
+    head += [f"fixed k = {top} with Matryoshka (loss)"] if alone else []
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d, row in s["sizes"].items():
+        cells = [d, f"{_cell(row['matryoshka'].get(KEY, {}))} ({_points(row['matryoshka_loss'])})",
+                 f"{_cell(row['truncated'].get(KEY, {}))} ({_points(row['truncated_loss'])})"]
+        if alone:
+            cells.append(f"{_cell(row.get('matryoshka_fixed', {}).get(KEY, {}))} "
+                         f"({_points(row.get('matryoshka_fixed_loss', {}))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- figure
 def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     """Hit@1 by k (elastic and fixed) with ms per query; the (query k, document k) grid; Hit@1 by size."""
@@ -168,7 +210,10 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     s = report["summary"]
     ks = [int(k) for k in s["per_k"]]
     fig, (by_k, grid, by_d) = plt.subplots(1, 3, figsize=(15, 4.3))
-    for label, key, marker in (("one elastic model", "elastic", "o"), ("a model per fixed k", "fixed", "s")):
+    for label, key, marker in (("one elastic model", "elastic", "o"), ("a model per fixed k", "fixed", "s"),
+                               ("elastic, no Matryoshka sizes (ablation)", "elastic_no_matryoshka", "^")):
+        if key not in s["per_k"][str(ks[0])]:
+            continue
         rows = [s["per_k"][str(k)][key].get(KEY) for k in ks]
         by_k.errorbar(ks, [r["mean"] if r else np.nan for r in rows], yerr=[r["std"] if r else 0 for r in rows],
                       marker=marker, capsize=3, label=label)
@@ -182,6 +227,7 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
         twin = by_k.twinx()
         twin.plot(ks, ms, color="grey", linestyle=":", marker=".", label="ms per query (elastic, batch 1)")
         twin.set_ylabel("ms per query at batch 1", color="grey")
+        twin.set_ylim(0, 1.3 * max(ms))  # from zero: differences of a few percent read as what they are
         twin.legend(fontsize=8, loc="lower right")
     by_k.legend(fontsize=8, loc="upper left")
     by_k.set_title("One model for every k")
@@ -199,7 +245,10 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     fig.colorbar(image, ax=grid, fraction=0.046)
     dims = [int(d) for d in s["sizes"]]
     for label, key, marker in (("elastic (Matryoshka)", "matryoshka", "o"),
-                               (f"fixed k={s['top_k']}, plain truncation", "truncated", "s")):
+                               (f"fixed k={s['top_k']}, plain truncation", "truncated", "s"),
+                               (f"fixed k={s['top_k']} with Matryoshka (ablation)", "matryoshka_fixed", "^")):
+        if key not in s["sizes"][str(dims[0])]:
+            continue
         rows = [s["sizes"][str(d)][key].get(KEY) for d in dims]
         by_d.errorbar(dims, [r["mean"] if r else np.nan for r in rows], yerr=[r["std"] if r else 0 for r in rows],
                       marker=marker, capsize=3, label=label)
