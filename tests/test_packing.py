@@ -113,8 +113,8 @@ def test_the_trainer_passes_its_recipes_packing_to_every_pass(tmp_path, monkeypa
     calls = []
     real = LaMEModel.collate
 
-    def collate(self, features, packed=False, capacity=None):
-        batch = real(self, features, packed=packed, capacity=capacity)
+    def collate(self, features, packed=False, capacity=None, **kwargs):
+        batch = real(self, features, packed=packed, capacity=capacity, **kwargs)
         calls.append((packed, capacity, "pack_rows" in batch))
         return batch
 

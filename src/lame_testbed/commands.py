@@ -37,6 +37,10 @@ def add_commands(verbs) -> None:
             parser.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
         parser.set_defaults(func=handler)
     _add_quality(benches)
+    elastic = benches.add_parser("elastic", help="one elastic LaME model (reason tokens and embedding size chosen at "
+                                 "inference) against a model per fixed k, on the shipped digit VLM, over seeds")
+    add_options(elastic, bench.ElasticSettings)
+    elastic.set_defaults(func=_bench_elastic)
 
 
 def _add_quickstart(verbs) -> None:
@@ -151,4 +155,15 @@ def _bench_memory(args) -> int:
     report = run_memory_bench(from_options(bench.MemoryBenchSettings, args), Path(args.output))
     print(format_memory(report))
     print(f"report: {args.output}/memory.json")
+    return 0
+
+
+def _bench_elastic(args) -> int:
+    from .bench.elastic import run_elastic
+    from .bench.elastic_report import format_elastic
+
+    settings = from_options(bench.ElasticSettings, args)
+    report = run_elastic(settings.quick_version() if settings.quick else settings)
+    print(format_elastic(report))
+    print(f"written: {settings.output}/elastic.json " + " ".join(report["plots"]))
     return 0

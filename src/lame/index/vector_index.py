@@ -7,8 +7,9 @@ top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
 
 Saved folder::
 
-    index.json               kind, dim, count, model and its fingerprint, corpus (the JSONL it was embedded
-                             from), search defaults, shards
+    index.json               kind, dim, count, model and its fingerprint, the reason tokens its documents were
+                             embedded with (num_reason_tokens), corpus (the JSONL it was embedded from),
+                             search defaults, shards
     index-00000.faiss        one FAISS index per shard
     index-00000.ids.json     its ids, row for row
 """
@@ -49,6 +50,7 @@ class VectorIndex:
         self.model: str | None = manifest.get("model")
         self.corpus: str | None = manifest.get("corpus")  # the JSONL file the vectors were embedded from
         self.model_fingerprint: str | None = manifest.get("model_fingerprint")
+        self.num_reason_tokens: int | None = manifest.get("num_reason_tokens")  # the documents' k (None: unknown)
         self._ids = [i for shard in shards for i in shard.ids]
         self._offsets = np.cumsum([0] + [len(s.ids) for s in shards])[:-1]
 
@@ -72,6 +74,7 @@ class VectorIndex:
         seed: int = 0,
         corpus: str | Path | None = None,
         model_fingerprint: str | None = None,
+        num_reason_tokens: int | None = None,
     ) -> "VectorIndex":
         """Indexes a folder written by ``lame encode`` (or an ``(embeddings, ids)`` pair).
 
@@ -81,7 +84,9 @@ class VectorIndex:
         records the corpus JSONL the vectors come from (``lame encode``'s input, or ``corpus``), so a hit's
         item can be shown (:class:`lame.index.CorpusItems`).
         ``model_fingerprint`` (:meth:`lame.LaMEModel.fingerprint`) names the model of in-memory
-        embeddings; a ``lame encode`` folder carries its own.
+        embeddings; a ``lame encode`` folder carries its own, and the reason tokens its documents were
+        embedded with (``num_reason_tokens`` for in-memory embeddings). The vectors' dimension is the
+        size d they were embedded at.
         """
         source = _Source.open(embeddings)
         fingerprint = source.fingerprint or model_fingerprint
@@ -98,6 +103,8 @@ class VectorIndex:
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
                     "count": source.count, "model": source.model, "model_fingerprint": fingerprint,
+                    "num_reason_tokens": source.num_reason_tokens if source.num_reason_tokens is not None
+                    else num_reason_tokens,
                     "embeddings": source.name,
                     "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
                     "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
@@ -150,11 +157,13 @@ class VectorIndex:
 
     def check_model(self, model) -> str | None:
         """Refuses (:class:`~lame.errors.InvalidInput`) a model whose embeddings are not what this index
-        holds: another dimension, or another model than the one recorded when it was built. Returns a
-        note when the index records no model to compare with (older indexes, in-memory arrays)."""
-        dim = model.embedding_dim
-        if dim != self.dim:
-            raise InvalidInput(f"the index holds {self.dim}-dimensional vectors but the model makes {dim}-dimensional "
+        holds: a dimension it does not give (:attr:`lame.LaMEModel.dimension_choices`), or another model
+        than the one recorded when it was built. Returns a note when the index records no model to
+        compare with (older indexes, in-memory arrays)."""
+        sizes = getattr(model, "dimension_choices", [model.embedding_dim])
+        if self.dim not in sizes:
+            made = " or ".join(map(str, sizes))
+            raise InvalidInput(f"the index holds {self.dim}-dimensional vectors but the model makes {made}-dimensional "
                                "embeddings: use the model that encoded the corpus, or rebuild the index with this one")
         if self.model_fingerprint is None:
             return ("the index does not record which model built it, so it cannot be checked against this one; "
@@ -167,6 +176,15 @@ class VectorIndex:
                                "its neighbours would be wrong. Use the model that encoded the corpus, or re-encode "
                                "the corpus with this model and rebuild the index")
         return None
+
+    def query_dimensions(self, dimensions: int | None = None) -> int:
+        """The size queries are embedded at: the index's own; another ``dimensions`` is refused (a query
+        with any of the model's numbers of reason tokens shares the documents' space, another size does not)."""
+        if dimensions is not None and dimensions != self.dim:
+            raise InvalidInput(f"dimensions={dimensions}: the index holds {self.dim}-dimensional vectors, so queries "
+                               f"are embedded at {self.dim} too; build an index from embeddings of size {dimensions} "
+                               "to search at that size")
+        return self.dim
 
     # ------------------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
@@ -212,6 +230,7 @@ class _Source:
                  model: str | None, name: str | None, fingerprint: str | None = None):
         self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
         self.fingerprint = fingerprint
+        self.num_reason_tokens: int | None = None  # what `lame encode` embedded the documents with
         self.count = sum(counts)
         self.corpus: str | None = None  # the corpus JSONL `lame encode` read, and its size then
         self.corpus_bytes: int | None = None
@@ -228,6 +247,7 @@ class _Source:
         source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()),
                      store.model_fingerprint)
         source.corpus, source.corpus_bytes = store.manifest.get("input"), store.manifest.get("input_bytes")
+        source.num_reason_tokens = store.manifest.get("num_reason_tokens")
         return source
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
