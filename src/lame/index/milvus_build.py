@@ -1,0 +1,149 @@
+"""Building a Milvus collection from ``lame encode`` output: streamed in batches, resumable, refused
+where it would mix builds.
+
+Each batch of ``batch_size`` vectors is one insert; the corpus is never held whole. A killed build
+is run again with the same arguments: the collection's rows are counted, the batch that may have been
+cut short is written again with ``upsert`` (the id is the primary key, so a row already there is
+replaced, never doubled) and the rest is inserted. ``complete`` is set in the collection's manifest
+only after the final flush and a count that matches the embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import InvalidInput
+from .base import default_nlist, normalized
+from .location import MilvusLocation, milvus_location
+from .milvus_client import DEFAULT_TIMEOUT_S, DataType, MilvusClient, MilvusUnavailable, connect, milvus_call
+from .milvus_index import (FORMAT_VERSION, ID_FIELD, MAX_ID_CHARS, PROPERTY, VECTOR_FIELD, MilvusIndex, count_rows,
+                           index_params, read_collection)
+from .settings import KINDS
+from .source import EmbeddingSource
+
+# what must agree for a build to resume into an existing collection
+SAME_BUILD = ("dim", "count", "kind", "model_fingerprint", "embeddings", "nlist", "m", "ef_construction")
+
+
+def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection: str | None = None, kind: str = "flat",
+                       nlist: int | None = None, m: int = 32, ef_construction: int = 80, nprobe: int = 16,
+                       ef_search: int = 64, batch_size: int = 1000, overwrite: bool = False,
+                       corpus: str | Path | None = None, model_fingerprint: str | None = None,
+                       timeout: float = DEFAULT_TIMEOUT_S, max_batches: int | None = None,
+                       show_progress: bool = True) -> MilvusIndex | None:
+    """Indexes a ``lame encode`` folder (or an ``(embeddings, ids)`` pair) into a Milvus collection.
+
+    ``uri``: a ``.db`` file (Milvus Lite) or a server address, ``#NAME`` or ``collection`` naming the
+    collection (default ``lame``). An existing collection of the same build is resumed (or, complete,
+    returned as it is); one of another build, another dimension or not built by lame is refused, or
+    with ``overwrite`` dropped first. ``max_batches`` stops after that many new batches (returns None;
+    run again to go on). The other arguments are :meth:`VectorIndex.build <lame.index.VectorIndex.build>`'s.
+    """
+    location = uri if isinstance(uri, MilvusLocation) else milvus_location(uri, collection)
+    if location is None:
+        raise InvalidInput(f"{uri} is not a Milvus URI: a local .db file, or http(s)://host:19530")
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if batch_size < 1:
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
+    source = EmbeddingSource.open(embeddings)
+    if source.count == 0:
+        raise InvalidInput("nothing to index: the embeddings hold no vectors")
+    source.check_unique_ids()
+    _check_id_lengths(source)
+    manifest = {"format": FORMAT_VERSION, "backend": "milvus", "kind": kind, "metric": "cosine", "dim": source.dim,
+                "count": source.count, "model": source.model,
+                "model_fingerprint": source.fingerprint or model_fingerprint, "embeddings": source.name,
+                "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
+                "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
+                "nlist": (nlist or default_nlist(source.count)) if kind == "ivf" else None,
+                "m": m if kind == "hnsw" else None, "ef_construction": ef_construction if kind == "hnsw" else None,
+                "nprobe": nprobe, "ef_search": ef_search, "batch_size": batch_size, "complete": False}
+    client = connect(location, timeout, create=True)
+    manifest = _prepare(client, location, manifest, overwrite)
+    if manifest["complete"]:
+        return MilvusIndex.open(location, timeout=timeout)
+    written = count_rows(client, location)
+    if not _write(client, location, source, manifest, written, max_batches, show_progress):
+        return None
+    with milvus_call(location, f"flushing {location}"):
+        client.flush(location.collection)
+    found = count_rows(client, location)
+    if found != source.count:
+        raise InvalidInput(f"{location} holds {found} vectors after the build, not the {source.count} embedded: "
+                           "something else writes to it; rebuild it with --overwrite")
+    manifest["complete"] = True
+    with milvus_call(location, f"recording the finished build in {location}"):
+        client.alter_collection_properties(location.collection, properties={PROPERTY: json.dumps(manifest)})
+    return MilvusIndex.open(location, timeout=timeout)
+
+
+def _check_id_lengths(source: EmbeddingSource) -> None:
+    for _, ids in source:
+        for record_id in ids:
+            if len(json.dumps(record_id)) > MAX_ID_CHARS:
+                raise InvalidInput(f"the id {str(record_id)[:40]!r}... is {len(json.dumps(record_id))} characters "
+                                   f"as JSON; Milvus keeps ids of at most {MAX_ID_CHARS}")
+
+
+def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, overwrite: bool) -> dict:
+    """The manifest the build goes on with: a new collection's, or an existing one's of the same build."""
+    with milvus_call(location, f"looking for {location}"):
+        exists = client.has_collection(location.collection)
+    if exists and overwrite:
+        with milvus_call(location, f"dropping {location} (--overwrite)"):
+            client.drop_collection(location.collection)
+    elif exists:
+        found, dim = read_collection(client, location)
+        dim = found["dim"] if found else dim
+        if dim is not None and dim != manifest["dim"]:
+            raise InvalidInput(f"{location} holds {dim}-dimensional vectors but the embeddings are "
+                               f"{manifest['dim']}-dimensional: choose another --collection, or --overwrite to "
+                               "replace it")
+        if found is None:
+            raise InvalidInput(f"{location} already exists and was not built by `lame index build` (it records no "
+                               "model fingerprint): choose another --collection, or --overwrite to replace it")
+        differs = [key for key in SAME_BUILD if found.get(key) != manifest[key]]
+        if differs:
+            shown = "; ".join(f"{key} {found.get(key)!r} there, {manifest[key]!r} now" for key in differs[:3])
+            raise InvalidInput(f"{location} holds another build ({shown}): choose another --collection, or "
+                               "--overwrite to replace it")
+        return {**manifest, "batch_size": found["batch_size"], "complete": bool(found.get("complete"))}
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_CHARS)
+    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=manifest["dim"])
+    indexes = client.prepare_index_params()
+    indexes.add_index(field_name=VECTOR_FIELD, **index_params(manifest))
+    with milvus_call(location, f"creating {location}"):
+        client.create_collection(location.collection, schema=schema, index_params=indexes,
+                                 properties={PROPERTY: json.dumps(manifest)})
+    return manifest
+
+
+def _write(client: MilvusClient, location: MilvusLocation, source: EmbeddingSource, manifest: dict, written: int,
+           max_batches: int | None, show_progress: bool) -> bool:
+    """Writes the vectors from the batch holding row ``written`` on; False when ``max_batches`` stopped it."""
+    batch_size = manifest["batch_size"]
+    start = min(written, source.count) // batch_size * batch_size  # this batch may be cut short: upserted again
+    done = 0
+    with tqdm(total=source.count, initial=start, unit="vector", desc=f"milvus {location.collection}",
+              disable=not show_progress) as bar:
+        for first, vectors, ids in source.batches(batch_size, start):
+            if max_batches is not None and done >= max_batches:
+                with milvus_call(location, f"flushing {location}"):
+                    client.flush(location.collection)
+                return False
+            rows = [{ID_FIELD: json.dumps(i), VECTOR_FIELD: v} for i, v in zip(ids, normalized(vectors))]
+            write = client.upsert if first < written else client.insert
+            try:
+                with milvus_call(location, f"writing vectors {first}..{first + len(ids) - 1} into {location}"):
+                    write(location.collection, rows)
+            except MilvusUnavailable as exc:
+                raise MilvusUnavailable(f"{exc}; the first {first} of {source.count} vectors are written: run the "
+                                        "same command again to resume") from exc
+            bar.update(len(ids))
+            done += 1
+    return True
