@@ -17,7 +17,7 @@ from helpers import HANG_GUARD_S
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 HEAVY = ("torch", "transformers", "peft", "accelerate")
 VERBS = ["demo", "train", "quickstart", "eval", "encode", "data", "data convert", "index", "index build", "search",
-         "serve", "bench", "bench serve", "bench speed", "bench encode", "bench quality"]
+         "serve", "bench", "bench serve", "bench speed", "bench encode", "bench quality", "bench index"]
 
 
 def run_python(code: str) -> dict:
@@ -121,11 +121,38 @@ def test_bench_serve_without_httpx(monkeypatch):
     expect_extra(excinfo, "serve")
 
 
-def test_index_without_faiss(monkeypatch):
+def test_index_without_faiss(monkeypatch, tmp_path):
     hide(monkeypatch, "faiss")
+    from lame.index import IndexBuildSettings, open_index  # the options and the loader need no extra
+
+    assert IndexBuildSettings().backend == "faiss"
     with pytest.raises(ImportError) as excinfo:
-        import lame.index  # noqa: F401
+        from lame.index import VectorIndex  # noqa: F401
     expect_extra(excinfo, "index")
+    with pytest.raises(ImportError) as excinfo:
+        open_index(tmp_path)  # a folder: a FAISS index
+    expect_extra(excinfo, "index")
+
+
+@pytest.mark.parametrize("missing", ["pymilvus", "milvus_lite"])
+def test_milvus_without_its_extra(monkeypatch, tmp_path, capsys, missing):
+    hide(monkeypatch, missing)
+    from lame.cli import main
+    from lame.index import open_index
+
+    if missing == "pymilvus":
+        with pytest.raises(ImportError) as excinfo:
+            from lame.index import MilvusIndex  # noqa: F401
+        expect_extra(excinfo, "milvus")
+    (tmp_path / "x.db").mkdir()
+    with pytest.raises(ImportError) as excinfo:
+        open_index(tmp_path / "x.db")
+    expect_extra(excinfo, "milvus")
+    assert main(["index", "build", "--embeddings", str(tmp_path), "--backend", "milvus", "--uri",
+                 str(tmp_path / "y.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the 'milvus' extra: pip install 'lame[milvus]'" in err
+    assert not (tmp_path / "y.db").exists()
 
 
 def test_deepspeed_strategy_without_deepspeed_fails_before_training(monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ only after the final flush and a count that matches the embeddings.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInput
 from .base import default_nlist, normalized
 from .location import MilvusLocation, milvus_location
-from .milvus_client import DEFAULT_TIMEOUT_S, DataType, MilvusClient, MilvusUnavailable, connect, milvus_call
+from .milvus_client import (DEFAULT_TIMEOUT_S, DataType, MilvusClient, MilvusUnavailable, connect, milvus_call,
+                            require_lite)
 from .milvus_index import (FORMAT_VERSION, ID_FIELD, MAX_ID_CHARS, PROPERTY, VECTOR_FIELD, MilvusIndex, count_rows,
                            index_params, read_collection)
 from .settings import KINDS
@@ -40,11 +42,13 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     collection (default ``lame``). An existing collection of the same build is resumed (or, complete,
     returned as it is); one of another build, another dimension or not built by lame is refused, or
     with ``overwrite`` dropped first. ``max_batches`` stops after that many new batches (returns None;
-    run again to go on). The other arguments are :meth:`VectorIndex.build <lame.index.VectorIndex.build>`'s.
+    run again to go on). ``timeout``: seconds one call may take, retries included (flushing and indexing
+    have none). The other arguments are :meth:`VectorIndex.build <lame.index.VectorIndex.build>`'s.
     """
     location = uri if isinstance(uri, MilvusLocation) else milvus_location(uri, collection)
     if location is None:
         raise InvalidInput(f"{uri} is not a Milvus URI: a local .db file, or http(s)://host:19530")
+    require_lite(location)
     if kind not in KINDS:
         raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     if batch_size < 1:
@@ -63,21 +67,21 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
                 "m": m if kind == "hnsw" else None, "ef_construction": ef_construction if kind == "hnsw" else None,
                 "nprobe": nprobe, "ef_search": ef_search, "batch_size": batch_size, "complete": False}
     client = connect(location, timeout, create=True)
-    manifest = _prepare(client, location, manifest, overwrite)
+    manifest = _prepare(client, location, manifest, overwrite, timeout)
     if manifest["complete"]:
         return MilvusIndex.open(location, timeout=timeout)
-    written = count_rows(client, location)
-    if not _write(client, location, source, manifest, written, max_batches, show_progress):
+    written = count_rows(client, location, timeout)
+    if not _write(client, location, source, manifest, written, max_batches, show_progress, timeout):
         return None
-    with milvus_call(location, f"flushing {location}"):
-        client.flush(location.collection)
-    found = count_rows(client, location)
+    _flush_and_index(client, location, source.count, show_progress, timeout)
+    found = count_rows(client, location, timeout)
     if found != source.count:
         raise InvalidInput(f"{location} holds {found} vectors after the build, not the {source.count} embedded: "
                            "something else writes to it; rebuild it with --overwrite")
     manifest["complete"] = True
     with milvus_call(location, f"recording the finished build in {location}"):
-        client.alter_collection_properties(location.collection, properties={PROPERTY: json.dumps(manifest)})
+        client.alter_collection_properties(location.collection, properties={PROPERTY: json.dumps(manifest)},
+                                           timeout=timeout)
     return MilvusIndex.open(location, timeout=timeout)
 
 
@@ -89,15 +93,15 @@ def _check_id_lengths(source: EmbeddingSource) -> None:
                                    f"as JSON; Milvus keeps ids of at most {MAX_ID_CHARS}")
 
 
-def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, overwrite: bool) -> dict:
+def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, overwrite: bool, timeout: float) -> dict:
     """The manifest the build goes on with: a new collection's, or an existing one's of the same build."""
     with milvus_call(location, f"looking for {location}"):
-        exists = client.has_collection(location.collection)
+        exists = client.has_collection(location.collection, timeout=timeout)
     if exists and overwrite:
         with milvus_call(location, f"dropping {location} (--overwrite)"):
-            client.drop_collection(location.collection)
+            client.drop_collection(location.collection, timeout=timeout)
     elif exists:
-        found, dim = read_collection(client, location)
+        found, dim = read_collection(client, location, timeout)
         dim = found["dim"] if found else dim
         if dim is not None and dim != manifest["dim"]:
             raise InvalidInput(f"{location} holds {dim}-dimensional vectors but the embeddings are "
@@ -116,15 +120,43 @@ def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, ove
     schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_CHARS)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=manifest["dim"])
     indexes = client.prepare_index_params()
-    indexes.add_index(field_name=VECTOR_FIELD, **index_params(manifest))
+    indexes.add_index(field_name=VECTOR_FIELD, index_name=VECTOR_FIELD, **index_params(manifest))
     with milvus_call(location, f"creating {location}"):
         client.create_collection(location.collection, schema=schema, index_params=indexes,
-                                 properties={PROPERTY: json.dumps(manifest)})
+                                 properties={PROPERTY: json.dumps(manifest)}, timeout=timeout)
     return manifest
 
 
+def _flush_and_index(client: MilvusClient, location: MilvusLocation, total: int, show_progress: bool,
+                     timeout: float, poll_s: float = 2.0) -> None:
+    """Seals every written vector into segments and returns once they are all indexed, so that the
+    first search is as fast as the rest. Milvus Lite builds its segments' indexes inside ``load`` (and,
+    while loaded, again in the background after a flush: released first, they are built once); a
+    server builds them in the background, watched here through ``describe_index``. Flushing and indexing
+    have no time limit (hours for a large corpus); each watching call has ``timeout``."""
+    if location.lite:
+        with milvus_call(location, f"flushing and indexing {location}"):
+            client.release_collection(location.collection)
+            client.flush(location.collection)
+            client.load_collection(location.collection)
+        return
+    with milvus_call(location, f"flushing {location}"):
+        client.flush(location.collection)
+    with tqdm(total=total, unit="vector", desc=f"index {location.collection}", disable=not show_progress) as bar:
+        while True:
+            with milvus_call(location, f"watching the index of {location} being built"):
+                info = client.describe_index(location.collection, VECTOR_FIELD, timeout=timeout) or {}
+            if info.get("state") == "Failed":
+                raise InvalidInput(f"Milvus could not build the index of {location}: "
+                                   f"{info.get('index_state_fail_reason') or 'no reason given'}")
+            bar.update(max(0, int(info.get("indexed_rows", 0)) - bar.n))
+            if info.get("state") == "Finished" and not info.get("pending_index_rows"):
+                return
+            time.sleep(poll_s)
+
+
 def _write(client: MilvusClient, location: MilvusLocation, source: EmbeddingSource, manifest: dict, written: int,
-           max_batches: int | None, show_progress: bool) -> bool:
+           max_batches: int | None, show_progress: bool, timeout: float) -> bool:
     """Writes the vectors from the batch holding row ``written`` on; False when ``max_batches`` stopped it."""
     batch_size = manifest["batch_size"]
     start = min(written, source.count) // batch_size * batch_size  # this batch may be cut short: upserted again
@@ -140,7 +172,7 @@ def _write(client: MilvusClient, location: MilvusLocation, source: EmbeddingSour
             write = client.upsert if first < written else client.insert
             try:
                 with milvus_call(location, f"writing vectors {first}..{first + len(ids) - 1} into {location}"):
-                    write(location.collection, rows)
+                    write(location.collection, rows, timeout=timeout)
             except MilvusUnavailable as exc:
                 raise MilvusUnavailable(f"{exc}; the first {first} of {source.count} vectors are written: run the "
                                         "same command again to resume") from exc

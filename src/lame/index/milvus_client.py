@@ -23,8 +23,9 @@ from .settings import TOKEN_ENV
 pymilvus = require("pymilvus", extra="milvus", feature="a Milvus index (--backend milvus, a Milvus URI)")
 from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402
 
-DEFAULT_TIMEOUT_S = 60.0  # one call, retries included: a large insert on a busy server takes seconds
+DEFAULT_TIMEOUT_S = 60.0  # one call, retries included (a batch insert on a busy server takes seconds)
 UNREACHABLE = {1, 2}  # pymilvus's codes for a URI it cannot open and a server it cannot reach
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
 class MilvusUnavailable(UserError, ConnectionError):
@@ -81,8 +82,15 @@ def milvus_call(location: MilvusLocation, doing: str) -> Iterator[None]:
         _QUIET.active.depth -= 1
 
 
+def require_lite(location: MilvusLocation) -> None:
+    """A ``.db`` URI needs Milvus Lite (pymilvus alone reaches servers only)."""
+    if location.lite:
+        require("milvus_lite", extra="milvus", feature="a Milvus Lite file (.db)")
+
+
 def connect(location: MilvusLocation, timeout: float = DEFAULT_TIMEOUT_S, create: bool = False) -> MilvusClient:
     """A client for ``location``'s URI. A Milvus Lite file must exist unless ``create``; its folder must exist."""
+    require_lite(location)
     if location.lite:
         path = Path(location.uri)
         if not path.parent.is_dir():
@@ -94,9 +102,13 @@ def connect(location: MilvusLocation, timeout: float = DEFAULT_TIMEOUT_S, create
             raise MissingPath(f"the Milvus Lite file {path} does not exist (build it with `lame index build "
                               f"--backend milvus --uri {path}`)")
     token = "" if location.lite else os.environ.get(TOKEN_ENV, "")
+    # Milvus Lite's in-process gRPC server keeps gRPC's default ping policy (a ping at most every 5
+    # minutes) and answers pymilvus's 10 s keepalive with GOAWAY "too_many_pings" while a long call
+    # (an index built at load) runs; on loopback no keepalive is needed
+    options = {"grpc_options": LITE_GRPC_OPTIONS} if location.lite else {}
     try:
         with milvus_call(location, "connecting"):
-            return MilvusClient(uri=location.uri, token=token, timeout=timeout)
+            return MilvusClient(uri=location.uri, token=token, timeout=timeout, **options)
     except UserError as exc:
         if location.lite and _locked_elsewhere(Path(location.uri)):
             raise MilvusUnavailable(

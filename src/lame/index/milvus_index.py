@@ -49,10 +49,11 @@ def search_params(manifest: dict, k: int, nprobe: int | None = None, ef_search: 
     return {"metric_type": "IP", "params": {}}
 
 
-def read_collection(client: MilvusClient, location: MilvusLocation) -> tuple[dict | None, int | None]:
+def read_collection(client: MilvusClient, location: MilvusLocation,
+                    timeout: float = DEFAULT_TIMEOUT_S) -> tuple[dict | None, int | None]:
     """``(the lame manifest or None, the dimension of the collection's vector field or None)``."""
     with milvus_call(location, f"reading {location}"):
-        described = client.describe_collection(location.collection)
+        described = client.describe_collection(location.collection, timeout=timeout)
     dims = [int(f["params"]["dim"]) for f in described.get("fields", []) if "dim" in (f.get("params") or {})]
     raw = (described.get("properties") or {}).get(PROPERTY)
     if raw is None:
@@ -66,12 +67,13 @@ def read_collection(client: MilvusClient, location: MilvusLocation) -> tuple[dic
     return manifest, dims[0] if dims else None
 
 
-def count_rows(client: MilvusClient, location: MilvusLocation) -> int:
+def count_rows(client: MilvusClient, location: MilvusLocation, timeout: float = DEFAULT_TIMEOUT_S) -> int:
     """The vectors the collection holds now (strong consistency: every write so far is counted); loads
-    the collection first (a restarted server holds it released)."""
+    the collection first (a restarted server holds it released; loading has no time limit)."""
     with milvus_call(location, f"counting the vectors of {location}"):
         client.load_collection(location.collection)
-        rows = client.query(location.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        rows = client.query(location.collection, filter="", output_fields=["count(*)"], consistency_level="Strong",
+                            timeout=timeout)
     return int(rows[0]["count(*)"])
 
 
@@ -79,8 +81,9 @@ class MilvusIndex:
     """A Milvus collection built by ``lame index build --backend milvus``: search it like a
     :class:`~lame.index.VectorIndex` (same scores, ids and padding)."""
 
-    def __init__(self, client: MilvusClient, location: MilvusLocation, manifest: dict):
-        self.client, self.location, self.manifest = client, location, manifest
+    def __init__(self, client: MilvusClient, location: MilvusLocation, manifest: dict,
+                 timeout: float = DEFAULT_TIMEOUT_S):
+        self.client, self.location, self.manifest, self.timeout = client, location, manifest, timeout
         self.kind: str = manifest["kind"]
         self.dim: int = manifest["dim"]
         self.model: str | None = manifest.get("model")
@@ -97,7 +100,8 @@ class MilvusIndex:
     def open(cls, location: str | Path | MilvusLocation, collection: str | None = None,
              timeout: float = DEFAULT_TIMEOUT_S) -> "MilvusIndex":
         """Opens a collection built by ``lame index build --backend milvus`` (``location``: ``URI[#NAME]``).
-        Refuses a collection that is missing, was not built by lame, or is an unfinished build."""
+        Refuses a collection that is missing, was not built by lame, or is an unfinished build. ``timeout``:
+        seconds one call may take, retries included (loading the collection has no limit)."""
         if not isinstance(location, MilvusLocation):
             found = milvus_location(location, collection)
             if found is None:
@@ -105,14 +109,14 @@ class MilvusIndex:
             location = found
         client = connect(location, timeout)
         with milvus_call(location, f"opening {location}"):
-            exists = client.has_collection(location.collection)
-            names = [] if exists else client.list_collections()
+            exists = client.has_collection(location.collection, timeout=timeout)
+            names = [] if exists else client.list_collections(timeout=timeout)
         if not exists:
             there = f" (it has: {', '.join(sorted(names))})" if names else " (it has none)"
             raise MissingPath(f"there is no collection {location.collection!r} at {location.uri}{there}: build it "
                               f"with `lame index build --backend milvus --uri {location.uri} --collection "
                               f"{location.collection}`, or name another as URI#COLLECTION")
-        manifest, dim = read_collection(client, location)
+        manifest, dim = read_collection(client, location, timeout)
         if manifest is None:
             raise InvalidInput(f"{location} was not built by `lame index build`: it records no model fingerprint, "
                                "dimension or corpus, so it cannot be checked against a model; build a collection from "
@@ -121,11 +125,11 @@ class MilvusIndex:
             raise InvalidInput(f"{location} holds {dim}-dimensional vectors but records {manifest['dim']}: it was "
                                "changed after `lame index build`; rebuild it")
         if not manifest.get("complete"):
-            raise InvalidInput(f"{location} is an unfinished build ({count_rows(client, location)} of "
+            raise InvalidInput(f"{location} is an unfinished build ({count_rows(client, location, timeout)} of "
                                f"{manifest['count']} vectors): run the same `lame index build` again to finish it")
         with milvus_call(location, f"loading {location}"):
             client.load_collection(location.collection)
-        return cls(client, location, manifest)
+        return cls(client, location, manifest, timeout)
 
     def check_model(self, model) -> str | None:
         """Refuses (:class:`~lame.errors.InvalidInput`) another dimension or another model than the one
@@ -146,7 +150,7 @@ class MilvusIndex:
             with milvus_call(self.location, f"searching {self.location}"):
                 rows = self.client.search(self.location.collection, data=queries[start:start + QUERY_BATCH],
                                           limit=k, anns_field=VECTOR_FIELD, search_params=params,
-                                          output_fields=[ID_FIELD])
+                                          output_fields=[ID_FIELD], timeout=self.timeout)
             for hits in rows:
                 scores.append([hit["distance"] for hit in hits])
                 ids.append([json.loads(hit["id"]) for hit in hits])
