@@ -121,6 +121,8 @@ def test_ids_keep_their_json_type(lite):
     vectors = np.eye(4, dtype=np.float32)
     index = build_milvus_index((vectors, [1, "1", "a", 2]), lite, "typed", show_progress=False)
     assert index.search(vectors, k=1)[1] == [[1], ["1"], ["a"], [2]]
+    with pytest.raises(ValueError, match="holds another build"):  # other arrays: never taken for a finished build
+        build_milvus_index((vectors[::-1], [1, "1", "a", 2]), lite, "typed", show_progress=False)
 
 
 # ----------------------------------------------------------------------------- CLI and HTTP alike

@@ -10,10 +10,12 @@ only after the final flush and a count that matches the embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInput
@@ -27,7 +29,7 @@ from .settings import KINDS
 from .source import EmbeddingSource
 
 # what must agree for a build to resume into an existing collection
-SAME_BUILD = ("dim", "count", "kind", "model_fingerprint", "embeddings", "nlist", "m", "ef_construction")
+SAME_BUILD = ("dim", "count", "kind", "model_fingerprint", "embeddings", "arrays", "nlist", "m", "ef_construction")
 
 
 def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection: str | None = None, kind: str = "flat",
@@ -61,6 +63,7 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     manifest = {"format": FORMAT_VERSION, "backend": "milvus", "kind": kind, "metric": "cosine", "dim": source.dim,
                 "count": source.count, "model": source.model,
                 "model_fingerprint": source.fingerprint or model_fingerprint, "embeddings": source.name,
+                "arrays": _digest(source) if source.name is None else None,
                 "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
                 "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
                 "nlist": (nlist or default_nlist(source.count)) if kind == "ivf" else None,
@@ -83,6 +86,15 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
         client.alter_collection_properties(location.collection, properties={PROPERTY: json.dumps(manifest)},
                                            timeout=timeout)
     return MilvusIndex.open(location, timeout=timeout)
+
+
+def _digest(source: EmbeddingSource) -> str:
+    """What tells in-memory arrays apart (they have no folder): a hash of their vectors and ids."""
+    digest = hashlib.sha256()
+    for vectors, ids in source:
+        digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        digest.update(json.dumps(ids).encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def _check_id_lengths(source: EmbeddingSource) -> None:
