@@ -355,3 +355,29 @@ time.sleep(60)
         holder.kill()
         holder.wait()
     assert os.path.isdir(uri)
+
+
+def test_transport_errors_become_one_line():
+    import grpc
+
+    from lame.index.location import MilvusLocation
+    from lame.index.milvus_client import milvus_call
+
+    class Reset(grpc.RpcError):  # what pymilvus passes on from gRPC as it is
+        def __init__(self, code):
+            self._code = code
+
+        def code(self):
+            return self._code
+
+        def details(self):
+            return "connection reset\nby peer"
+
+    where = MilvusLocation("http://127.0.0.1:19530", "docs")
+    with pytest.raises(MilvusUnavailable, match=r"^searching: Milvus at http://127.0.0.1:19530 does not answer "
+                                                r"\(UNAVAILABLE: connection reset by peer\)$"):
+        with milvus_call(where, "searching"):
+            raise Reset(grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(ValueError, match=r"refused it \(PERMISSION_DENIED: connection reset by peer\)$"):
+        with milvus_call(where, "searching"):
+            raise Reset(grpc.StatusCode.PERMISSION_DENIED)

@@ -21,6 +21,7 @@ from .location import MilvusLocation
 from .settings import TOKEN_ENV
 
 pymilvus = require("pymilvus", extra="milvus", feature="a Milvus index (--backend milvus, a Milvus URI)")
+import grpc  # noqa: E402  (pymilvus's transport)
 from pymilvus import DataType, MilvusClient, MilvusException  # noqa: E402
 
 DEFAULT_TIMEOUT_S = 60.0  # one call, retries included (a batch insert on a busy server takes seconds)
@@ -76,6 +77,11 @@ def milvus_call(location: MilvusLocation, doing: str) -> Iterator[None]:
     except MilvusException as exc:
         reason = " ".join(str(exc.message or exc).split())
         if exc.code in UNREACHABLE or "unavailable" in reason.lower() or "deadline" in reason.lower():
+            raise MilvusUnavailable(f"{doing}: Milvus at {location.uri} does not answer ({reason})") from exc
+        raise InvalidInput(f"{doing}: Milvus at {location.uri} refused it ({reason})") from exc
+    except grpc.RpcError as exc:  # pymilvus passes some transport errors on as they are
+        reason = " ".join(f"{exc.code().name}: {exc.details()}".split())
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise MilvusUnavailable(f"{doing}: Milvus at {location.uri} does not answer ({reason})") from exc
         raise InvalidInput(f"{doing}: Milvus at {location.uri} refused it ({reason})") from exc
     finally:

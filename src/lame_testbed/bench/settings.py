@@ -249,7 +249,8 @@ class IndexBenchSettings:
     """`lame bench index`: FAISS (flat, HNSW) against Milvus Lite (FLAT, HNSW) on random unit vectors."""
 
     vectors: int = field(default=100_000, metadata=option("random unit vectors indexed"))
-    shape: str = field(default="qwen2-vl-2b", metadata=_shape("the architecture whose embedding width the vectors have"))
+    shape: str = field(default="qwen2-vl-2b", metadata=_shape(
+        "the architecture whose embedding width the vectors have"))
     dim: int | None = field(default=None, metadata=option("the vectors' width (default: --shape's hidden size)"))
     queries: int = field(default=100, metadata=option("random unit queries, searched one at a time"))
     k: int = field(default=10, metadata=option("hits per query; recall@k is against exact search"))
@@ -261,5 +262,5 @@ class IndexBenchSettings:
     quick: bool = field(default=False, metadata=_quick())
 
     def quick_version(self) -> "IndexBenchSettings":
-        return replace(self, vectors=min(self.vectors, 2000), dim=min(self.dim or 64, 64), queries=min(self.queries, 20),
-                       batch_size=min(self.batch_size, 500))
+        return replace(self, vectors=min(self.vectors, 2000), dim=min(self.dim or 64, 64),
+                       queries=min(self.queries, 20), batch_size=min(self.batch_size, 500))
