@@ -74,6 +74,9 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     if manifest["complete"]:
         return MilvusIndex.open(location, timeout=timeout)
     written = count_rows(client, location, timeout)
+    if location.lite:  # released, Milvus Lite indexes no segment before the last flush (it merges them meanwhile)
+        with milvus_call(location, f"releasing {location} while it is written"):
+            client.release_collection(location.collection, timeout=timeout)
     if not _write(client, location, source, manifest, written, max_batches, show_progress, timeout):
         return None
     _flush_and_index(client, location, source.count, show_progress, timeout)
@@ -142,13 +145,11 @@ def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, ove
 def _flush_and_index(client: MilvusClient, location: MilvusLocation, total: int, show_progress: bool,
                      timeout: float, poll_s: float = 2.0) -> None:
     """Seals every written vector into segments and returns once they are all indexed, so that the
-    first search is as fast as the rest. Milvus Lite builds its segments' indexes inside ``load`` (and,
-    while loaded, again in the background after a flush: released first, they are built once); a
-    server builds them in the background, watched here through ``describe_index``. Flushing and indexing
+    first search is as fast as the rest. Milvus Lite (released while written) builds its segments'
+    indexes inside ``load``; a server builds them in the background, watched here through ``describe_index``. Flushing and indexing
     have no time limit (hours for a large corpus); each watching call has ``timeout``."""
     if location.lite:
         with milvus_call(location, f"flushing and indexing {location}"):
-            client.release_collection(location.collection)
             client.flush(location.collection)
             client.load_collection(location.collection)
         return

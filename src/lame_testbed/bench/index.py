@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from milvus_lite.server_manager import server_manager_instance
 
 from lame.index import VectorIndex, build_milvus_index
 from lame.modeling.meta import known_architectures
@@ -94,7 +95,9 @@ def run_index_bench(settings: IndexBenchSettings, output: Path | None = None, lo
             log(f"  {backend:<12} {kind:<5} build {build_s:8.1f} s  {row['queries_per_s']:8.1f} queries/s  "
                 f"recall@{settings.k} {row['recall_at_k']:.3f}")
             rows.append(row)
-            del index
+            if backend == "milvus-lite":  # stop its in-process server before the folder is removed
+                index.close()
+                server_manager_instance.release_server(str(Path(scratch) / f"{kind}.db"))
     report = {"benchmark": "index", "settings": {**asdict(settings), "dim": dim}, "rows": rows,
               "environment": {**environment(torch.device("cpu")), "index_versions": _versions()}}
     write_report(report, output, "index")
