@@ -16,6 +16,7 @@ from helpers import WORDS, read_jsonl
 
 import lame_testbed.digits as digits_module
 from lame_testbed.digits import answer_given_digit, generate_digits_benchmark, image_only_ceiling, main
+from lame_testbed.families import FAMILIES
 from lame.data.items import to_item
 
 
@@ -166,14 +167,15 @@ def test_test_images_do_not_depend_on_the_validation_share(labels):
 
 def test_positives_show_answer_and_are_not_the_query(bench, labels):
     records = read_jsonl(bench / "train.jsonl")
-    per_level = Counter(r["level"] for r in records)
-    assert per_level == {level: SMALL["train_queries_per_level"] for level in range(4)}
+    per_task = Counter(r["task"] for r in records)
+    assert per_task == {task: SMALL["train_queries_per_level"] for task in [f"level{lv}" for lv in range(4)] + list(FAMILIES)}
     text_share = sum(r["target_modality"] == "text" for r in records) / len(records)
     assert text_share == pytest.approx(0.25, abs=0.01)
     for record in records:
         assert record["answer"] == WORDS[record["label"]]
         query_indices = [index_of(p) for p in image_paths(record["query"])]
-        assert len(query_indices) == (2 if record["level"] == 3 else 1)
+        two = record.get("level") == 3 or (record["task"] in FAMILIES and FAMILIES[record["task"]].images == 2)
+        assert len(query_indices) == (2 if two else 1)
         assert len(set(query_indices)) == len(query_indices)  # two different images (maybe the same digit)
         if record["target_modality"] == "text":
             assert record["positive"] == {"text": WORDS[record["label"]]}
@@ -187,6 +189,7 @@ def test_positives_show_answer_and_are_not_the_query(bench, labels):
 
 def test_answers_follow_the_arithmetic(bench, labels):
     rows = read_jsonl(bench / "train.jsonl") + read_jsonl(bench / "test" / "queries.jsonl")
+    rows = [row for row in rows if "level" in row]  # the families: test_family_answers_follow_their_rules
     seen_ops = set()
     for row in rows:
         digits = [int(labels[index_of(p)]) for p in image_paths(row["query"])]
@@ -235,7 +238,7 @@ def test_relevant_is_exactly_the_test_images_of_the_answer(bench, labels):
     queries = read_jsonl(bench / "test" / "queries.jsonl")
     counts: dict[tuple, int] = defaultdict(int)
     for query in queries:
-        counts[(query["level"], query["target_modality"])] += 1
+        counts[(query["task"], query["target_modality"])] += 1
         own = {index_of(p) for p in image_paths(query["query"])}
         assert query["query_ids"] == [
             f"img-{i:04d}" for i in [index_of(p) for p in image_paths(query["query"])]
@@ -247,9 +250,9 @@ def test_relevant_is_exactly_the_test_images_of_the_answer(bench, labels):
             assert set(query["relevant"]) == expected, query["id"]
             assert set(query["relevant"].values()) == {1}
             assert expected
-    for level in range(4):
-        assert counts[(level, "image")] == SMALL["test_queries_per_level"]
-        assert counts[(level, "text")] == SMALL["test_text_queries_per_level"]
+    for task in [f"level{lv}" for lv in range(4)] + list(FAMILIES):
+        assert counts[(task, "image")] == SMALL["test_queries_per_level"]
+        assert counts[(task, "text")] == SMALL["test_text_queries_per_level"]
 
 
 def test_summary_matches_files(bench):
@@ -274,6 +277,7 @@ def test_answer_not_predictable_from_the_image_alone(no_pngs, tmp_path, labels):
         test_queries_per_level=0,
         test_text_queries_per_level=0,
         levels=(0, 1, 2, 3),
+        families=(),
     )
     by_level: dict[int, np.ndarray] = {level: np.zeros((10, 10)) for level in range(4)}
     for record in read_jsonl(out / "train.jsonl"):
@@ -301,9 +305,16 @@ def test_answer_not_predictable_from_the_image_alone(no_pngs, tmp_path, labels):
 def test_levels_are_independent_streams_and_validated(no_pngs, tmp_path):
     small = {"train_queries_per_level": 30, "test_queries_per_level": 5, "test_text_queries_per_level": 2}
     generate_digits_benchmark(tmp_path / "all", seed=1, **small)
-    generate_digits_benchmark(tmp_path / "two", seed=1, levels=(2,), **small)
-    level2 = [r for r in read_jsonl(tmp_path / "all" / "train.jsonl") if r["level"] == 2]
+    generate_digits_benchmark(tmp_path / "two", seed=1, levels=(2,), families=(), **small)
+    level2 = [r for r in read_jsonl(tmp_path / "all" / "train.jsonl") if r.get("level") == 2]
     assert level2 == read_jsonl(tmp_path / "two" / "train.jsonl")
+    # adding the families changes no level's records, and each family has its own stream too
+    generate_digits_benchmark(tmp_path / "levels", seed=1, families=(), **small)
+    every = read_jsonl(tmp_path / "all" / "train.jsonl")
+    assert [r for r in every if "level" in r] == read_jsonl(tmp_path / "levels" / "train.jsonl")
+    for name in FAMILIES:
+        generate_digits_benchmark(tmp_path / name, seed=1, levels=(), families=(name,), **small)
+        assert [r for r in every if r["task"] == name] == read_jsonl(tmp_path / name / "train.jsonl")
     with pytest.raises(ValueError):
         generate_digits_benchmark(tmp_path / "bad", levels=(4,))
     with pytest.raises(ValueError):
@@ -327,6 +338,7 @@ def test_module_entry_point(no_pngs, tmp_path, capsys):
                 "--levels",
                 "1",
                 "3",
+                "--families",
             ]
         )
         == 0

@@ -92,7 +92,7 @@ def hide(monkeypatch, *modules: str) -> None:
     """As if ``modules`` were not installed; lame's modules are imported afresh and restored afterwards."""
     for name in modules:
         monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
-    for name in [n for n in sys.modules if n == "lame" or n.startswith("lame.")]:
+    for name in [n for n in sys.modules if n.split(".")[0] in ("lame", "lame_testbed")]:
         monkeypatch.delitem(sys.modules, name)
 
 

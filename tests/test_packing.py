@@ -51,12 +51,9 @@ def test_packed_embeddings_equal_padded(family, capacity):
 def test_encode_with_packing_equals_without():
     model = build_tiny_model("qwen2_vl", seed=0, use_decoder=False)
     plain = model.encode(ITEMS * 3, batch_size=4)
-    model.packing = True
-    try:
-        packed = model.encode(ITEMS * 3, batch_size=4)
-    finally:
-        model.packing = False
+    packed = model.encode(ITEMS * 3, batch_size=4, packing=True)
     assert abs(plain - packed).max() < 1e-5
+    assert not hasattr(model, "packing")  # an argument of the call, not a state of the model
 
 
 def test_baselines_keep_padding():
@@ -65,8 +62,7 @@ def test_baselines_keep_padding():
     model = build_tiny_model("qwen2_vl", seed=0, use_decoder=False)
     for variant in ("sequential", "cot"):
         peer = variant_of(model, variant)
-        peer.packing = True
-        assert "pack_rows" not in peer.collate(model.featurize(ITEMS[:2]))
+        assert "pack_rows" not in peer.collate(model.featurize(ITEMS[:2]), packed=True)
 
 
 @pytest.mark.parametrize("chunk", [None, 2])
@@ -78,14 +74,10 @@ def test_packed_training_gradients_equal_padded(train_model, chunk):
     weights = LossWeights(contrastive=1.0, reconstruction=1.0, diversity=0.1)
     grads, losses = {}, {}
     for packed in (False, True):
-        model.packing = packed
-        try:
-            model.zero_grad(set_to_none=True)
-            losses[packed] = compute_gradients(model, batch, weights, chunk)
-            grads[packed] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        finally:
-            model.packing = False
-            model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
+        losses[packed] = compute_gradients(model, batch, weights, chunk, packing=packed)
+        grads[packed] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
     assert math.isclose(losses[True].total, losses[False].total, rel_tol=1e-5)
     assert grads[True].keys() == grads[False].keys() and grads[True]
     for name, g in grads[False].items():
@@ -99,3 +91,35 @@ def test_bench_padding_quick_counts_padding():
     assert rows["encode"]["padded_fraction"] < rows["encode, no sorting"]["padded_fraction"]
     assert sum(report["tasks"].values()) == 64
     assert encode_batches([3, 1, 2], 2) == [[0, 2], [1]]
+
+
+def test_the_trainer_passes_its_recipes_packing_to_every_pass(tmp_path, monkeypatch):
+    """train.packing and train.packing_capacity reach the collate calls of the step as arguments; the
+    model itself carries no packing state."""
+    from helpers import write_jsonl
+
+    from lame.modeling import LaMEModel
+    from lame.training.recipe import recipe_from_dict
+    from lame.training.trainer import Trainer
+
+    words = ["one", "two", "three", "four"]
+    write_jsonl(tmp_path / "train.jsonl", [{"query": f"{w} plus nothing", "positive": w} for w in words])
+    raw = {"model": {"backbone": "tiny:qwen2_vl", "lame": {"num_reason_tokens": 2}},
+           "data": {"sources": [{"path": "train.jsonl"}]},
+           "train": {"output_dir": str(tmp_path / "out"), "tensorboard": False, "featurize_workers": 0,
+                     "packing": True, "packing_capacity": 48, "save_every": 100},
+           "stages": [{"name": "s", "steps": 1, "batch_size": 4,
+                       "trainable": [{"pattern": "latent_embeddings", "lr": 1e-3}]}]}
+    calls = []
+    real = LaMEModel.collate
+
+    def collate(self, features, packed=False, capacity=None):
+        batch = real(self, features, packed=packed, capacity=capacity)
+        calls.append((packed, capacity, "pack_rows" in batch))
+        return batch
+
+    monkeypatch.setattr(LaMEModel, "collate", collate)
+    trainer = Trainer(recipe_from_dict(raw, tmp_path), show_progress=False)
+    trainer.run()
+    assert calls == [(True, 48, True)] * 2  # the queries' pass and the positives'
+    assert not {"packing", "packing_capacity"} & set(vars(trainer.model))

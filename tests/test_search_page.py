@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -100,6 +101,29 @@ def test_decode_and_items_keep_the_servers_rules(server, model):
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "/v1/decode" in page.text and "<script>" in page.text
+
+
+def test_every_v1_route_asks_for_the_key_and_no_other_route_does(server):
+    """The routes come from the app's own OpenAPI schema, so a router added without the key
+    dependency fails here."""
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    keyed = {path: methods for path, methods in paths.items() if path.startswith("/v1/")}
+    assert set(keyed) >= {"/v1/embeddings", "/v1/search", "/v1/decode", "/v1/models", "/v1/models/{name}",
+                          "/v1/items/{item_id}", "/v1/items/{item_id}/images/{number}"}
+    values = {"name": "tiny-lame", "item_id": "2", "number": "0"}
+    for template, methods in keyed.items():
+        path = re.sub(r"{(\w+)}", lambda m: values[m[1]], template)
+        for method in methods:
+            body = {"input": "x"} if method == "post" else None
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                got = httpx.request(method, server.url + path, headers=headers, json=body)
+                assert (got.status_code, got.json()["error"]["code"]) == (401, "invalid_api_key"), (method, path)
+                assert got.headers["www-authenticate"] == "Bearer"
+            assert httpx.request(method, server.url + path, headers=AUTH, json=body).status_code == 200, path
+    for path in [p for p in paths if not p.startswith("/v1/")] + ["/"]:
+        assert httpx.get(server.url + path).status_code == 200, path
+    bad_number = server.url + "/v1/items/2/images/first"  # the key is asked for before the path is validated
+    assert (httpx.get(bad_number).status_code, httpx.get(bad_number, headers=AUTH).status_code) == (401, 422)
 
 
 def test_no_decoder_no_corpus_no_page(model):

@@ -100,3 +100,18 @@ def test_unsupported_inputs_are_user_errors(st):
 
     with pytest.raises(UserError, match="not fetched"):
         st.encode(["https://example.org/x.png"])
+
+
+def test_encode_query_and_encode_document_are_lames_roles(tmp_path):
+    """sentence-transformers' encode_query / encode_document pass task="query" / "document": the
+    explicit-CoT baseline then generates a rationale for the queries only, as LaMEModel does."""
+    from lame.modeling.baselines import build_tiny_baseline
+
+    build_tiny_baseline("cot", cot_max_new_tokens=4).save_pretrained(tmp_path / "cot")
+    model = LaMEModel.from_pretrained(tmp_path / "cot")
+    st = SentenceTransformer(str(tmp_path / "cot"), trust_remote_code=True, device="cpu")
+    queries, documents = st.encode_query(TEXTS[:2]), st.encode_document(TEXTS[:2])
+    np.testing.assert_allclose(queries, model.encode_query(TEXTS[:2]), atol=1e-5)
+    np.testing.assert_allclose(documents, model.encode_document(TEXTS[:2]), atol=1e-5)
+    np.testing.assert_allclose(st.encode(TEXTS[:2]), queries, atol=1e-5)  # no role: a query, as in LaME
+    assert np.abs(queries - documents).max() > 1e-3

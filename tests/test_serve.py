@@ -561,6 +561,16 @@ def test_models_need_the_api_key(strict):
     assert httpx.get(strict.url + "/v1/models", headers=AUTH).json()["data"][0]["id"] == "lame"
 
 
+def test_two_apps_in_one_process_keep_their_own_state(server, strict):
+    """The routers are shared by every app; each request reaches its own app's state."""
+    mine = httpx.get(server.url + "/health").json()
+    theirs = httpx.get(strict.url + "/health").json()
+    assert (mine["model"], mine["index"]) == ("tiny-lame", {"kind": "flat", "count": len(DOCS)})
+    assert (theirs["model"], theirs["index"]) == ("lame", None)
+    assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == "tiny-lame"
+    assert httpx.get(strict.url + "/v1/models").status_code == 401  # only the strict app has a key
+
+
 def test_truncate_prompt_tokens(server, model):
     text = "one two three four five six seven eight nine ten eleven twelve"
     ids = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from lame import LaMEConfig, LaMEModel, build_tiny_model
 from lame.errors import InvalidInput
 from lame.modeling.lora import add_lora, merge_lora
+from lame.training import build as build_module
 from lame.training import trainer as trainer_module
 from lame.training.parallel import resolve_strategy
 from lame.training.params import select_trainable
@@ -467,10 +468,10 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
     """The trainer featurises a sample's query, positives and negatives in one batched call; the query
     goes through the model's hook (the explicit-CoT baseline adds its rationale); a bad item names its role."""
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from lame.data.items import ItemError
     from lame.modeling.baselines import build_tiny_baseline
+    from lame.training.batches import featurize_example
     from lame.training.data import TrainingExample
 
     image = noise((28, 28), 0)
@@ -482,8 +483,7 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
         calls = []
         batched = model.featurizer.many
         monkeypatch.setattr(model.featurizer, "many", lambda xs, indices=None: calls.append(len(xs)) or batched(xs, indices))
-        host = SimpleNamespace(model=model)
-        features = Trainer._featurize(host, example, 2, 1)
+        features = featurize_example(model, example, 2, 1)
         assert calls == [4]
         expected = [model.training_query_features(example, model.featurizer(items[0]))]
         expected += [model.featurizer(x) for x in items[1:]]
@@ -491,9 +491,9 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
             assert torch.equal(got.input_ids, want.input_ids) and getattr(got, "lm_tokens", 0) == getattr(want, "lm_tokens", 0)
         assert (getattr(features[0], "lm_tokens", 0) > 0) == (model.config.variant == "cot")  # the rationale's tokens
         with pytest.raises(ItemError, match=r"train.jsonl:3: negative: empty item"):
-            Trainer._featurize(host, replace(example, negatives=["   "]), 2, 1)
+            featurize_example(model, replace(example, negatives=["   "]), 2, 1)
         with pytest.raises(ItemError, match=r"train.jsonl:3: positive: .*does not exist"):
-            Trainer._featurize(host, replace(example, positives=["seven", Path("/nonexistent.png")]), 2, 1)
+            featurize_example(model, replace(example, positives=["seven", Path("/nonexistent.png")]), 2, 1)
 
 
 # ------------------------------------------------------------------------------------ 7. divergence
@@ -714,7 +714,7 @@ def test_bf16_recipes_keep_float32_master_weights_for_what_trains(tmp_path, monk
         assert value.dtype == after[name].dtype and torch.equal(value, after[name]), name
 
     # the control: the same step on the bfloat16 weights themselves
-    monkeypatch.setattr(trainer_module, "master_weights", lambda *args: None)
+    monkeypatch.setattr(build_module, "master_weights", lambda *args: None)
     *_, control_moved = one_step("control")
     assert control_moved < 0.5, control_moved
 

@@ -18,7 +18,9 @@ Embed = Callable[[Sequence[Any]], np.ndarray]  # items -> (len(items), dim) embe
 
 
 class Encoder(Protocol):
-    """What :func:`evaluate` needs of a model (a :class:`lame.LaMEModel`, or any embedder)."""
+    """What :func:`evaluate` needs of a model (a :class:`lame.LaMEModel`, or any embedder). One that also
+    has ``encode_query`` and ``encode_document`` (LaME's models, a ``SentenceTransformer``) embeds queries
+    and documents through them (:func:`lame.modeling.roles.encode_as`)."""
 
     def encode(self, items: list, batch_size: int = ..., show_progress_bar: bool = ...) -> np.ndarray: ...
 
@@ -132,20 +134,19 @@ def score_task(task: RetrievalTask, query_emb: np.ndarray, doc_emb: np.ndarray,
 def evaluate(model: Encoder, tasks: Sequence[RetrievalTask], batch_size: int = 32,
              cache_dir: str | Path | None = None, model_dir: str | Path | None = None,
              show_progress_bar: bool = True) -> dict[str, Any]:
-    """Scores ``model`` (anything with ``encode(items, batch_size=..., show_progress_bar=...)``) on tasks.
+    """Scores ``model`` (anything with ``encode(items, batch_size=..., show_progress_bar=...)``, see
+    :class:`Encoder`) on tasks.
 
     Returns ``{"tasks": {name: scores}, "categories": {category: mean score}, "overall": mean}``.
     """
-    cache = EmbeddingCache(cache_dir, model_cache_key(model_dir))
+    from ..modeling.roles import encode_as
 
-    # Models that embed queries and documents differently (the explicit-CoT baseline) take ``role``.
-    roles = hasattr(model, "embedding_role")
+    cache = EmbeddingCache(cache_dir, model_cache_key(model_dir))
 
     def encoder(role: str):
         def encode(items: Sequence[Any]) -> np.ndarray:
-            extra = {"role": role} if roles else {}
-            return np.asarray(model.encode(list(items), batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                           **extra), dtype=np.float32)
+            return np.asarray(encode_as(model, list(items), role, batch_size=batch_size,
+                                        show_progress_bar=show_progress_bar), dtype=np.float32)
         return encode
 
     results = {}

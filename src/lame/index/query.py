@@ -30,9 +30,11 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
 
 
 def search(model, index: SearchIndex, items: list, k: int = 10) -> list[list[dict]]:
-    """Embeds ``items`` and returns, per item, its hits ``{"id", "score"}`` best first."""
-    extra = {"role": "query"} if hasattr(model, "embedding_role") else {}  # any encoder works; LaME's takes a role
-    scores, ids = index.search(model.encode(items, **extra), k)
+    """Embeds ``items`` as queries (any encoder: :func:`lame.modeling.roles.encode_as`) and returns, per
+    item, its hits ``{"id", "score"}`` best first."""
+    from ..modeling.roles import encode_as  # here: lame.modeling imports transformers
+
+    scores, ids = index.search(encode_as(model, items, "query"), k)
     return [[{"id": i, "score": float(s)} for i, s in zip(row_ids, row_scores) if i is not None]
             for row_ids, row_scores in zip(ids, scores)]
 

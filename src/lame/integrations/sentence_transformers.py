@@ -9,10 +9,12 @@
     d = st.encode([Image.open("digit.png"), {"text": "which digit?", "image": "digit.png"}])
     st.similarity(q, d)
 
-returns the embeddings :meth:`lame.LaMEModel.encode` returns. sentence-transformers 6 imports a module
-class from outside its own package only with ``trust_remote_code=True``, also for a local folder and a
-class from an installed package; the code it runs is this file of the installed ``lame``, nothing from
-the model folder.
+returns the embeddings :meth:`lame.LaMEModel.encode` returns; ``st.encode_query`` and
+``st.encode_document`` embed as :meth:`lame.LaMEModel.encode_query` and ``encode_document`` do (they
+pass ``task="query"`` / ``"document"``, which this module reads as LaME's ``role``).
+sentence-transformers 6 imports a module class from outside its own package only with
+``trust_remote_code=True``, also for a local folder and a class from an installed package; the code it
+runs is this file of the installed ``lame``, nothing from the model folder.
 
 Inputs, in sentence-transformers' forms: a string (text; a string that is an existing image file path
 or a ``data:image/...`` URI is an image, as sentence-transformers reads it), a PIL image, a 3-D numpy
@@ -45,6 +47,7 @@ from sentence_transformers.base.modules import InputModule  # noqa: E402
 
 from ..data.messages import conversation_item  # noqa: E402
 from ..errors import InvalidInput  # noqa: E402
+from ..modeling.roles import ROLES  # noqa: E402
 
 MODALITIES = ["text", "image", ("image", "text"), "message"]
 
@@ -55,6 +58,7 @@ class LaMEModule(InputModule):
     model and sets ``sentence_embedding``."""
 
     save_in_root = True
+    forward_kwargs = {"task"}  # encode_query / encode_document pass task="query" / "document"
 
     def __init__(self, model):
         super().__init__()
@@ -82,9 +86,12 @@ class LaMEModule(InputModule):
         items = [to_lame_item(x, prompt or None) for x in inputs]
         return self.model.collate(self.model.featurize(items))
 
-    def forward(self, features: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+    def forward(self, features: dict[str, torch.Tensor], task: str | None = None,
+                **kwargs) -> dict[str, torch.Tensor]:
+        """``task`` "query" or "document" is the role LaME embeds the batch as (other tasks: no role)."""
         batch = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
-        features["sentence_embedding"] = self.model(batch).embeddings.float()
+        role = task if task in ROLES else None
+        features["sentence_embedding"] = self.model(batch, role=role).embeddings.float()
         return features
 
     # ---------------------------------------------------------------------------- saving, loading

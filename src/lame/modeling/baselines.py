@@ -18,7 +18,8 @@
   rationale annotations with teacher forcing: prompt + rationale + end of turn + ``[EMBED]`` in one
   pass, contrastive loss on ``[EMBED]`` plus LM cross-entropy on the rationale tokens (``lm_loss``, added
   by the training step under ``reconstruction_weight``). Positives and negatives are embedded without a
-  rationale in training; at inference every item gets one, unless ``generate_rationale = False``.
+  rationale in training; at inference a query gets one and a document (``role="document"``,
+  ``encode_document``) none, as in training; ``generate_rationale = False`` gives none to any item.
 
 Positions: left-padded batches get their padding-aware positions from the adapter for the prompt
 (multimodal RoPE from ``get_rope_index`` for Qwen); every new position (latent step, generated token,
@@ -32,8 +33,6 @@ tokenizer and processor with :func:`variant_of`.
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
@@ -44,6 +43,7 @@ from ..config import LaMEConfig
 from ..data.featurize import Features
 from ..data.items import ItemError
 from .lame import LaMEModel, LaMEOutput
+from .roles import Role, check_role
 
 
 def _last_positions(position_ids: torch.Tensor) -> torch.Tensor:
@@ -59,11 +59,6 @@ def _extended(batch: dict[str, torch.Tensor], new: int) -> dict[str, torch.Tenso
     if "mm_token_type_ids" in batch:
         out["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], pad.to(batch["mm_token_type_ids"].dtype)], dim=1)
     return out
-
-
-# Per thread: the ids of the explicit-CoT models now embedding documents (ExplicitCoTModel.embedding_role).
-# Module-level rather than on the model, so that copying or pickling a model is unaffected.
-_DOCUMENT_ROLE = threading.local()
 
 
 @dataclass
@@ -85,7 +80,10 @@ class SequentialLatentModel(LaMEModel):
             raise ValueError(f"SequentialLatentModel needs variant='sequential', got {config.variant!r}")
         super().__init__(config, *args, **kwargs)
 
-    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> SequentialOutput:
+    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None,
+                role: Role | None = None) -> SequentialOutput:
+        """The prompt pass, then the latent steps; queries and documents (``role``) alike."""
+        check_role(role)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         steps = self.config.latent_steps
         inputs_embeds = self.input_embeddings(batch["input_ids"])
@@ -165,22 +163,6 @@ class ExplicitCoTModel(LaMEModel):
         self.rationale_end_id = self.tokenizer.convert_tokens_to_ids(
             self.adapter.end_of_turn_token or self.tokenizer.eos_token)
 
-    @contextmanager
-    def embedding_role(self, role):
-        """Documents (``role="document"``) get no rationale: training embeds positives without one. The
-        role is kept per thread, so concurrent ``encode`` calls with different roles do not mix."""
-        with super().embedding_role(role):
-            embedding_documents = _DOCUMENT_ROLE.__dict__.setdefault("models", set())
-            before = id(self) in embedding_documents
-            (embedding_documents.add if role == "document" else embedding_documents.discard)(id(self))
-            try:
-                yield
-            finally:
-                (embedding_documents.add if before else embedding_documents.discard)(id(self))
-
-    def _embedding_documents(self) -> bool:
-        return id(self) in getattr(_DOCUMENT_ROLE, "models", ())
-
     # ------------------------------------------------------------------------ training (teacher forcing)
     def rationale_features(self, query, rationale: str | None, index: int | None = None,
                            base: Features | None = None) -> CoTFeatures:
@@ -206,21 +188,24 @@ class ExplicitCoTModel(LaMEModel):
     def training_query_features(self, example, features: Features) -> CoTFeatures:
         return self.rationale_features(example.query, getattr(example, "rationale", None), base=features)
 
-    def collate(self, features: list[Features], packed: bool | None = None) -> dict[str, torch.Tensor]:
-        batch = super().collate(features, packed=False)  # generation needs padded rows
+    def collate(self, features: list[Features], packed: bool = False,
+                capacity: int | None = None) -> dict[str, torch.Tensor]:
+        batch = super().collate(features)  # generation needs padded rows
         lm_tokens = [getattr(f, "lm_tokens", 0) for f in features]
         if any(lm_tokens):
             batch["lm_tokens"] = torch.tensor(lm_tokens)
         return batch
 
     # --------------------------------------------------------------------------------------- forward
-    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None,
+    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None, role: Role | None = None,
                 generate: bool | None = None) -> LaMEOutput:
-        """Teacher-forced single pass in training mode or for batches carrying rationales; otherwise
-        (evaluation, ``encode``) generate the rationale, then embed after it."""
+        """Teacher-forced single pass in training mode, for batches carrying rationales and for documents
+        (``role="document"``: training embeds positives without a rationale); otherwise (evaluation,
+        ``encode``, ``role`` "query" or None) generate the rationale, then embed after it."""
+        check_role(role)
         if generate is None:
             generate = (not self.training and self.generate_rationale and "lm_tokens" not in batch
-                        and not self._embedding_documents() and self.config.cot_max_new_tokens > 0)
+                        and role != "document" and self.config.cot_max_new_tokens > 0)
         if generate:
             return self._generate_and_embed(batch, normalize)
         out = super().forward(batch, normalize)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from ..errors import MissingPath
 from ..integrations.st_files import write_sentence_transformers_files
 from .adapters import get_adapter
 from .heads import EmbeddingHead, LatentDecoderHead
+from .inference import inference_context
 from .lora import add_lora, is_lora_name, plain_backbone_name
+from .roles import Role, check_role
 from .variants import variant_class
 
 HEADS_FILE = "lame_heads.safetensors"
@@ -59,10 +60,6 @@ class SkippedItem:
 class LaMEModel(nn.Module):
     """The LaME embedder. Build it with :meth:`from_backbone` (a local Hugging Face VLM folder),
     :meth:`from_pretrained` (a saved LaME folder) or :func:`lame.build_tiny_model`."""
-
-    # encode/decode_latents run under this; sharded training swaps in torch.no_grad, because weights
-    # gathered under inference_mode would become inference tensors that the next backward cannot use.
-    inference_context = staticmethod(torch.inference_mode)
 
     def __init__(self, config: LaMEConfig, backbone, tokenizer, image_processor, decoder=None, decoder_tokenizer=None):
         super().__init__()
@@ -219,29 +216,26 @@ class LaMEModel(nn.Module):
         explicit-CoT baseline adds the example's rationale)."""
         return features
 
-    # Padding-free batches (lame.data.packing): items share rows, each attending only to itself. Off by
-    # default; ``packing_capacity`` caps a row's positions (None: the batch's longest item). Only the
-    # single-pass LaME forward reads packed batches; the baselines (their own forward) and batches with
-    # videos keep padding.
-    supports_packing = True
-    packing = False
-    packing_capacity: int | None = None
-
-    def collate(self, features: list[Features], packed: bool | None = None) -> dict[str, torch.Tensor]:
-        """A batch for :meth:`forward`: left-padded, or packed (``packed``, default :attr:`packing`)."""
-        packed = self.packing if packed is None else packed
+    def collate(self, features: list[Features], packed: bool = False,
+                capacity: int | None = None) -> dict[str, torch.Tensor]:
+        """A batch for :meth:`forward`: left-padded, or with ``packed`` padding-free
+        (:mod:`lame.data.packing`: items share rows, each attending only to itself; a row holds at most
+        ``capacity`` positions, None: the batch's longest item). Only the single-pass LaME forward reads
+        packed batches; the baselines (their own forward) and batches with videos stay padded."""
         single_pass = type(self).forward is LaMEModel.forward and type(self).collate is LaMEModel.collate
         no_video = all(f.pixel_values_videos is None for f in features)
-        if packed and self.supports_packing and single_pass and no_video:
+        if packed and single_pass and no_video:
             from ..data.packing import collate_packed
 
-            return collate_packed(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id,
-                                  self.packing_capacity)
+            return collate_packed(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id, capacity)
         return collate(features, self.tokenizer.pad_token_id, self.featurizer.image_token_id,
                        self.featurizer.video_token_id)
 
-    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None) -> LaMEOutput:
-        """One pass over query + latent block. ``batch`` comes from :meth:`collate` (padded or packed)."""
+    def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None,
+                role: Role | None = None) -> LaMEOutput:
+        """One pass over query + latent block. ``batch`` comes from :meth:`collate` (padded or packed).
+        ``role`` (``"query"``, ``"document"``): LaME embeds both alike (see :mod:`lame.modeling.roles`)."""
+        check_role(role)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         n_latent, k = self.config.num_latent_tokens, self.config.num_reason_tokens
         if "pack_rows" in batch:
@@ -316,13 +310,6 @@ class LaMEModel(nn.Module):
         """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""
         return self.config.projection_dim or self.adapter.hidden_size(self.backbone)
 
-    @contextmanager
-    def embedding_role(self, role: Literal["query", "document"] | None):
-        """While active, items are embedded as ``role`` (see :meth:`encode`); LaME embeds both alike."""
-        if role not in (None, "query", "document"):
-            raise ValueError(f"role must be 'query', 'document' or None, got {role!r}")
-        yield
-
     def encode(
         self,
         items: Sequence[ItemLike] | ItemLike,
@@ -334,7 +321,8 @@ class LaMEModel(nn.Module):
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
         return_skipped: bool = False,
-        role: Literal["query", "document"] | None = None,
+        role: Role | None = None,
+        packing: bool = False,
     ):
         """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
 
@@ -350,8 +338,11 @@ class LaMEModel(nn.Module):
         :class:`SkippedItem`. The model's train/eval mode is restored afterwards, also on error.
         ``role="document"`` embeds the items as retrieval targets are embedded in training: the same for
         LaME and the discriminative and sequential models; the explicit-CoT model then generates no
-        rationale (its positives are trained without one).
+        rationale (its positives are trained without one). :meth:`encode_query` and
+        :meth:`encode_document` pass the role for you. ``packing=True`` runs padding-free batches
+        (:mod:`lame.data.packing`; the same embeddings, less padding computed; the baselines stay padded).
         """
+        check_role(role)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if device is not None:
@@ -364,8 +355,8 @@ class LaMEModel(nn.Module):
         if switch:
             self.eval()
         try:
-            with self.embedding_role(role):
-                skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error)
+            skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error,
+                                        role=role, packing=packing)
         finally:
             if switch:
                 self.train(was_training)
@@ -378,8 +369,17 @@ class LaMEModel(nn.Module):
             embeddings = embeddings.numpy()
         return (embeddings, skipped) if return_skipped else embeddings
 
+    def encode_query(self, items: Sequence[ItemLike] | ItemLike, **kwargs):
+        """:meth:`encode` with ``role="query"``."""
+        return self.encode(items, role="query", **kwargs)
+
+    def encode_document(self, items: Sequence[ItemLike] | ItemLike, **kwargs):
+        """:meth:`encode` with ``role="document"``: items embedded as retrieval targets."""
+        return self.encode(items, role="document", **kwargs)
+
     def _encode_into(self, result: torch.Tensor, items: list, batch_size: int, normalize: bool | None,
-                     show_progress_bar: bool, on_error: str) -> list[SkippedItem]:
+                     show_progress_bar: bool, on_error: str, role: Role | None,
+                     packing: bool) -> list[SkippedItem]:
         """Fills ``result``'s rows; returns the skipped items."""
         # Featurise a bounded window at a time (one image-processor and one tokenizer call for the window),
         # sorted by length inside it (padded batches); a background thread featurises the next window while
@@ -411,15 +411,15 @@ class LaMEModel(nn.Module):
                     yield done
 
         skipped: list[SkippedItem] = []
-        with self.inference_context(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
+        with inference_context(), tqdm(total=len(items), disable=not show_progress_bar, desc="encode") as bar:
             for ready, bad in featurized_windows():
                 skipped += bad
                 bar.update(len(bad))
-                if not self.packing:  # packed batches waste nothing on mixed lengths: no need to sort
+                if not packing:  # packed batches waste nothing on mixed lengths: no need to sort
                     ready.sort(key=lambda pair: -len(pair[1]))
                 for b in range(0, len(ready), batch_size):
                     part = ready[b: b + batch_size]
-                    out = self(self.collate([f for _, f in part]), normalize=normalize)
+                    out = self(self.collate([f for _, f in part], packed=packing), normalize=normalize, role=role)
                     result[[i for i, _ in part]] = out.embeddings.float().cpu()
                     bar.update(len(part))
         return skipped
@@ -443,7 +443,7 @@ class LaMEModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with self.inference_context():
+            with inference_context():
                 for b in range(0, len(items), batch_size):
                     features = self.featurizer.many(items, range(b, min(b + batch_size, len(items))))
                     bad = next((f for f in features if isinstance(f, ItemError)), None)

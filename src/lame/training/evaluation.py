@@ -1,6 +1,7 @@
-"""A recipe's ``eval`` section: a benchmark scored while training.
+"""Evaluation while training: a recipe's ``eval`` section (a benchmark) or any evaluator, run by
+:class:`PeriodicEvaluation` every ``train.eval_every`` steps and at the end.
 
-The tasks are loaded once, through the same loaders as ``lame eval``
+A benchmark's tasks are loaded once, through the same loaders as ``lame eval``
 (:func:`lame.eval.loaders.load_benchmark`), and scored with :func:`lame.eval.runner.evaluate`
 every ``train.eval_every`` steps and at the end. The scores go to metrics.jsonl as
 ``eval/overall`` and ``eval/<task>/<metric>``, to TensorBoard and the loss-curves plot; the final
@@ -65,3 +66,67 @@ class BenchmarkEvaluator:
 
         self.last_report = evaluate(model, self.tasks, batch_size=self.spec.batch_size, show_progress_bar=False)
         return flat_scores(self.last_report)
+
+
+def recipe_evaluator(recipe, evaluator=None):
+    """``evaluator``, else the recipe's ``eval`` benchmark (a :class:`BenchmarkEvaluator`), else None."""
+    if evaluator is None and recipe.eval is not None:
+        return BenchmarkEvaluator(recipe.eval)
+    return evaluator
+
+
+class PeriodicEvaluation:
+    """The trainer's evaluations: ``evaluator(model) -> {name: float}`` every ``train.eval_every`` steps
+    and at the end of training, on the main process (on every process when the weights are sharded:
+    each forward is then a collective), inside the strategy's ``evaluation_context``. The main
+    process's scores go to metrics.jsonl as ``eval/<name>`` and to TensorBoard."""
+
+    def __init__(self, evaluator, recipe, accelerator, strategy, metrics, console):
+        self.evaluator, self.recipe = evaluator, recipe
+        self.accelerator, self.strategy = accelerator, strategy
+        self.metrics, self.console = metrics, console
+        self.last: tuple[int, dict] | None = None  # (step, scores) of the last evaluation
+        every = recipe.train.eval_every
+        if evaluator is None and every:
+            console.line("note: train.eval_every is set but nothing is evaluated: add an eval section "
+                         "(eval: {benchmark: ...}) to the recipe")
+        elif hasattr(evaluator, "describe"):
+            console.line(f"evaluating {f'every {every} steps and ' if every else ''}at the end on "
+                         f"{evaluator.describe()}")
+
+    def after_step(self, model, stage, step: int, final: bool) -> None:
+        """Evaluates when step ``step`` is due (``final``: the last step of training)."""
+        every = self.recipe.train.eval_every
+        if self.evaluator is None or not (final or (every and step % every == 0)):
+            return
+        main = self.accelerator.is_main_process
+        if main or self.strategy.forward_needs_every_rank:
+            with self.strategy.evaluation_context():
+                scores = self.evaluator(model)
+            model.train()
+        if main:
+            self.last = (step, scores)
+            row = {"step": step, "stage": stage.name, **{f"eval/{k}": float(v) for k, v in scores.items()}}
+            self.metrics.write(row, {k: float(v) for k, v in scores.items()}, prefix="eval")
+        self.accelerator.wait_for_everyone()
+
+    def final_report(self, model_dir: Path) -> dict | None:
+        """The last evaluation for the model card; a benchmark's full report is also written next to
+        the model as ``scores-<benchmark>-step-<N>.json``."""
+        if self.last is None:
+            return None
+        step, scores = self.last
+        evaluation = {"step": step, "scores": scores}
+        report = getattr(self.evaluator, "last_report", None)
+        if report is not None:
+            from ..eval.runner import format_table, save_report
+            from .checkpoint import PREFIX
+
+            spec = self.recipe.eval
+            path = model_dir / f"scores-{self.evaluator.name}-{PREFIX}{step:06d}.json"  # not lame eval's file
+            save_report({**report, "model": str(model_dir), "benchmark": spec.benchmark, "step": step,
+                         "max_queries": spec.max_queries}, path)
+            evaluation.update(benchmark=spec.benchmark, max_queries=spec.max_queries, table=format_table(report),
+                              file=path.name)
+            self.console.line(f"scores after step {step}: overall {report['overall']:.4f} (all of them in {path})")
+        return evaluation

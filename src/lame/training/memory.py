@@ -288,6 +288,34 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
     ``chunk``: GradCache chunk (default ``setup.grad_cache_chunk``; None or >= the batch: whole batch).
     """
     chunk = setup.grad_cache_chunk if chunk is None else chunk
+    weights, gradients, optimizer, step = _weight_state_bytes(arch, trainable, setup)
+    static = weights + optimizer
+    items = max(work.queries, work.positives, work.negatives)
+    whole = chunk is None or chunk >= items
+
+    def pass_activations(n: int, with_decoder: bool) -> tuple[float, float]:
+        return _pass_activations(arch, trains, work, setup, n, with_decoder)
+
+    if whole:
+        passes = [pass_activations(work.queries, True), pass_activations(work.positives, False),
+                  pass_activations(work.negatives, False) if work.negatives else (0.0, 0.0)]
+        activations = sum(k for k, _ in passes)
+        transient = max(t for _, t in passes)
+        at_backward = static + activations + transient + gradients
+    else:
+        kept, transient = pass_activations(min(chunk, items), True)
+        no_grad_pass = pass_activations(min(chunk, items), False)[1]
+        activations = kept
+        at_backward = static + gradients + kept + transient
+        at_backward = max(at_backward, static + no_grad_pass)
+    at_step = static + gradients + step
+    peak = max(at_backward, at_step)
+    return Estimate(weights, gradients, optimizer, step, activations, transient, peak,
+                    {"whole_batch": whole, "chunk": None if whole else chunk})
+
+
+def _weight_state_bytes(arch: Architecture, trainable: int, setup: Setup) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer state, optimizer step's temporaries) one process holds."""
     world = setup.world
     deepspeed = setup.strategy in ("zero2", "zero3")
     if deepspeed and setup.autocast:
@@ -306,65 +334,47 @@ def estimate(arch: Architecture, trainable: int, trains: dict, work: Workload, s
             weights += 2 * block  # gathered blocks: the current one and the next
     if setup.sharded_grads:
         gradients, optimizer, step = gradients / world, optimizer / world, step / world
-    static = weights + optimizer
+    return weights, gradients, optimizer, step
 
-    items = max(work.queries, work.positives, work.negatives)
-    whole = chunk is None or chunk >= items
 
-    def pass_activations(n: int, with_decoder: bool) -> tuple[float, float]:
-        """(kept for the backward, transient peak on top) of one forward pass over ``n`` items."""
-        positions = n * work.tokens
-        lang = arch.language
-        b = lang.compute_bytes(setup)
-        kept = transient = 0.0
-        if trains["language"]:
-            if trains["language_weights"] or not setup.gradient_checkpointing:
-                # autocast caches the 16-bit copies of float32 weights that train; a frozen weight's copy is
-                # only kept by autograd, which a checkpointed block does not do
-                kept += lang.cast_copies(setup)
-            per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
-            if setup.gradient_checkpointing:
-                kept += positions * lang.blocks * lang.hidden * lang.weight_bytes  # block inputs (residual stream)
-                # one block recomputed in the backward, with its gradients' temporaries
-                transient = max(transient, positions * (per_block + 0.5 * lang.transient_per_position(b)))
-            else:
-                kept += positions * lang.blocks * per_block
-            kept += positions * lang.hidden * (b + 4)  # embeddings in, final norm
-        transient = max(transient, positions * lang.transient_per_position(b))
-        if arch.vision is not None and work.patches:
-            patches = n * work.patches
-            v = arch.vision
-            vb = v.compute_bytes(setup)
-            if trains["vision"]:
-                kept += v.cast_copies(setup)
-                kept += patches * v.blocks * v.saved_per_position("vision", setup, True)
-            transient = max(transient, patches * (v.transient_per_position(vb) + v.hidden * vb))
-        if with_decoder and arch.decoder is not None and trains["decoder_runs"]:
-            tokens = n * (work.decoder_tokens + work.num_reason_tokens)
-            d = arch.decoder
-            kept += d.cast_copies(setup)
-            kept += tokens * d.blocks * d.saved_per_position("language", setup, trains["decoder_weights"])
-            logits = n * work.decoder_tokens * arch.decoder_vocab
-            kept += logits * (d.compute_bytes(setup) + 4)  # the logits and their fp32 copy for the loss
-            transient = max(transient, logits * 4)  # the loss's softmax
-        return kept, transient
-
-    if whole:
-        passes = [pass_activations(work.queries, True), pass_activations(work.positives, False),
-                  pass_activations(work.negatives, False) if work.negatives else (0.0, 0.0)]
-        activations = sum(k for k, _ in passes)
-        transient = max(t for _, t in passes)
-        at_backward = static + activations + transient + gradients
-    else:
-        kept, transient = pass_activations(min(chunk, items), True)
-        no_grad_pass = pass_activations(min(chunk, items), False)[1]
-        activations = kept
-        at_backward = static + gradients + kept + transient
-        at_backward = max(at_backward, static + no_grad_pass)
-    at_step = static + gradients + step
-    peak = max(at_backward, at_step)
-    return Estimate(weights, gradients, optimizer, step, activations, transient, peak,
-                    {"whole_batch": whole, "chunk": None if whole else chunk})
+def _pass_activations(arch: Architecture, trains: dict, work: Workload, setup: Setup, n: int,
+                      with_decoder: bool) -> tuple[float, float]:
+    """(kept for the backward, transient peak on top) of one forward pass over ``n`` items."""
+    positions = n * work.tokens
+    lang = arch.language
+    b = lang.compute_bytes(setup)
+    kept = transient = 0.0
+    if trains["language"]:
+        if trains["language_weights"] or not setup.gradient_checkpointing:
+            # autocast caches the 16-bit copies of float32 weights that train; a frozen weight's copy is
+            # only kept by autograd, which a checkpointed block does not do
+            kept += lang.cast_copies(setup)
+        per_block = lang.saved_per_position("language", setup, trains["language_weights"], trains["lora_dropout"])
+        if setup.gradient_checkpointing:
+            kept += positions * lang.blocks * lang.hidden * lang.weight_bytes  # block inputs (residual stream)
+            # one block recomputed in the backward, with its gradients' temporaries
+            transient = max(transient, positions * (per_block + 0.5 * lang.transient_per_position(b)))
+        else:
+            kept += positions * lang.blocks * per_block
+        kept += positions * lang.hidden * (b + 4)  # embeddings in, final norm
+    transient = max(transient, positions * lang.transient_per_position(b))
+    if arch.vision is not None and work.patches:
+        patches = n * work.patches
+        v = arch.vision
+        vb = v.compute_bytes(setup)
+        if trains["vision"]:
+            kept += v.cast_copies(setup)
+            kept += patches * v.blocks * v.saved_per_position("vision", setup, True)
+        transient = max(transient, patches * (v.transient_per_position(vb) + v.hidden * vb))
+    if with_decoder and arch.decoder is not None and trains["decoder_runs"]:
+        tokens = n * (work.decoder_tokens + work.num_reason_tokens)
+        d = arch.decoder
+        kept += d.cast_copies(setup)
+        kept += tokens * d.blocks * d.saved_per_position("language", setup, trains["decoder_weights"])
+        logits = n * work.decoder_tokens * arch.decoder_vocab
+        kept += logits * (d.compute_bytes(setup) + 4)  # the logits and their fp32 copy for the loss
+        transient = max(transient, logits * 4)  # the loss's softmax
+    return kept, transient
 
 
 def largest_chunk(arch: Architecture, trainable: int, trains: dict, work: Workload, setup: Setup,
@@ -537,11 +547,11 @@ def measure_training_peak(model, batch, weights, setup: Setup, steps: int = 2) -
     return {"peak": tracker.peak, "weights": tracker.baseline}
 
 
-def workload_of(model, batch) -> Workload:
+def workload_of(model, batch, packed: bool = False) -> Workload:
     """The :class:`Workload` of a :class:`~lame.training.steps.TrainBatch`: positions per item as collated
-    (the longest item of the largest group; packed batches: the mean length), patches per item on average."""
+    (the longest item of the largest group; ``packed`` batches: the mean length), patches per item on average."""
     groups = [g for g in (batch.queries, batch.positives, batch.negatives) if g]
-    if model.packing:
+    if packed:
         tokens = max(sum(len(f) for f in g) / len(g) for g in groups)
     else:
         tokens = max(max(len(f) for f in g) for g in groups)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -86,6 +86,10 @@ class DataParallel:
     def prepare_model(self, model):
         """Places (and, for the sharded strategies, shards) the model; returns it."""
         return model.to(self.accelerator.device)
+
+    def evaluation_context(self):
+        """The context the trainer evaluates in (around its evaluator's ``encode`` calls)."""
+        return nullcontext()
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """The stage's optimizer over ``groups`` (torch param-group dicts)."""
@@ -334,10 +338,14 @@ class DeepSpeedZero(DataParallel):
         config.setdefault("zero_optimization", {}).setdefault("stage", 2)
         return config
 
-    def prepare_model(self, model):
+    def evaluation_context(self):
+        # ZeRO-3 gathers the partitioned weights for each forward: gathered under inference_mode they
+        # become inference tensors, which the next training backward cannot use. Evaluate under no_grad.
         if self.zero_stage == 3:
-            model.inference_context = torch.no_grad
-        return super().prepare_model(model)
+            from ..modeling.inference import no_inference_mode
+
+            return no_inference_mode()
+        return nullcontext()
 
     def make_optimizer(self, model, groups: list[dict], stage, mixed_precision: str = "no"):
         """Starts this stage's engine; returns the wrapped torch optimizer (the scheduler drives its lr)."""

@@ -133,7 +133,7 @@ class Recipe:
 
 def load_recipe(path: str | Path, overrides: list[str] = (), check_paths: bool = True) -> Recipe:
     """Reads a YAML recipe, applies ``key.path=value`` overrides and validates everything but the
-    parameter patterns (they need the built model: :func:`lame.training.trainer.check_stage_patterns`).
+    parameter patterns (they need the built model: :func:`lame.training.build.check_stage_patterns`).
 
     ``check_paths=False`` accepts missing data files and model folders (see :func:`missing_paths`).
     """

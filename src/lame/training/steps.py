@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -33,7 +34,8 @@ class TrainBatch:
 
 
 def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size: int | None = None,
-                      autocast=None, backward=None, lockstep: bool = False) -> StepLosses:
+                      autocast=None, backward=None, lockstep: bool = False, packing: bool = False,
+                      packing_capacity: int | None = None) -> StepLosses:
     """Accumulates into ``.grad`` the gradients of this process's share of the LaME loss.
 
     The shares are such that averaging gradients over processes gives the global gradient (see
@@ -45,16 +47,27 @@ def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size
     same modules, as sharded parameters need (each pass is a collective under FSDP and ZeRO). Batches
     differ in size between processes once samples are skipped, and in which queries have decoder
     targets; the missing passes run on this process's own data with weight zero.
+
+    ``packing``: the passes run padding-free batches (``model.collate(..., packed=True,
+    capacity=packing_capacity)``, :mod:`lame.data.packing`): the same losses and gradients.
     """
     autocast = autocast or _no_autocast
     backward = backward or _plain_backward
     loss = LaMELoss(model, weights, lockstep)
+    collate = _collator(model, packing, packing_capacity)
     sizes = [len(batch.queries), len(batch.positives), len(batch.negatives)]
     if lockstep:
         sizes = global_max(sizes)
     if chunk_size is None or chunk_size >= max(*sizes, 1):
-        return _full_batch(model, batch, loss, autocast, backward)
-    return _grad_cache(model, batch, loss, chunk_size, autocast, backward)
+        return _full_batch(model, batch, loss, autocast, backward, collate)
+    return _grad_cache(model, batch, loss, chunk_size, autocast, backward, collate)
+
+
+def _collator(model, packing: bool, capacity: int | None):
+    """``features -> batch``: ``model.collate`` with the run's packing (only the options that are set)."""
+    if not packing:
+        return model.collate
+    return partial(model.collate, packed=True, **({} if capacity is None else {"capacity": capacity}))
 
 
 def _plain_backward(loss: torch.Tensor, last: bool) -> None:
@@ -66,11 +79,11 @@ def _no_autocast():
     yield
 
 
-def _full_batch(model, batch: TrainBatch, loss: LaMELoss, autocast, backward) -> StepLosses:
+def _full_batch(model, batch: TrainBatch, loss: LaMELoss, autocast, backward, collate) -> StepLosses:
     with autocast():
-        q = model(model.collate(batch.queries))
-        pos = model(model.collate(batch.positives)).embeddings
-        neg = model(model.collate(batch.negatives)).embeddings if batch.negatives else None
+        q = model(collate(batch.queries))
+        pos = model(collate(batch.positives)).embeddings
+        neg = model(collate(batch.negatives)).embeddings if batch.negatives else None
         contrastive = loss.contrastive(q.embeddings, pos, neg, batch.labels)
         reconstruction, diversity = loss.side_terms(q, batch.targets, loss.normalizers(batch))
         total = loss.share(contrastive, reconstruction, diversity)
@@ -107,7 +120,8 @@ def _padded(chunks: list[list[int]], count: int) -> list[tuple[list[int], float]
     return [(rows, 1.0) for rows in chunks] + [(rows, 0.0) for rows in chunks[-1:] * (count - len(chunks))]
 
 
-def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autocast, backward) -> StepLosses:
+def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autocast, backward,
+                collate) -> StepLosses:
     groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
     chunks = {name: _chunks(features, chunk_size) for name, features in groups.items()}
     # In lockstep every process makes as many passes per group as the process with the most chunks.
@@ -121,7 +135,7 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
         for name, rows, weight in passes:
             states.append(_RandomState())
             with autocast():
-                embeddings = model(model.collate([groups[name][i] for i in rows])).embeddings.float()
+                embeddings = model(collate([groups[name][i] for i in rows])).embeddings.float()
             if weight:
                 cached[name].append(embeddings)
 
@@ -137,7 +151,7 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
     reconstruction = diversity = 0.0
     for number, ((name, rows, weight), state) in enumerate(zip(passes, states), start=1):
         with state.replay(), autocast():
-            out = model(model.collate([groups[name][i] for i in rows]))
+            out = model(collate([groups[name][i] for i in rows]))
             surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
             if name == "queries":
                 rec, div = loss.side_terms(out, [batch.targets[i] for i in rows], norm)

@@ -108,12 +108,9 @@ def _run_encode_bench(settings: EncodeSettings, output: Path | None, log) -> dic
     log(f"bench encode: {len(items)} items {kinds}, batch {settings.batch_size}, device {device}")
     results = {"naive": None, "encode": None}
     times: dict[str, list[float]] = {"naive": [], "encode": []}
+
     def ours():
-        model.packing = settings.packing
-        try:
-            return model.encode(items, batch_size=settings.batch_size)
-        finally:
-            model.packing = False
+        return model.encode(items, batch_size=settings.batch_size, packing=settings.packing)
 
     runners = {"naive": lambda: naive_encode(model, items, settings.batch_size), "encode": ours}
     for _ in range(settings.warmup):  # on a few batches: the first calls allocate and load lazily

@@ -119,7 +119,6 @@ def run_plain(recipe) -> list[float]:
 
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe)
-    model.packing = False
     stage = recipe.stages[0]
     if stage.lora:
         add_lora(model, stage.lora.r, stage.lora.alpha, stage.lora.dropout, stage.lora.target_modules)
