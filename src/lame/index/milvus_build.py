@@ -146,8 +146,9 @@ def _flush_and_index(client: MilvusClient, location: MilvusLocation, total: int,
                      timeout: float, poll_s: float = 2.0) -> None:
     """Seals every written vector into segments and returns once they are all indexed, so that the
     first search is as fast as the rest. Milvus Lite (released while written) builds its segments'
-    indexes inside ``load``; a server builds them in the background, watched here through ``describe_index``. Flushing and indexing
-    have no time limit (hours for a large corpus); each watching call has ``timeout``."""
+    indexes inside ``load``; a server builds them in the background, watched here through
+    ``describe_index``. Flushing and indexing have no time limit (hours for a large corpus); each
+    watching call has ``timeout``."""
     if location.lite:
         with milvus_call(location, f"flushing and indexing {location}"):
             client.flush(location.collection)

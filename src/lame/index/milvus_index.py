@@ -140,8 +140,10 @@ class MilvusIndex:
                ef_search: int | None = None) -> tuple[np.ndarray, list[list[Any]]]:
         """Top ``k``: ``scores`` (n, k) float32, best first, and ``ids`` (n lists), as
         :meth:`VectorIndex.search <lame.index.VectorIndex.search>` (-inf / None past the last hit)."""
-        if not 1 <= k <= MAX_K:
-            raise InvalidInput(f"k must be from 1 to {MAX_K} (Milvus's largest top-k), got {k}")
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}")  # FAISS's words: --k fails alike on both backends
+        if k > MAX_K:
+            raise InvalidInput(f"k must be at most {MAX_K} (Milvus's largest top-k), got {k}")
         queries = normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
         params = search_params(self.manifest, k, nprobe, ef_search)
         scores: list[list[float]] = []
