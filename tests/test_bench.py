@@ -103,13 +103,18 @@ def test_cot_goal_is_extrapolated_from_two_shorter_rows():
 
 def test_bench_index_quick_compares_four_methods(tmp_path, capsys):
     pytest.importorskip("milvus_lite", reason="the 'milvus' extra (pymilvus, milvus-lite) is not installed")
-    assert main(["bench", "index", "--quick", "--output", str(tmp_path)]) == 0
+    assert main(["bench", "index", "--quick", "--threads", "1", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "index.json").read_text())
     rows = {(r["backend"], r["kind"]): r for r in report["rows"]}
     assert set(rows) == {("faiss", "flat"), ("faiss", "hnsw"), ("milvus-lite", "flat"), ("milvus-lite", "hnsw")}
     assert rows["faiss", "flat"]["recall_at_k"] == rows["milvus-lite", "flat"]["recall_at_k"] == 1.0  # both exact
+    dim = report["settings"]["dim"]
     for row in rows.values():
         assert 0 < row["recall_at_k"] <= 1 and row["build_s"] > 0 and row["queries_per_s"] > 0
+        assert row["build_cpu_s"] > 0 and row["queries_per_cpu_s"] > 0
+        # worst case in float32 (u = 2^-24): d u for the dot product in any order, d/2 u for each of the two
+        # renormalisations (query, vector: the error of a norm), u for the stored result
+        assert row["max_score_error"] <= (2 * dim + 1) * 2.0**-24
     assert report["settings"]["vectors"] == 2000 and report["settings"]["dim"] == 64
     assert report["environment"]["index_versions"]["milvus-lite"]
     assert "milvus-lite  hnsw" in capsys.readouterr().out

@@ -258,6 +258,8 @@ class IndexBenchSettings:
     ef_construction: int = field(default=80, metadata=option("HNSW candidates kept while linking a node"))
     ef_search: int = field(default=64, metadata=option("HNSW candidates searched (at least k)"))
     batch_size: int = field(default=1000, metadata=option("Milvus: vectors per insert"))
+    threads: int | None = field(default=None, metadata=option(
+        "FAISS (OpenMP) and numpy (BLAS) threads (default: the libraries'; 1 on a busy shared CPU)"))
     seed: int = 0
     quick: bool = field(default=False, metadata=_quick())
 
