@@ -155,6 +155,36 @@ def test_milvus_without_its_extra(monkeypatch, tmp_path, capsys, missing):
     assert not (tmp_path / "y.db").exists()
 
 
+def test_the_test_install_has_every_extra_at_pinned_versions():
+    """`scripts/setup.sh` (the README's and CI's test command) installs `.[dev]` under constraints.txt: dev
+    must reach every extra (so the Milvus Lite tests run on a clean clone), and every package the project
+    names must have an exact pin there that its own range accepts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(SRC).parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    lines = [line.split("#")[0].strip() for line in (root / "constraints.txt").read_text().splitlines()]
+    pins = {canonicalize_name(name): version for name, _, version in (line.partition("==") for line in lines if line)}
+    reached, todo = set(), ["dev"]
+    while todo:
+        extra = todo.pop()
+        reached.add(extra)
+        for text in extras[extra]:
+            requirement = Requirement(text)
+            if requirement.name == "lame":
+                todo += sorted(requirement.extras - reached)
+    assert reached == set(extras)
+    for text in project["dependencies"] + [t for group in extras.values() for t in group]:
+        requirement = Requirement(text)
+        if requirement.name != "lame":
+            pinned = pins.get(canonicalize_name(requirement.name))
+            assert pinned and requirement.specifier.contains(pinned), f"{text}: constraints.txt pins {pinned}"
+
+
 def test_deepspeed_strategy_without_deepspeed_fails_before_training(monkeypatch, tmp_path):
     hide(monkeypatch, "deepspeed")
     from lame.training.parallel import DeepSpeedZero, import_deepspeed
