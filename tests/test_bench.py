@@ -111,7 +111,7 @@ def test_bench_index_quick_compares_four_methods(tmp_path, capsys):
     dim = report["settings"]["dim"]
     for row in rows.values():
         assert 0 < row["recall_at_k"] <= 1 and row["build_s"] > 0 and row["queries_per_s"] > 0
-        assert row["build_cpu_s"] > 0 and row["queries_per_cpu_s"] > 0
+        assert row["build_cpu_s"] > 0 and row["queries_per_cpu_s"] > 0 and row["batched_queries_per_s"] > 0
         # worst case in float32 (u = 2^-24): d u for the dot product in any order, d/2 u for each of the two
         # renormalisations (query, vector: the error of a norm), u for the stored result
         assert row["max_score_error"] <= (2 * dim + 1) * 2.0**-24
