@@ -85,3 +85,14 @@ def gradients(model, batch, weights, chunk: int | None = None):
              for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return losses, grads
+
+
+def build_tiny_baseline(variant: str, backbone_type: str = "qwen2_vl", seed: int = 0, **overrides):
+    """A tiny random baseline: ``discriminative`` (LaME with K=0), ``sequential`` or ``cot``."""
+    from lame import build_tiny_model
+    from lame.modeling.baselines import BASELINE_DEFAULTS
+
+    values = BASELINE_DEFAULTS | overrides
+    if variant != "discriminative":
+        values["variant"] = variant
+    return build_tiny_model(backbone_type, seed=seed, **values)

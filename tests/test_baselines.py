@@ -11,13 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import noise, sum_record, write_jsonl
+from helpers import build_tiny_baseline, noise, sum_record, write_jsonl
 from lame import LaMEModel
 from lame.modeling.baselines import (
     CoTOutput,
     ExplicitCoTModel,
     SequentialLatentModel,
-    build_tiny_baseline,
     variant_of,
 )
 from lame.training.recipe import recipe_from_dict

@@ -172,32 +172,34 @@ def test_positives_show_answer_and_are_not_the_query(bench, labels):
     text_share = sum(r["target_modality"] == "text" for r in records) / len(records)
     assert text_share == pytest.approx(0.25, abs=0.01)
     for record in records:
-        assert record["answer"] == WORDS[record["label"]]
+        answer, modality = record["label"]  # equal labels are not negatives: an image of the answer is
+        assert modality == record["target_modality"]  # a negative for a query that asks for the word
+        assert record["answer"] == WORDS[answer]
         query_indices = [index_of(p) for p in image_paths(record["query"])]
-        two = record.get("level") == 3 or (record["task"] in FAMILIES and FAMILIES[record["task"]].images == 2)
-        assert len(query_indices) == (2 if two else 1)
-        assert len(set(query_indices)) == len(query_indices)  # two different images (maybe the same digit)
+        shown = FAMILIES[record["task"]].images if record["task"] in FAMILIES else 1 + (record["level"] == 3)
+        assert len(query_indices) == shown
+        assert len(set(query_indices)) == len(query_indices)  # different images (maybe the same digit)
         if record["target_modality"] == "text":
-            assert record["positive"] == {"text": WORDS[record["label"]]}
+            assert record["positive"] == {"text": WORDS[answer]}
         else:
             assert set(record["positive"]) == {"image"}
             positive = index_of(record["positive"]["image"])
             assert positive not in query_indices, record["id"]
-            assert labels[positive] == record["label"], record["id"]
+            assert labels[positive] == answer, record["id"]
         assert record["rationale"].endswith(f"The answer is {record['answer']}.")
 
 
 def test_answers_follow_the_arithmetic(bench, labels):
     rows = read_jsonl(bench / "train.jsonl") + read_jsonl(bench / "test" / "queries.jsonl")
-    rows = [row for row in rows if "level" in row]  # the families: test_family_answers_follow_their_rules
+    rows = [row for row in rows if "level" in row]  # the families: test_families.py
     seen_ops = set()
     for row in rows:
         digits = [int(labels[index_of(p)]) for p in image_paths(row["query"])]
         parsed = parse_instruction(row["query"]["instruction"])
         assert parsed == row["ops"], row["id"]
         assert len(parsed) == {0: 0, 1: 1, 2: 2, 3: 2}[row["level"]], row["id"]
-        assert compute(parsed, digits) == row["label"], row["id"]
-        assert row["answer"] == WORDS[row["label"]]
+        assert compute(parsed, digits) == row["label"][0], row["id"]
+        assert row["answer"] == WORDS[row["label"][0]]
         assert row["query_digits"] == digits
         hint = row["query"]["instruction"]
         assert ("word" in hint) == (row["target_modality"] == "text"), row["id"]
@@ -244,9 +246,9 @@ def test_relevant_is_exactly_the_test_images_of_the_answer(bench, labels):
             f"img-{i:04d}" for i in [index_of(p) for p in image_paths(query["query"])]
         ]
         if query["target_modality"] == "text":
-            assert query["relevant"] == {f"word-{query['label']}": 1}
+            assert query["relevant"] == {f"word-{query['label'][0]}": 1}
         else:
-            expected = {f"img-{i:04d}" for i in test_images if labels[i] == query["label"] and i not in own}
+            expected = {f"img-{i:04d}" for i in test_images if labels[i] == query["label"][0] and i not in own}
             assert set(query["relevant"]) == expected, query["id"]
             assert set(query["relevant"].values()) == {1}
             assert expected
@@ -282,7 +284,7 @@ def test_answer_not_predictable_from_the_image_alone(no_pngs, tmp_path, labels):
     by_level: dict[int, np.ndarray] = {level: np.zeros((10, 10)) for level in range(4)}
     for record in read_jsonl(out / "train.jsonl"):
         first = int(labels[index_of(image_paths(record["query"])[0])])
-        by_level[record["level"]][first, record["label"]] += 1
+        by_level[record["level"]][first, record["label"][0]] += 1
     assert np.allclose(by_level[0], np.diag(by_level[0].diagonal()))  # level 0: the answer is the digit
     for level in (1, 2, 3):
         counts = by_level[level]

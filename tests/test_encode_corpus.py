@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import HANG_GUARD_S, free_port, noise, subprocess_env
+from helpers import HANG_GUARD_S, build_tiny_baseline, free_port, noise, subprocess_env
 
 from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
@@ -213,8 +213,6 @@ def test_duplicate_ids_keep_the_first_record_and_are_reported(saved_tiny_model, 
 
 def test_a_corpus_is_embedded_as_documents(tmp_path):
     """The explicit-CoT baseline embeds documents without a rationale, as it was trained; queries with one."""
-    from lame.modeling.baselines import build_tiny_baseline
-
     model = build_tiny_baseline("cot", cot_max_new_tokens=4).eval()
     model.save_pretrained(tmp_path / "cot")
     texts = ["a page about sevens", "a page about twos"]

@@ -119,8 +119,9 @@ def test_global_video_classification_ranks_the_published_label_list(tmp_path):
     assert (hit(fixed), hit(test)) == (0.0, 1.0)
 
     jsonl(tmp_path / "video-tasks" / "data" / "hmdb51.jsonl", {"video_id": "clip_a", "pos_text": "moonwalk"})
-    with pytest.warns(UserWarning, match="not in the published label list"):
+    with pytest.warns(UserWarning, match="not in the published label list") as caught:
         (task,) = load_mmeb_v2(tmp_path, ["HMDB51"])
+    assert caught[0].filename == __file__  # the warning names the line that called load_mmeb_v2
     assert len(task.corpus) == 52 and "moonwalk" in task.corpus.values()
 
 

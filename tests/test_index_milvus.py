@@ -204,6 +204,35 @@ def test_http_search_answers_what_faiss_answers(embedded, lite):
         assert [len(row) for row in hits] == [min(k, N)] * 3 and [row[0]["id"] for row in hits] == IDS[:3]
 
 
+def test_an_elastic_models_k_and_d_as_with_faiss(tmp_path, lite, capsys):
+    """Documents encoded at k = 1, d = 16 by an elastic model: the collection records both, queries of
+    any trained k find what FAISS finds, and another query size is refused in FAISS's words."""
+    from lame import build_tiny_model
+    from lame.cli import main
+
+    build_tiny_model("qwen2_vl", seed=0, use_decoder=False, num_reason_tokens=4, elastic_k=[0, 1, 4],
+                     matryoshka_dims=[64, 16]).save_pretrained(tmp_path / "model")
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"id": i, "item": t}) + "\n"
+                                                   for i, t in zip(IDS[:12], TEXTS[:12])))
+    encode_corpus(tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "emb", num_reason_tokens=1,
+                  dimensions=16, show_progress=False)
+    faiss_index = VectorIndex.build(tmp_path / "emb", tmp_path / "faiss")
+    milvus = build_milvus_index(tmp_path / "emb", lite, "elastic", show_progress=False)
+    assert (milvus.num_reason_tokens, milvus.dim) == (faiss_index.num_reason_tokens, faiss_index.dim) == (1, 16)
+    elastic = LaMEModel.from_pretrained(tmp_path / "model")
+    assert milvus.check_model(elastic) is None
+    for k in (0, 4):  # queries of any trained k share the documents' space
+        hits = [zip(*map(split, search(elastic, index, TEXTS[:3], k=n, num_reason_tokens=k)))
+                for index, n in ((milvus, 5), (faiss_index, 6))]
+        assert_same_hits(*hits[0], *hits[1])
+    errors = []
+    for where in (str(tmp_path / "faiss"), f"{lite}#elastic"):
+        assert main(["search", "--model", str(tmp_path / "model"), "--index", where, "--query", "x",
+                     "--dimensions", "64"]) == 2
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert errors[0] == errors[1] and "dimensions=64: the index holds 16-dimensional vectors" in errors[0]
+
+
 # ------------------------------------------------------------------------------------------ resume
 def test_a_stopped_build_resumes_with_every_id_once(embedded, lite):
     assert build(embedded, lite, "stopped", batch_size=8, max_batches=2) is None

@@ -11,9 +11,9 @@ from helpers import sum_record, write_jsonl
 
 from lame import build_tiny_model
 from lame.cli import main
-from lame_testbed.bench.memory import CASES, measure_case, training_batch
-from lame.training.memory import (GIB, PeakTracker, Setup, architecture_of, estimate, held_bytes, largest_chunk,
-                                  trains_of, workload_of)
+from lame_testbed.bench.memory import CASES, measure_case, training_batch, workload_of
+from lame_testbed.bench.peak import PeakTracker
+from lame.training.memory import GIB, Setup, architecture_of, estimate, held_bytes, largest_chunk, trains_of
 from lame.training.recipe import recipe_from_dict
 from lame.training.trainer import Trainer, dry_run
 

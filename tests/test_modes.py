@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import HANG_GUARD_S, noise
+from helpers import HANG_GUARD_S, build_tiny_baseline, noise
 
 from lame import build_tiny_model
 from lame.modeling import baselines
-from lame.modeling.baselines import CoTOutput, build_tiny_baseline
+from lame.modeling.baselines import CoTOutput
 from lame.modeling.inference import no_inference_mode
 from lame.modeling.roles import QueryDocumentEncoder, encode_as
 

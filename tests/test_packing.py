@@ -9,8 +9,8 @@ import torch
 
 from helpers import noise
 from lame import build_tiny_model
-from lame.data.packing import collate_packed, padding_stats, plan_rows
-from lame_testbed.bench.padding import PaddingSettings, encode_batches, run_padding
+from lame.data.packing import collate_packed, plan_rows
+from lame_testbed.bench.padding import PaddingSettings, encode_batches, padding_stats, run_padding
 from lame.training.objective import LossWeights
 from lame.training.steps import TrainBatch, compute_gradients
 
@@ -113,8 +113,8 @@ def test_the_trainer_passes_its_recipes_packing_to_every_pass(tmp_path, monkeypa
     calls = []
     real = LaMEModel.collate
 
-    def collate(self, features, packed=False, capacity=None):
-        batch = real(self, features, packed=packed, capacity=capacity)
+    def collate(self, features, packed=False, capacity=None, **kwargs):
+        batch = real(self, features, packed=packed, capacity=capacity, **kwargs)
         calls.append((packed, capacity, "pack_rows" in batch))
         return batch
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import noise
+from helpers import build_tiny_baseline, noise
 
 from lame import LaMEModel
 
@@ -105,8 +105,6 @@ def test_unsupported_inputs_are_user_errors(st):
 def test_encode_query_and_encode_document_are_lames_roles(tmp_path):
     """sentence-transformers' encode_query / encode_document pass task="query" / "document": the
     explicit-CoT baseline then generates a rationale for the queries only, as LaMEModel does."""
-    from lame.modeling.baselines import build_tiny_baseline
-
     build_tiny_baseline("cot", cot_max_new_tokens=4).save_pretrained(tmp_path / "cot")
     model = LaMEModel.from_pretrained(tmp_path / "cot")
     st = SentenceTransformer(str(tmp_path / "cot"), trust_remote_code=True, device="cpu")

@@ -42,7 +42,7 @@ def image_message(url: str, text: str | None = "a picture") -> list[dict]:
 
 @pytest.fixture(scope="module")
 def model():
-    return build_tiny_model("qwen2_vl", seed=0)
+    return build_tiny_model("qwen2_vl", seed=0, matryoshka_dims=[64, 16])  # `dimensions` takes 64 or 16
 
 
 @pytest.fixture(scope="module")

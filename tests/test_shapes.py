@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from lame.errors import InvalidInput
 from lame_testbed.bench.costmodel import Dims, Machine, Query, dims_of, predict, predicted_ratio
 from lame.modeling.shapes import (SHAPES, build_shaped_model, depths, parse_shape_spec, resolve_depths,
-                                  shaped_backbone_config, visual_tokens)
+                                  shaped_backbone_config, shaped_image_processor)
 
 FULL = {"qwen2-vl-2b": (28, 32), "qwen2.5-vl-3b": (36, 32), "qwen3-vl-8b": (36, 27)}
+
+
+def visual_tokens(shape: str, width: int, height: int) -> int:
+    """How many visual tokens the shape's image processor makes of one ``width`` x ``height`` image."""
+    processor = shaped_image_processor(shape)
+    grid = processor(images=[Image.new("RGB", (width, height))], return_tensors="pt")["image_grid_thw"]
+    return int(grid.prod()) // processor.merge_size**2
 
 
 def test_bench_shape_choices_are_the_shapes():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import gradients, noise, sum_batch, sum_record, write_jsonl
+from helpers import build_tiny_baseline, gradients, noise, sum_batch, sum_record, write_jsonl
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -470,7 +470,6 @@ def test_a_sample_is_featurised_in_one_batched_call_and_fails_alone(monkeypatch)
     from dataclasses import replace
 
     from lame.data.items import ItemError
-    from lame.modeling.baselines import build_tiny_baseline
     from lame.training.batches import featurize_example
     from lame.training.data import TrainingExample
 

@@ -45,6 +45,8 @@ TRAINABLE = [{"pattern": pattern, "lr": LR, "eps": ADAM_EPS} for pattern in
 VARIANTS = {
     "full": {"trainable": TRAINABLE},  # the model's default weights: contrastive + reconstruction + diversity
     "no_reconstruction": {"trainable": TRAINABLE, "reconstruction_weight": 0.0},
+    # per-step draws of k (the documents of step 2 read 2 of the 4 reason tokens) and Matryoshka sizes
+    "elastic": {"trainable": TRAINABLE, "lame": {"elastic_k": [0, 2, 4], "matryoshka_dims": [64, 16]}},
 }
 
 SCRIPT = r'''
@@ -72,9 +74,10 @@ def tensors(named):
 
 
 for name, stage in variants.items():
+    stage = dict(stage)
     raw = {
         "model": {"backbone": "tiny:qwen2_vl", "decoder": "tiny",
-                  "lame": {"num_reason_tokens": 4, "temperature": 0.05}},
+                  "lame": {"num_reason_tokens": 4, "temperature": 0.05, **stage.pop("lame", {})}},
         "data": {"sources": [{"path": "train.jsonl"}]},
         "train": {"output_dir": str(out_root / name), "save_every": 1, "log_every": 1, "eval_every": 1,
                   "tensorboard": False, **train_settings},
@@ -240,7 +243,7 @@ def test_one_final_model_and_per_rank_checkpoint_state(runs):
     assert not list(out.rglob(".tmp-*"))
 
 
-@pytest.mark.parametrize("name", ["full", "no_reconstruction"])
+@pytest.mark.parametrize("name", ["full", "no_reconstruction", "elastic"])
 def test_two_processes_match_one_process_with_the_global_batch(runs, name):
     two_grads = load_file(runs["two"] / f"{name}-grads0.safetensors")
     one_grads = load_file(runs["one"] / f"{name}-grads0.safetensors")

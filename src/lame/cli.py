@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from .cli_options import add_options, from_options
+from .elastic_options import ElasticOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +153,7 @@ def _add_encode(verbs) -> None:
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
     enc.add_argument("--max-shards", type=int, help="stop each process after this many new shards (resume later)")
+    add_options(enc, ElasticOptions, defaults=ElasticOptions.DEFAULTS)
     enc.set_defaults(func=_encode)
 
 
@@ -161,7 +164,8 @@ def _encode(args) -> int:
     from .embed.encode import describe_manifest
 
     manifest = encode_corpus(args.model, args.input, args.output, batch_size=args.batch_size,
-                             shard_size=args.shard_size, max_shards=args.max_shards)
+                             shard_size=args.shard_size, max_shards=args.max_shards,
+                             **asdict(from_options(ElasticOptions, args)))
     if PartialState().is_main_process:
         print(describe_manifest(manifest, args.output))
     return 0
@@ -237,6 +241,7 @@ def _add_search(verbs) -> None:
     se.add_argument("--k", type=int, default=10)
     se.add_argument("--json-output", action="store_true", help="print JSON instead of a table")
     se.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    add_options(se, ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the index's"})
     se.set_defaults(func=_search)
 
 
@@ -252,7 +257,7 @@ def _search(args) -> int:
     note = index.check_model(model)  # another model or dimension: refused before anything is embedded
     if note:
         print(f"lame search: note: {note}", file=sys.stderr)
-    hits = search(model, index, [item], k=args.k)[0]
+    hits = search(model, index, [item], k=args.k, **asdict(from_options(ElasticOptions, args)))[0]
     print(json.dumps(hits) if args.json_output else format_hits(hits))
     return 0
 
@@ -271,6 +276,9 @@ def _add_serve(verbs) -> None:
     sv.add_argument("--threads", type=int, help="torch CPU threads (default: one per core but one)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_options(sv, ServeSettings)
+    add_options(sv.add_argument_group("what a request embeds with unless it says (num_reason_tokens, dimensions)"),
+                ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the full size; with --index, "
+                                                                                   "the index's"})
     sv.set_defaults(func=_serve)
 
 
@@ -278,7 +286,7 @@ def _serve(args) -> int:
     from .serve import ServeSettings, load_app, serve
 
     settings = from_options(ServeSettings, args, model_name=Path(args.model).name,
-                            api_key=os.environ.get("LAME_API_KEY"))
+                            api_key=os.environ.get("LAME_API_KEY"), **asdict(from_options(ElasticOptions, args)))
     serve(load_app(args.model, settings, args.index, device=args.device, ui=args.ui), args.host, args.port,
           args.log_level, threads=args.threads)
     return 0

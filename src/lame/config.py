@@ -31,6 +31,21 @@ class ConfigError(InvalidInput):
         self.key, self.reason = key, reason
 
 
+def _check_ints(key: str, values, low: int, ascending: bool) -> None:
+    """``values`` is a non-empty list of distinct ints >= ``low``, in ``ascending`` (else descending) order."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(key, f"must be a non-empty list of integers or null, got {values!r}")
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}[{i}]", f"must be an integer, got {value!r}")
+        if value < low:
+            raise ConfigError(f"{key}[{i}]", f"must be >= {low}, got {value}")
+    order = sorted(set(values), reverse=not ascending)
+    if values != order:
+        raise ConfigError(key, f"must be {'ascending' if ascending else 'descending'} without repeats, "
+                          f"e.g. {order}; got {values}")
+
+
 @dataclass
 class LaMEConfig:
     """Everything that defines a LaME model besides the weights of its backbone and decoder.
@@ -74,6 +89,13 @@ class LaMEConfig:
     # LoRA adapters on the backbone's language model ({"r", "alpha", "dropout", "target_modules"}), if any.
     lora: dict | None = None
 
+    # Elastic LaME (lame.modeling.elastic): the numbers of reason tokens k the model trains (and embeds) with,
+    # each step using the first k of the K, ascending and ending with K; and the embedding sizes its
+    # contrastive loss is applied to (Matryoshka), descending and starting with the full size. Filled in when
+    # the model is built ([K] and [full size] when not given), so a saved config lists what its model is for.
+    elastic_k: list[int] | None = None
+    matryoshka_dims: list[int] | None = None
+
     # Filled in when the model is built; saved so a reloaded model finds its tokens again.
     backbone_type: str | None = None
     reason_token_ids: list[int] = field(default_factory=list)
@@ -97,6 +119,34 @@ class LaMEConfig:
             raise ConfigError("min_pixels", f"{self.min_pixels} is more than max_pixels {self.max_pixels}")
         if self.temperature <= 0:
             raise ConfigError("temperature", f"must be > 0, got {self.temperature}")
+        self._check_elastic()
+
+    def _check_elastic(self) -> None:
+        for key in ("elastic_k", "matryoshka_dims"):
+            if isinstance(getattr(self, key), tuple):
+                setattr(self, key, list(getattr(self, key)))
+        k = self.num_reason_tokens
+        if self.elastic_k is not None:
+            _check_ints("elastic_k", self.elastic_k, low=0, ascending=True)
+            for i, value in enumerate(self.elastic_k):
+                if value > k:
+                    raise ConfigError(f"elastic_k[{i}]", f"{value} is more than num_reason_tokens ({k})")
+            if self.elastic_k[-1] != k:
+                raise ConfigError("elastic_k", f"must end with num_reason_tokens ({k}), the number the model embeds "
+                                  f"with by default; got {self.elastic_k}")
+            if self.variant != "lame" and self.elastic_k != [k]:
+                raise ConfigError("elastic_k", f"only the 'lame' variant trains with fewer reason tokens; the "
+                                  f"{self.variant!r} variant takes [{k}] or null")
+        if self.matryoshka_dims is not None:
+            _check_ints("matryoshka_dims", self.matryoshka_dims, low=1, ascending=False)
+            if self.projection_dim is not None and self.matryoshka_dims[0] != self.projection_dim:
+                raise ConfigError("matryoshka_dims[0]", f"must be the embedding size, projection_dim "
+                                  f"({self.projection_dim}); got {self.matryoshka_dims[0]}")
+
+    @property
+    def reason_token_choices(self) -> list[int]:
+        """The numbers of reason tokens the model is trained for (``elastic_k``; a fixed-K model: [K])."""
+        return list(self.elastic_k) if self.elastic_k is not None else [self.num_reason_tokens]
 
     @property
     def num_latent_tokens(self) -> int:

@@ -31,6 +31,12 @@ the first direction.
 
 0 when the K states are mutually orthogonal, 1 when they have all collapsed onto one direction.
 
+**Matryoshka** (:class:`MatryoshkaLoss`, config ``matryoshka_dims``): a contrastive loss applied to
+nested prefixes of the embeddings, as sentence-transformers' ``MatryoshkaLoss`` does (Kusupati et al.,
+2022), so that the first d values of an embedding, re-normalised, are an embedding of their own::
+
+    L = mean_{d in dims} L_contrastive(prefix_d(q), prefix_d(c))
+
 **Distributed.** :func:`gather_with_grad` concatenates every process's tensor with the local slice
 kept in the autograd graph, and every process computes the loss over the global batch. Each process's
 loss equals the single-process loss on the global batch, and the gradient reaching its local
@@ -141,3 +147,29 @@ def diversity_loss(reason_states: torch.Tensor) -> torch.Tensor:
     gram = unit @ unit.transpose(1, 2)  # (B, K, K)
     off_diagonal = gram.pow(2).sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).pow(2).sum(dim=1)
     return (off_diagonal / (k * (k - 1))).mean()
+
+
+class MatryoshkaLoss:
+    """``loss`` applied to nested prefixes of its embedding arguments, averaged over ``dims``.
+
+    Each prefix is re-normalised when ``normalize`` (the model's embeddings are unit vectors); the full
+    size is passed as it is, so ``dims=[full]`` is exactly ``loss``. sentence-transformers' loss SUMS the
+    sizes' terms (weights 1); here they are averaged, so the contrastive term keeps its scale beside the
+    reconstruction and diversity weights.
+    """
+
+    def __init__(self, loss, dims: list[int], normalize: bool = True):
+        self.loss, self.dims, self.normalize = loss, list(dims), normalize
+
+    def __call__(self, *embeddings: torch.Tensor | None, **kwargs) -> torch.Tensor:
+        """``loss(*embeddings, **kwargs)`` on each size's prefixes; None arguments stay None."""
+        terms = [self.loss(*(self._prefix(e, d) for e in embeddings), **kwargs) for d in self.dims]
+        return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
+
+    def _prefix(self, embeddings: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        if embeddings is None or dim == embeddings.shape[-1]:
+            return embeddings
+        if dim > embeddings.shape[-1]:
+            raise ValueError(f"matryoshka size {dim} is more than the embeddings' {embeddings.shape[-1]}")
+        prefix = embeddings[..., :dim]
+        return F.normalize(prefix, dim=-1) if self.normalize else prefix

@@ -39,6 +39,10 @@ def add_commands(verbs) -> None:
             parser.add_argument("--output", default="runs/bench", help="report folder (default: runs/bench)")
         parser.set_defaults(func=handler)
     _add_quality(benches)
+    elastic = benches.add_parser("elastic", help="one elastic LaME model (reason tokens and embedding size chosen at "
+                                 "inference) against a model per fixed k, on the shipped digit VLM, over seeds")
+    add_options(elastic, bench.ElasticSettings)
+    elastic.set_defaults(func=_bench_elastic)
 
 
 def _add_quickstart(verbs) -> None:
@@ -69,6 +73,8 @@ def _add_quality(benches) -> None:
     budget.add_argument("--warmup-steps", type=int, default=QuickstartSettings.warmup_steps,
                         help="stage 1 steps (every method gets the same total)")
     budget.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)
+    budget.add_argument("--train-tasks", nargs="+", metavar="TASK", default=None,
+                        help="train on these tasks only (e.g. level0 parity pick position); every task is scored")
     quality.set_defaults(func=_bench_quality)
 
 
@@ -77,7 +83,8 @@ def _bench_quality(args) -> int:
     from .quickstart.settings import PEERS, QuickstartSettings
 
     settings = from_options(bench.QualitySettings, args)
-    base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps)
+    base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps,
+                   train_tasks=tuple(args.train_tasks) if args.train_tasks else None)
     report = run_quality(Path(settings.output), list(settings.methods or PEERS), list(settings.seeds),
                          jobs=settings.jobs, base=base, sweep_methods=settings.sweep_methods,
                          sweep_pairs=settings.sweep_pairs, timing_threads=settings.timing_threads, split=settings.split)
@@ -159,4 +166,15 @@ def _bench_index(args) -> int:
     report = run_index_bench(from_options(bench.IndexBenchSettings, args), Path(args.output))
     print(format_index(report))
     print(f"report: {args.output}/index.json")
+    return 0
+
+
+def _bench_elastic(args) -> int:
+    from .bench.elastic import run_elastic
+    from .bench.elastic_report import format_elastic
+
+    settings = from_options(bench.ElasticSettings, args)
+    report = run_elastic(settings.quick_version() if settings.quick else settings)
+    print(format_elastic(report))
+    print(f"written: {settings.output}/elastic.json " + " ".join(report["plots"]))
     return 0

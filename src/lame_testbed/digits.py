@@ -12,6 +12,8 @@ an instruction; its answer is a digit 0-9 that needs reading the image(s) *and* 
 
 Operations and operands are drawn uniformly, so from level 1 on the answer is spread over several
 digits given the query image's digit: an image-only (no reasoning) model stays well below ceiling.
+The task families of :mod:`lame_testbed.families` (parity, pick, position) are rules over one, two or
+four images that one forward pass can learn, where the levels need more depth than one pass has.
 
 Targets are either another image of the answer digit or the answer's number word ("seven").
 Output files (see :func:`generate_digits_benchmark` and the README written next to them)::
@@ -43,11 +45,12 @@ import numpy as np
 from PIL import Image
 
 from lame.errors import InvalidInput
-from .families import FAMILIES, Family
+from .families import FAMILIES, NUMBER_WORDS, Family
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LEVELS = (0, 1, 2, 3)
-BENCHMARK_VERSION = 3  # 2: a validation split carved from the training images, 56-pixel images; 3: task families
+# 2: a validation split carved from the training images, 56-pixel images; 3: task families;
+# 4: the families parity, pick and position, labels [answer, target modality]
+BENCHMARK_VERSION = 4
 
 # Single-digit operations (value, operand) -> value mod 10; operands drawn uniformly from these ranges.
 UNARY_OPS = ("add", "sub", "mul")
@@ -289,7 +292,7 @@ def _answer_fields(ops: list[list], digits: list[int], answer: int, target: str)
     return {
         "answer": NUMBER_WORDS[answer],
         "rationale": rationale(ops, digits),
-        "label": answer,
+        "label": [answer, target],
         "target_modality": target,
         "ops": ops,
         "query_digits": digits,
@@ -337,14 +340,17 @@ def _family_stream(family: Family) -> int:
     return 100 + list(FAMILIES).index(family.name)
 
 
-def _draw_images(rng: np.random.Generator, count: int, pool: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
-    """``count`` different images of ``pool`` (they may show the same digit): (indices, digits)."""
-    first = int(rng.integers(len(pool)))
-    positions = [first]
-    if count == 2:
-        second = int(rng.integers(len(pool) - 1))
-        positions.append(second + (second >= first))
-    indices = [int(pool[p]) for p in positions]
+def _draw_images(rng: np.random.Generator, family: Family, pool: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
+    """Different images of ``pool`` for a query of ``family`` (showing different digits where the family
+    asks for that): (indices, digits)."""
+    if family.distinct_digits:
+        digits = rng.choice(10, size=family.images, replace=False)
+        indices = []
+        for d in digits:
+            shown = pool[labels[pool] == d]
+            indices.append(int(shown[int(rng.integers(len(shown)))]))
+    else:
+        indices = [int(pool[p]) for p in rng.choice(len(pool), size=family.images, replace=False)]
     return indices, [int(labels[i]) for i in indices]
 
 
@@ -354,14 +360,14 @@ def family_instruction(family: Family, rule, target: str) -> str:
 
 
 def _family_query(family: Family, indices: list[int], text: str, prefix: str) -> dict:
-    if family.images == 2:
+    if family.images > 1:
         return {"images": [_image_path(i, prefix) for i in indices], "instruction": text}
     return {"image": _image_path(indices[0], prefix), "instruction": text}
 
 
 def _family_fields(family: Family, rule, digits: list[int], answer: int, target: str) -> dict:
     return {"task": family.name, "rule": list(rule), "answer": NUMBER_WORDS[answer],
-            "rationale": family.rationale(rule, digits), "label": answer, "target_modality": target,
+            "rationale": family.rationale(rule, digits), "label": [answer, target], "target_modality": target,
             "query_digits": digits}
 
 
@@ -374,7 +380,7 @@ def _family_train_records(family: Family, count: int, seed: int, train: np.ndarr
     records = []
     for n in range(count):
         target = "text" if is_text[n] else "image"
-        indices, digits = _draw_images(rng, family.images, train, labels)
+        indices, digits = _draw_images(rng, family, train, labels)
         rule = family.sample_rule(rng)
         answer = family.answer(rule, digits)
         if target == "text":
@@ -395,7 +401,7 @@ def _family_held_out_queries(split: str, family: Family, n_image: int, n_text: i
     queries = []
     for n in range(n_image + n_text):
         target = "image" if n < n_image else "text"
-        indices, digits = _draw_images(rng, family.images, images, labels)
+        indices, digits = _draw_images(rng, family, images, labels)
         rule = family.sample_rule(rng)
         answer = family.answer(rule, digits)
         own = {_image_id(i) for i in indices}
@@ -446,7 +452,7 @@ def _empirical_image_only(records: list[dict]) -> dict:
     """In-sample accuracy of the best predictor of the answer from the first query image's digit alone."""
     counts = np.zeros((10, 10), dtype=np.int64)
     for record in records:
-        counts[record["query_digits"][0], record["label"]] += 1
+        counts[record["query_digits"][0], record["label"][0]] += 1
     total = int(counts.sum())
     rows = counts.sum(axis=1)
     max_p = [round(float(counts[d].max() / rows[d]), 4) if rows[d] else None for d in range(10)]
@@ -502,18 +508,116 @@ def generate_digits_benchmark(
     """
     from sklearn.datasets import load_digits
 
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
-    counts = {
-        "train_queries_per_level": train_queries_per_level,
-        "test_queries_per_level": test_queries_per_level,
-        "test_text_queries_per_level": test_text_queries_per_level,
-        "val_queries_per_level": val_queries_per_level,
-        "val_text_queries_per_level": val_text_queries_per_level,
+    counts = {"train": train_queries_per_level, "test": (test_queries_per_level, test_text_queries_per_level),
+              "val": (val_queries_per_level, val_text_queries_per_level)}
+    levels, families = _checked_tasks(levels, families)
+    _check_arguments(seed, counts, train_fraction, val_fraction, train_text_fraction, image_size)
+    seed = int(seed)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    labels = np.asarray(digits.target, dtype=np.int64)
+    train, val, test = split_images(labels, seed, train_fraction, val_fraction)
+    held_out = {"test": (test, *counts["test"]), "val": (val, *counts["val"])}
+    if not len(val):
+        held_out.pop("val")
+    _write_images(digits.images, out / "images", image_size)
+    _write_json(out / "split.json", {"seed": seed, "train": train.tolist(), "val": val.tolist(),
+                                     "test": test.tolist()}, indent=None)
+
+    tasks = [_LevelTask(level, modality_hint) for level in levels] + [_FamilyTask(FAMILIES[f]) for f in families]
+    train_records, queries, train_counts, query_counts = _task_records(
+        tasks, int(train_queries_per_level), train_text_fraction, seed, train, labels, held_out)
+
+    _write_jsonl(out / "train.jsonl", train_records)
+    held_out_summary = {name: {**_write_held_out(out / name, images, queries[name]), "per_task": query_counts[name]}
+                        for name, (images, _, _) in held_out.items()}
+    summary = {
+        "benchmark": "lame-digits-reasoning",
+        "version": BENCHMARK_VERSION,
+        "source": "sklearn.datasets.load_digits (1,797 real 8x8 handwritten digits)",
+        "seed": seed,
+        "levels": levels,
+        "families": families,
+        "image_size": image_size,
+        "modality_hint": modality_hint,
+        "image_only_ceiling": {task.key: round(task.image_only_ceiling(), 4) for task in tasks},
+        "text_only_ceiling": {f: round(FAMILIES[f].text_only_ceiling(), 4) for f in families},
+        "split": _split_summary(labels, train, val, test, train_fraction, val_fraction),
+        "train": {"records": len(train_records), "text_fraction": train_text_fraction, "per_task": train_counts},
+        **held_out_summary,
+        "files": {"images": "images/NNNN.png", "train": "train.jsonl", "split": "split.json", "readme": "README.md",
+                  **{f"{name}_{kind}": f"{name}/{kind}.jsonl" for name in held_out for kind in ("corpus", "queries")}},
     }
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
+    _write_json(out / "summary.json", summary)
+    (out / "README.md").write_text(_readme(summary), encoding="utf-8", newline="\n")
+    return {**summary, "output_dir": str(out)}
+
+
+def _task_records(tasks: list, train_count: int, train_text_fraction: float, seed: int, train: np.ndarray,
+                  labels: np.ndarray, held_out: dict) -> tuple[list, dict, dict, dict]:
+    """Every task's training records and held-out queries, with their counts per task."""
+    train_records: list[dict] = []
+    queries: dict[str, list[dict]] = {name: [] for name in held_out}
+    train_counts: dict[str, Any] = {}
+    query_counts: dict[str, dict[str, Any]] = {name: {} for name in held_out}
+    for task in tasks:
+        records = task.train_records(train_count, seed, train, labels, train_text_fraction)
+        train_records += records
+        n_text = sum(r["target_modality"] == "text" for r in records)
+        train_counts[task.key] = {"records": len(records), "image_target": len(records) - n_text,
+                                  "text_target": n_text, "image_only_empirical": _empirical_image_only(records)}
+        for split, (images, n_image, n_text) in held_out.items():
+            task_queries = task.held_out(split, int(n_image), int(n_text), seed, images, labels)
+            queries[split] += task_queries
+            query_counts[split][task.key] = {"queries": len(task_queries), "image_target": int(n_image),
+                                             "text_target": int(n_text)}
+    return train_records, queries, train_counts, query_counts
+
+
+def _write_held_out(folder: Path, images: np.ndarray, queries: list[dict]) -> dict:
+    """A held-out split's corpus (its images and the ten number words) and queries; their counts."""
+    corpus = [{"id": _image_id(int(i)), "item": {"image": _image_path(int(i), "../")}} for i in images]
+    corpus += [{"id": f"word-{d}", "item": NUMBER_WORDS[d]} for d in range(10)]
+    _write_jsonl(folder / "corpus.jsonl", corpus)
+    _write_jsonl(folder / "queries.jsonl", queries)
+    return {"corpus": {"documents": len(corpus), "images": len(images), "texts": 10}, "queries": len(queries)}
+
+
+class _LevelTask:
+    """An arithmetic level as the generator's loop sees it."""
+
+    def __init__(self, level: int, modality_hint: bool):
+        self.level, self.modality_hint, self.key = level, modality_hint, str(level)
+
+    def train_records(self, count, seed, train, labels, text_fraction):
+        return _train_records(self.level, count, seed, train, labels, text_fraction, self.modality_hint)
+
+    def held_out(self, split, n_image, n_text, seed, images, labels):
+        return _held_out_queries(split, self.level, n_image, n_text, seed, images, labels, self.modality_hint)
+
+    def image_only_ceiling(self) -> float:
+        return image_only_ceiling(self.level)
+
+
+class _FamilyTask:
+    """A task family as the generator's loop sees it."""
+
+    def __init__(self, family: Family):
+        self.family, self.key = family, family.name
+
+    def train_records(self, count, seed, train, labels, text_fraction):
+        return _family_train_records(self.family, count, seed, train, labels, text_fraction)
+
+    def held_out(self, split, n_image, n_text, seed, images, labels):
+        return _family_held_out_queries(split, self.family, n_image, n_text, seed, images, labels)
+
+    def image_only_ceiling(self) -> float:
+        return self.family.image_only_ceiling()
+
+
+def _checked_tasks(levels: Sequence[int], families: Sequence[str]) -> tuple[list[int], list[str]]:
     levels = list(dict.fromkeys(int(level) for level in levels))
     if any(level not in LEVELS for level in levels):
         raise InvalidInput(f"levels must be a subset of {LEVELS}, got {levels}")
@@ -524,6 +628,20 @@ def generate_digits_benchmark(
                            f"known: {', '.join(FAMILIES)}")
     if not levels and not families:
         raise InvalidInput("name at least one level or family")
+    return levels, families
+
+
+def _check_arguments(seed, counts: dict, train_fraction: float, val_fraction: float, train_text_fraction: float,
+                     image_size: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+    names = {"train": ("train_queries_per_level",),
+             "test": ("test_queries_per_level", "test_text_queries_per_level"),
+             "val": ("val_queries_per_level", "val_text_queries_per_level")}
+    for split, values in counts.items():
+        for name, value in zip(names[split], values if isinstance(values, tuple) else (values,)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InvalidInput(f"{name} must be a non-negative integer, got {value!r}")
     if not 0.0 < train_fraction < 1.0:
         raise InvalidInput(f"train_fraction must be in (0, 1), got {train_fraction}")
     if not 0.0 <= val_fraction < train_fraction:
@@ -532,111 +650,18 @@ def generate_digits_benchmark(
         raise InvalidInput(f"train_text_fraction must be in [0, 1], got {train_text_fraction}")
     if image_size < 8:
         raise InvalidInput(f"image_size must be at least 8, got {image_size}")
-    seed = int(seed)
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    digits = load_digits()
-    labels = np.asarray(digits.target, dtype=np.int64)
-    train, val, test = split_images(labels, seed, train_fraction, val_fraction)
-    held_out = {"test": (test, test_queries_per_level, test_text_queries_per_level),
-                "val": (val, val_queries_per_level, val_text_queries_per_level)}
-    if not len(val):
-        held_out.pop("val")
 
-    _write_images(digits.images, out / "images", image_size)
-    _write_json(out / "split.json", {"seed": seed, "train": train.tolist(), "val": val.tolist(),
-                                     "test": test.tolist()}, indent=None)
-
-    train_records: list[dict] = []
-    queries: dict[str, list[dict]] = {name: [] for name in held_out}
-    train_counts: dict[str, Any] = {}
-    query_counts: dict[str, dict[str, Any]] = {name: {} for name in held_out}
-    ceilings: dict[str, float] = {}
-    for level in levels:
-        records = _train_records(
-            level, int(train_queries_per_level), seed, train, labels, train_text_fraction, modality_hint
-        )
-        train_records += records
-        n_text = sum(r["target_modality"] == "text" for r in records)
-        train_counts[str(level)] = {
-            "records": len(records),
-            "image_target": len(records) - n_text,
-            "text_target": n_text,
-            "image_only_empirical": _empirical_image_only(records),
-        }
-        for name, (images, n_image, n_text) in held_out.items():
-            level_queries = _held_out_queries(name, level, int(n_image), int(n_text), seed, images, labels,
-                                              modality_hint)
-            queries[name] += level_queries
-            query_counts[name][str(level)] = {"queries": len(level_queries), "image_target": int(n_image),
-                                              "text_target": int(n_text)}
-        ceilings[str(level)] = round(image_only_ceiling(level), 4)
-    for name in families:
-        family = FAMILIES[name]
-        records = _family_train_records(family, int(train_queries_per_level), seed, train, labels,
-                                        train_text_fraction)
-        train_records += records
-        n_text = sum(r["target_modality"] == "text" for r in records)
-        train_counts[name] = {"records": len(records), "image_target": len(records) - n_text, "text_target": n_text,
-                              "image_only_empirical": _empirical_image_only(records)}
-        for split, (images, n_image, n_text) in held_out.items():
-            family_queries = _family_held_out_queries(split, family, int(n_image), int(n_text), seed, images, labels)
-            queries[split] += family_queries
-            query_counts[split][name] = {"queries": len(family_queries), "image_target": int(n_image),
-                                         "text_target": int(n_text)}
-        ceilings[name] = round(family.image_only_ceiling(), 4)
-
-    _write_jsonl(out / "train.jsonl", train_records)
-    held_out_summary = {}
-    for name, (images, _, _) in held_out.items():
-        corpus = [{"id": _image_id(int(i)), "item": {"image": _image_path(int(i), "../")}} for i in images]
-        corpus += [{"id": f"word-{d}", "item": NUMBER_WORDS[d]} for d in range(10)]
-        _write_jsonl(out / name / "corpus.jsonl", corpus)
-        _write_jsonl(out / name / "queries.jsonl", queries[name])
-        held_out_summary[name] = {
-            "corpus": {"documents": len(corpus), "images": len(images), "texts": 10},
-            "queries": len(queries[name]),
-            "per_task": query_counts[name],
-        }
-
-    summary = {
-        "benchmark": "lame-digits-reasoning",
-        "version": BENCHMARK_VERSION,
-        "source": "sklearn.datasets.load_digits (1,797 real 8x8 handwritten digits)",
-        "seed": seed,
-        "levels": levels,
-        "families": families,
-        "image_size": image_size,
-        "modality_hint": modality_hint,
-        "image_only_ceiling": ceilings,
-        "split": {
-            "train_fraction": train_fraction,
-            "val_fraction": val_fraction,
-            "train_images": len(train),
-            "val_images": len(val),
-            "test_images": len(test),
-            "train_images_per_digit": [int((labels[train] == d).sum()) for d in range(10)],
-            "val_images_per_digit": [int((labels[val] == d).sum()) for d in range(10)],
-            "test_images_per_digit": [int((labels[test] == d).sum()) for d in range(10)],
-        },
-        "train": {
-            "records": len(train_records),
-            "text_fraction": train_text_fraction,
-            "per_task": train_counts,
-        },
-        **held_out_summary,
-        "files": {
-            "images": "images/NNNN.png",
-            "train": "train.jsonl",
-            **{f"{name}_{kind}": f"{name}/{kind}.jsonl" for name in held_out for kind in ("corpus", "queries")},
-            "split": "split.json",
-            "readme": "README.md",
-        },
+def _split_summary(labels, train, val, test, train_fraction: float, val_fraction: float) -> dict:
+    return {
+        "train_fraction": train_fraction,
+        "val_fraction": val_fraction,
+        "train_images": len(train),
+        "val_images": len(val),
+        "test_images": len(test),
+        **{f"{name}_images_per_digit": [int((labels[images] == d).sum()) for d in range(10)]
+           for name, images in (("train", train), ("val", val), ("test", test))},
     }
-    _write_json(out / "summary.json", summary)
-    (out / "README.md").write_text(_readme(summary), encoding="utf-8", newline="\n")
-    return {**summary, "output_dir": str(out)}
 
 
 _README = """\
@@ -677,22 +702,19 @@ this digit." / "Write this digit as a word.").
 
 ## Task families
 
-Keyed rules one forward pass can learn (a digit read from the image(s), then a table the instruction
-chooses); `lame_testbed.families` defines them. Every instruction ends with what to find.
+Shallow rules one forward pass can learn (read the digit(s), then one choice the instruction makes);
+`lame_testbed.families` defines them. Every instruction ends with what to find.
 
-| family | query | example instruction |
-|---|---|---|
-| cipher | one image; four keys, each a permutation of 0-9 | Encode this digit with the amber key. \
-Find an image of the result. |
-| keypad | one image; a phone keypad (1 2 3 / 4 5 6 / 7 8 9, 0 under 8), moves wrap around | \
-On a phone keypad, move one key up from this digit. Write the result as a word. |
-| pair | two images; the larger or smaller digit, then the amber or cobalt key | \
-Encode the larger of the two digits with the cobalt key. Find an image of the result. |
+| family | query images | example instruction | image-only ceiling | text-only ceiling |
+|---|---|---|---|---|
+{family_rows}
 
-From level 1 on (and in every family) the answer is spread over several digits for any query digit, so a model that only
-recognises the image cannot reach the ceiling. `image_only_ceiling` in `summary.json` is the exact
-accuracy, per level, of the best guess of the answer from the first image's digit alone (chance is 0.1);
-`train.per_task.TASK.image_only_empirical` is the same measured in-sample on the training records.
+`image_only_ceiling` in `summary.json` is the exact accuracy of the best guess of the answer without
+the instruction: for a level, from the first image's digit alone; for a family, from all the query's
+digits. A family's `text_only_ceiling` is the same from the instruction alone. Chance is 0.1. From level
+1 on and in every family the answer is spread over several digits for any query image(s), so a model
+that only recognises the images cannot reach the ceiling; `train.per_task.TASK.image_only_empirical` is
+the first-image guess measured in-sample on the training records.
 
 ## Files
 
@@ -702,10 +724,11 @@ Image paths in a JSONL file are relative to that file's folder.
   `level` (arithmetic tasks), `query` (`{{"image" or "images",
   "instruction"}}`), `positive` (another train image of the answer digit, never a query image, or the
   number word `{{"text": "seven"}}`), `target_modality` (`image` or `text`), `answer` (number word),
-  `label` (answer digit), `rationale` (worded steps), `ops` (the operations, e.g.
+  `label` (`[answer digit, target modality]`: records with equal labels are not each other's negatives,
+  so an image of the answer is a negative for a query that asks for the word), `rationale` (worded steps), `ops` (the operations, e.g.
   `[["add", 3], ["mul", 2]]`; level 3 starts with `["product"]`, `["sum"]` or `["difference"]`) and
-  `query_digits` (the digits shown). Family records have `rule` (e.g. `["amber"]`, `["larger", "cobalt"]`)
-  instead of `level` and `ops`.
+  `query_digits` (the digits shown). Family records have `rule` (e.g. `[3, 7]` for parity,
+  `["second", 1]` for pick, `["third"]` for position) instead of `level` and `ops`.
 * `test/corpus.jsonl`: `{{"id": "img-NNNN", "item": {{"image": "../images/NNNN.png"}}}}` for every test
   image, plus `{{"id": "word-D", "item": "seven"}}` for the ten number words.
 * `test/queries.jsonl`: `id`, `level`, `query`, `relevant` (corpus id -> grade 1: all test images of the
@@ -751,6 +774,10 @@ def _readme(summary: dict) -> str:
         test_images=split["test_images"],
         modality_hint=summary["modality_hint"],
         count_rows="\n".join(rows),
+        family_rows="\n".join(
+            f"| {name} | {FAMILIES[name].images} | {FAMILIES[name].example} | "
+            f"{summary['image_only_ceiling'][name]:.3f} | {summary['text_only_ceiling'][name]:.3f} |"
+            for name in summary["families"]) or "| (none generated) | | | | |",
         documents=corpus["documents"],
         corpus_images=corpus["images"],
         corpus_texts=corpus["texts"],

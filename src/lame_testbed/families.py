@@ -1,123 +1,138 @@
-"""Task families of the digits benchmark that one forward pass can learn: shallow keyed rules.
+"""Task families of the digits benchmark that one forward pass can learn: shallow rules over digit images.
 
 The arithmetic levels (:mod:`lame_testbed.digits`) chain operations; a model of fixed depth answers
-them in one pass only as far as its layers reach. The families here are lookups instead - a digit read
-from the image(s), then a table chosen by the instruction - so a single pass can compute them once it
-has learnt the tables. The shipped reference VLM was never taught any of them (its pretraining covers
-captions and the arithmetic levels only). Each family's rule is drawn uniformly from its variants, so
-the instruction decides the answer: the best guess from the image alone is well below the ceiling.
+them in one pass only as far as its layers reach. The families here need one read of the image(s) and
+one choice the instruction makes, so a single pass can compute them once fine-tuning has taught the
+rule. The shipped reference VLM was never taught any of them (its pretraining covers captions and the
+arithmetic levels only). Each family's rule is drawn uniformly from its variants, so neither the images
+alone nor the instruction alone gives the answer:
 
-* ``cipher`` (one image): "Encode this digit with the amber key." Four named keys, each a fixed
-  permutation of 0-9; for every digit the four keys give four different answers.
-* ``keypad`` (one image): "On a phone keypad, move one key up from this digit." Rows 1 2 3 / 4 5 6 /
-  7 8 9 and 0 under 8; a move off an edge wraps around its row or column (0 is alone in its row).
-* ``pair`` (two images): "Encode the larger of the two digits with the cobalt key." Larger or smaller,
-  then one of two keys of ``cipher``.
+* ``parity`` (one image): "If this digit is even, the answer is 3; otherwise it is 7." Two different
+  digits named by the instruction, the image decides which.
+* ``pick`` (two images): "Find the second digit plus 1." The first or the second digit, with or
+  without adding 1 (mod 10).
+* ``position`` (four images of four different digits): "Find the third of the four digits."
+
+``image_only_ceiling`` is the accuracy of the best guess of the answer from all the query's digits
+without the instruction, ``text_only_ceiling`` the same from the instruction without the images (both
+exact, digits and rules uniform).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-# Four permutations of 0-9, one a key; column by column (digit d) the four values differ.
-CIPHER_KEYS: dict[str, tuple[int, ...]] = {
-    "amber": (7, 3, 0, 8, 5, 9, 1, 4, 2, 6),
-    "cobalt": (2, 8, 5, 1, 9, 0, 6, 3, 7, 4),
-    "jade": (4, 0, 9, 6, 1, 3, 8, 2, 5, 7),
-    "ruby": (9, 6, 3, 4, 7, 2, 0, 5, 8, 1),
-}
-PAIR_KEYS = ("amber", "cobalt")
-PAIR_PICKS = ("larger", "smaller")
-
-# (row, column) of each key on a phone keypad; 0 sits under 8.
-_KEYPAD = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (1, 0), 5: (1, 1), 6: (1, 2), 7: (2, 0), 8: (2, 1), 9: (2, 2),
-           0: (3, 1)}
-KEYPAD_MOVES = ("up", "down", "left", "right")
-_MOVE_PHRASE = {"up": "move one key up", "down": "move one key down", "left": "move one key left",
-                "right": "move one key right"}
-
-
-def keypad_move(digit: int, move: str) -> int:
-    """The key one step ``move`` from ``digit``, wrapping around the row or column it leaves."""
-    row, column = _KEYPAD[digit]
-    if move in ("left", "right"):
-        line = sorted((c, d) for d, (r, c) in _KEYPAD.items() if r == row)
-        keys = [d for _, d in line]
-        step = 1 if move == "right" else -1
-    else:
-        line = sorted((r, d) for d, (r, c) in _KEYPAD.items() if c == column)
-        keys = [d for _, d in line]
-        step = 1 if move == "down" else -1
-    return keys[(keys.index(digit) + step) % len(keys)]
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # the answers' words
+ORDINALS = ("first", "second", "third", "fourth")
 
 
 @dataclass(frozen=True)
 class Family:
-    """A task family: how many images a query shows and the variants of its rule."""
+    """A task family: how many images a query shows, the variants of its rule (each stored as a
+    record's ``rule``) and, in subclasses, the answer, the instruction and the worked steps."""
 
     name: str
     images: int
-    variants: tuple[tuple[str, ...], ...]  # each a rule, as stored in a record's "rule"
+    variants: tuple[tuple, ...]
+    example: str  # an instruction, for the benchmark's README
+    distinct_digits: bool = False  # a query's images show different digits
 
-    def answer(self, rule: Sequence[str], digits: Sequence[int]) -> int:
+    def answer(self, rule: Sequence, digits: Sequence[int]) -> int:
         digits = [int(d) for d in digits]
         if len(digits) != self.images:
             raise ValueError(f"{self.name} queries show {self.images} image(s), got {len(digits)}")
-        if self.name == "cipher":
-            return CIPHER_KEYS[rule[0]][digits[0]]
-        if self.name == "keypad":
-            return keypad_move(digits[0], rule[0])
-        pick, key = rule
-        chosen = max(digits) if pick == "larger" else min(digits)
-        return CIPHER_KEYS[key][chosen]
+        return self._answer(tuple(rule), digits)
 
-    def phrase(self, rule: Sequence[str]) -> str:
+    def _answer(self, rule: tuple, digits: list[int]) -> int:
+        raise NotImplementedError
+
+    def phrase(self, rule: Sequence) -> str:
         """The instruction's rule, without what kind of target to find."""
-        if self.name == "cipher":
-            return f"Encode this digit with the {rule[0]} key."
-        if self.name == "keypad":
-            return f"On a phone keypad, {_MOVE_PHRASE[rule[0]]} from this digit."
-        return f"Encode the {rule[0]} of the two digits with the {rule[1]} key."
+        raise NotImplementedError
 
-    def rationale(self, rule: Sequence[str], digits: Sequence[int]) -> str:
+    def steps(self, rule: Sequence, digits: Sequence[int]) -> list[str]:
+        raise NotImplementedError
+
+    def rationale(self, rule: Sequence, digits: Sequence[int]) -> str:
         """The worked steps, ending with "The answer is <word>." as the arithmetic levels' do."""
-        from .digits import NUMBER_WORDS
-
+        shown = (f"The image shows {digits[0]}." if self.images == 1
+                 else f"The images show {', '.join(str(d) for d in digits)}.")
         answer = self.answer(rule, digits)
-        if self.name == "cipher":
-            steps = [f"The image shows {digits[0]}.", f"The {rule[0]} key maps {digits[0]} to {answer}."]
-        elif self.name == "keypad":
-            steps = [f"The image shows {digits[0]}.", f"One key {rule[0]} from {digits[0]} is {answer}."]
-        else:
-            chosen = max(digits) if rule[0] == "larger" else min(digits)
-            steps = [f"The first image shows {digits[0]} and the second shows {digits[1]}.",
-                     f"The {rule[0]} is {chosen}.", f"The {rule[1]} key maps {chosen} to {answer}."]
-        return " ".join(steps + [f"The answer is {NUMBER_WORDS[answer]}."])
+        return " ".join([shown, *self.steps(rule, digits), f"The answer is {NUMBER_WORDS[answer]}."])
 
-    def sample_rule(self, rng: np.random.Generator) -> tuple[str, ...]:
+    def sample_rule(self, rng: np.random.Generator) -> tuple:
         return self.variants[int(rng.integers(len(self.variants)))]
 
-    def answer_given_digit(self) -> np.ndarray:
-        """Exact P(answer | first image's digit) (10x10), rules uniform, a second digit uniform."""
-        table = np.zeros((10, 10))
-        seconds = range(10) if self.images == 2 else [None]
-        for d in range(10):
-            for rule in self.variants:
-                for b in seconds:
-                    digits = [d] if b is None else [d, b]
-                    table[d, self.answer(rule, digits)] += 1.0 / len(self.variants) / len(seconds)
-        return table
+    def digit_tuples(self) -> list[tuple[int, ...]]:
+        """Every digit combination a query can show (all equally likely)."""
+        combos = itertools.product(range(10), repeat=self.images)
+        return [c for c in combos if len(set(c)) == len(c)] if self.distinct_digits else list(combos)
 
     def image_only_ceiling(self) -> float:
-        """Accuracy of the best guess of the answer from the first image's digit alone (digits uniform)."""
-        return float(self.answer_given_digit().max(axis=1).mean())
+        """Accuracy of the best guess of the answer from the query's digits alone (no instruction)."""
+        best = []
+        for digits in self.digit_tuples():
+            counts = np.bincount([self._answer(rule, list(digits)) for rule in self.variants], minlength=10)
+            best.append(counts.max() / len(self.variants))
+        return float(np.mean(best))
+
+    def text_only_ceiling(self) -> float:
+        """Accuracy of the best guess of the answer from the instruction alone (no images)."""
+        best = []
+        combos = self.digit_tuples()
+        for rule in self.variants:
+            counts = np.bincount([self._answer(rule, list(digits)) for digits in combos], minlength=10)
+            best.append(counts.max() / len(combos))
+        return float(np.mean(best))
 
 
-FAMILIES: dict[str, Family] = {
-    "cipher": Family("cipher", 1, tuple((key,) for key in CIPHER_KEYS)),
-    "keypad": Family("keypad", 1, tuple((move,) for move in KEYPAD_MOVES)),
-    "pair": Family("pair", 2, tuple((pick, key) for pick in PAIR_PICKS for key in PAIR_KEYS)),
-}
+class Parity(Family):
+    def _answer(self, rule, digits):
+        if_even, if_odd = rule
+        return if_even if digits[0] % 2 == 0 else if_odd
+
+    def phrase(self, rule):
+        return f"If this digit is even, the answer is {rule[0]}; otherwise it is {rule[1]}."
+
+    def steps(self, rule, digits):
+        kind = "even" if digits[0] % 2 == 0 else "odd"
+        return [f"{digits[0]} is {kind}, so the answer is {self.answer(rule, digits)}."]
+
+
+class Pick(Family):
+    def _answer(self, rule, digits):
+        which, plus = rule
+        return (digits[ORDINALS.index(which)] + plus) % 10
+
+    def phrase(self, rule):
+        return f"Find the {rule[0]} digit" + (f" plus {rule[1]}." if rule[1] else ".")
+
+    def steps(self, rule, digits):
+        chosen = digits[ORDINALS.index(rule[0])]
+        return [f"The {rule[0]} is {chosen}."] + ([f"{chosen} plus {rule[1]} is {self.answer(rule, digits)}."]
+                                                 if rule[1] else [])
+
+
+class Position(Family):
+    def _answer(self, rule, digits):
+        return digits[ORDINALS.index(rule[0])]
+
+    def phrase(self, rule):
+        return f"Find the {rule[0]} of the four digits."
+
+    def steps(self, rule, digits):
+        return [f"The {rule[0]} is {self.answer(rule, digits)}."]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Parity("parity", 1, tuple((a, b) for a in range(10) for b in range(10) if a != b),
+           "If this digit is even, the answer is 3; otherwise it is 7. Find an image of the result."),
+    Pick("pick", 2, tuple((which, plus) for which in ORDINALS[:2] for plus in (0, 1)),
+         "Find the second digit plus 1. Write the result as a word."),
+    Position("position", 4, tuple((which,) for which in ORDINALS),
+             "Find the third of the four digits. Find an image of the result.", distinct_digits=True),
+)}

@@ -376,7 +376,22 @@ def convert(fmt: str, source: str | Path, output: str | Path, *, image_root: str
         raise MissingPath(f"{source} does not exist")
     output.mkdir(parents=True, exist_ok=True)
     caps = {m.name: m.max_rows for m in VLM2VEC_V2_MIXTURE} if published_caps else {}
-    jobs: list[tuple[str, Any]] = []
+    jobs = _jobs(fmt, source, output, image_root=image_root, video_root=video_root, subsets=subsets, split=split,
+                 num_frames=num_frames, name=name)
+    summaries = [_write_jsonl(stem, rows, source, output, max_rows if max_rows is not None else caps.get(stem))
+                 for stem, rows in jobs]
+    report = _record_summaries(summaries, output)
+    empty = [s for s in summaries if not s.written]
+    if empty:
+        more = f"; and {len(empty) - FIRST_EMPTY} more" if len(empty) > FIRST_EMPTY else ""
+        raise ConvertError("; ".join(s.refusal() for s in empty[:FIRST_EMPTY]) + more
+                           + f" (counts in {report})")
+    return summaries
+
+
+def _jobs(fmt: str, source: Path, output: Path, *, image_root, video_root, subsets, split, num_frames,
+          name) -> list[tuple[str, Any]]:
+    """The files ``fmt`` makes of ``source``: (file stem, a function of its summary yielding its records)."""
     if fmt == "mmeb-train":
         root = Path(image_root) if image_root else source
         found = [s for s in MMEB_TRAIN_SUBSETS if (source / s).is_dir()]
@@ -385,45 +400,42 @@ def convert(fmt: str, source: str | Path, output: str | Path, *, image_root: str
         chosen = subsets or found
         if not chosen:
             raise ConvertError(f"mmeb-train: {source} holds no subset folder with parquet files")
-        for subset in chosen:
-            jobs.append((subset, lambda s, sub=subset: _mmeb_rows(source, sub, split, root, output, s)))
-    elif fmt.startswith("llavahound"):
+        return [(subset, lambda s, sub=subset: _mmeb_rows(source, sub, split, root, output, s)) for subset in chosen]
+    if fmt.startswith("llavahound"):
         if video_root is None:
             raise ConvertError(f"{fmt}: --video-root (the folder of frame folders) is required")
         mode = fmt.split("-", 1)[1]
-        jobs.append((name or DEFAULT_NAMES[fmt],
-                     lambda s: _llavahound_rows(source, mode, Path(video_root), output, num_frames, s)))
-    else:
-        stem = name or DEFAULT_NAMES[fmt]
-        jobs.append((stem, lambda s: _document_rows(source, fmt, output, stem, s)))
+        return [(name or DEFAULT_NAMES[fmt],
+                 lambda s: _llavahound_rows(source, mode, Path(video_root), output, num_frames, s))]
+    stem = name or DEFAULT_NAMES[fmt]
+    return [(stem, lambda s: _document_rows(source, fmt, output, stem, s))]
 
-    summaries = []
-    for stem, rows in jobs:
-        limit = max_rows if max_rows is not None else caps.get(stem)
-        target = output / f"{stem}.jsonl"
-        summary = ConvertSummary(stem, str(source), str(target))
-        tmp = target.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in rows(summary):
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                summary.written += 1
-                if limit is not None and summary.written >= limit:
-                    break
-        if summary.written:
-            tmp.replace(target)
-        else:  # nothing to train on: no empty file, and an earlier conversion's file is kept
-            tmp.unlink()
-        summaries.append(summary)
+
+def _write_jsonl(stem: str, rows, source: Path, output: Path, limit: int | None) -> ConvertSummary:
+    """Writes ``output/STEM.jsonl`` from ``rows(summary)`` (at most ``limit`` records) and counts them."""
+    target = output / f"{stem}.jsonl"
+    summary = ConvertSummary(stem, str(source), str(target))
+    tmp = target.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in rows(summary):
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            summary.written += 1
+            if limit is not None and summary.written >= limit:
+                break
+    if summary.written:
+        tmp.replace(target)
+    else:  # nothing to train on: no empty file, and an earlier conversion's file is kept
+        tmp.unlink()
+    return summary
+
+
+def _record_summaries(summaries: list[ConvertSummary], output: Path) -> Path:
+    """Adds the summaries to ``output/convert-summary.json`` (an earlier run's other files stay listed)."""
     report = output / "convert-summary.json"
     previous = json.loads(report.read_text()) if report.is_file() else {}
     previous.update({s.name: s.to_dict() for s in summaries})
     report.write_text(json.dumps(previous, indent=2) + "\n")
-    empty = [s for s in summaries if not s.written]
-    if empty:
-        more = f"; and {len(empty) - FIRST_EMPTY} more" if len(empty) > FIRST_EMPTY else ""
-        raise ConvertError("; ".join(s.refusal() for s in empty[:FIRST_EMPTY]) + more
-                           + f" (counts in {report})")
-    return summaries
+    return report
 
 
 def describe_summaries(summaries: list[ConvertSummary], output: str | Path) -> str:

@@ -12,8 +12,6 @@ positions costs ``C^2`` in attention, so rows are capped; with flash-attention t
 :func:`collate_packed` gives the batch, :func:`packed_positions` the positions (the backbone family's
 own, e.g. Qwen's multimodal RoPE, rebased per item), and :meth:`lame.modeling.LaMEModel.forward`
 reads each item's latent states back from its span. Embeddings equal the padded path's (allclose).
-
-:func:`padding_stats` measures the padded fraction of batches (``lame bench padding``).
 """
 
 from __future__ import annotations
@@ -111,24 +109,3 @@ def latent_index(batch: dict, n_latent: int) -> tuple[torch.Tensor, torch.Tensor
     rows = batch["pack_rows"][:, None].expand(-1, n_latent)
     columns = (batch["pack_starts"] + batch["pack_lengths"] - n_latent)[:, None] + torch.arange(n_latent)
     return rows, columns
-
-
-def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]], capacity: int | None = None) -> dict:
-    """Positions computed by padded and by packed batches, for items of ``lengths`` grouped into
-    ``batches`` (lists of item indices): the padded fraction of each way, and its row count."""
-    real = padded = packed = rows = 0
-    attention_padded = attention_packed = 0
-    for batch in batches:
-        sizes = [lengths[i] for i in batch]
-        real += sum(sizes)
-        padded += len(sizes) * max(sizes)
-        attention_padded += len(sizes) * max(sizes) ** 2
-        plan = plan_rows(sizes, capacity)
-        width = max(sum(sizes[i] for i in row) for row in plan)
-        packed += len(plan) * width
-        rows += len(plan)
-        attention_packed += len(plan) * width**2
-    return {"items": len(lengths), "batches": len(batches), "real_positions": real,
-            "padded_positions": padded, "padded_fraction": 1 - real / padded if padded else 0.0,
-            "packed_positions": packed, "packed_fraction": 1 - real / packed if packed else 0.0,
-            "packed_rows": rows, "attention_padded": attention_padded, "attention_packed": attention_packed}

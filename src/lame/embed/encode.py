@@ -45,12 +45,16 @@ def encode_corpus(
     shard_size: int = 10_000,
     show_progress: bool = True,
     max_shards: int | None = None,
+    num_reason_tokens: int | None = None,
+    dimensions: int | None = None,
 ) -> dict | None:
     """Embeds every record of ``input_path`` into shards under ``output``; returns the manifest.
 
     ``model`` is a :class:`~lame.LaMEModel` or a saved model folder (loaded on this process's
     device). ``max_shards`` stops each process after that many new shards (for time-boxed jobs);
-    the result is then ``None`` and a later call resumes.
+    the result is then ``None`` and a later call resumes. ``num_reason_tokens`` and ``dimensions``
+    (values the model was trained for; default K and the full size) are recorded in the manifest, and
+    a resumed run must use the same.
     """
     from accelerate import PartialState
 
@@ -63,10 +67,12 @@ def encode_corpus(
         model_path = str(Path(model).resolve())
         model = LaMEModel.from_pretrained(model, device=state.device)
 
+    choice = {"num_reason_tokens": model.check_reason_tokens(num_reason_tokens),
+              "dimensions": model.check_dimensions(dimensions)}
     spans = plan_shards(input_path, shard_size)
     settings = {"input": str(input_path), "input_bytes": input_path.stat().st_size,
                 "records": sum(s.count for s in spans), "shard_size": shard_size,
-                "model_fingerprint": model.fingerprint()}
+                "model_fingerprint": model.fingerprint(), **choice}
     output.mkdir(parents=True, exist_ok=True)
     _check_settings(output, settings)
     pending = [s for s in spans if not ShardFiles(output, s.number).is_complete()]
@@ -79,13 +85,13 @@ def encode_corpus(
     with tqdm(total=sum(s.count for s in mine), unit="item", desc=f"encode {input_path.name}",
               disable=not (show_progress and state.is_main_process)) as bar:
         for span in mine:
-            _encode_shard(model, input_path, output, span, shard_size, batch_size, duplicates)
+            _encode_shard(model, input_path, output, span, shard_size, batch_size, duplicates, choice)
             bar.update(span.count)
     state.wait_for_everyone()
     error = None
     if state.is_main_process and all(ShardFiles(output, s.number).is_complete() for s in spans):
         try:
-            _finish(output, spans, settings, model_path, model.embedding_dim, bool(model.config.normalize))
+            _finish(output, spans, settings, model_path, choice["dimensions"], bool(model.config.normalize))
         except InvalidInput as exc:  # shared below, so that no process waits for one that raised
             error = (type(exc), str(exc))
     error = _from_main_process(state, error)
@@ -118,7 +124,7 @@ def _check_settings(output: Path, settings: dict) -> None:
 
 
 def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_size: int, batch_size: int,
-                  duplicates: dict | None = None) -> None:
+                  duplicates: dict | None = None, choice: dict | None = None) -> None:
     records = list(read_span(input_path, span, span.number * shard_size))
     for record in records:
         if record.error is None and record.line in (duplicates or {}):
@@ -128,7 +134,8 @@ def _encode_shard(model, input_path: Path, output: Path, span: ShardSpan, shard_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped items go to the report instead
         embeddings, skipped = model.encode([r.item for r in good], batch_size=batch_size, on_error="skip",
-                                           return_skipped=True, show_progress_bar=False, role="document")
+                                           return_skipped=True, show_progress_bar=False, role="document",
+                                           **(choice or {}))
     reasons = {s.index: s.reason for s in skipped}
     keep = [i for i in range(len(good)) if i not in reasons]
     report = [{"id": r.id, "line": r.line, "reason": r.error} for r in records if r.error is not None]

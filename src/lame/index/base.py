@@ -22,6 +22,7 @@ class SearchIndex(Protocol):
     dim: int
     model: str | None  # the path of the model that embedded the corpus
     model_fingerprint: str | None
+    num_reason_tokens: int | None  # the reason tokens the documents were embedded with (None: unknown)
     corpus: str | None  # the JSONL the vectors were embedded from
     manifest: dict  # everything recorded at build time (kind, dim, count, model, corpus, corpus_bytes, ...)
 
@@ -34,14 +35,18 @@ class SearchIndex(Protocol):
     def check_model(self, model) -> str | None:
         """Refuses a model whose embeddings are not what the index holds; a note when it cannot tell."""
 
+    def query_dimensions(self, dimensions: int | None = None) -> int:
+        """The size queries are embedded at (the index's); another ``dimensions`` is refused."""
+
 
 def check_model(index: SearchIndex, model, what: str = "the index", require_fingerprint: bool = False) -> str | None:
     """The check behind every backend's ``check_model``: refuses (:class:`~lame.errors.InvalidInput`)
     another dimension or another model than the one ``index`` records. An index that records no
     fingerprint gets a note back, or with ``require_fingerprint`` an error."""
-    dim = model.embedding_dim
-    if dim != index.dim:
-        raise InvalidInput(f"{what} holds {index.dim}-dimensional vectors but the model makes {dim}-dimensional "
+    sizes = getattr(model, "dimension_choices", [model.embedding_dim])  # an elastic model gives several
+    if index.dim not in sizes:
+        made = " or ".join(map(str, sizes))
+        raise InvalidInput(f"{what} holds {index.dim}-dimensional vectors but the model makes {made}-dimensional "
                            "embeddings: use the model that encoded the corpus, or rebuild the index with this one")
     if index.model_fingerprint is None:
         message = (f"{what} does not record which model built it, so it cannot be checked against this one; "
@@ -57,6 +62,16 @@ def check_model(index: SearchIndex, model, what: str = "the index", require_fing
                            "its neighbours would be wrong. Use the model that encoded the corpus, or re-encode "
                            "the corpus with this model and rebuild the index")
     return None
+
+
+def query_dimensions(index: SearchIndex, dimensions: int | None = None) -> int:
+    """The size queries are embedded at: the index's own; another ``dimensions`` is refused (a query
+    with any of the model's numbers of reason tokens shares the documents' space, another size does not)."""
+    if dimensions is not None and dimensions != index.dim:
+        raise InvalidInput(f"dimensions={dimensions}: the index holds {index.dim}-dimensional vectors, so queries "
+                           f"are embedded at {index.dim} too; build an index from embeddings of size {dimensions} "
+                           "to search at that size")
+    return index.dim
 
 
 def padded(scores: list[list[float]], ids: list[list[Any]], k: int) -> tuple[np.ndarray, list[list[Any]]]:

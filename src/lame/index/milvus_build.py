@@ -29,15 +29,16 @@ from .settings import KINDS
 from .source import EmbeddingSource
 
 # what must agree for a build to resume into an existing collection
-SAME_BUILD = ("dim", "count", "kind", "model_fingerprint", "embeddings", "arrays", "nlist", "m", "ef_construction")
+SAME_BUILD = ("dim", "count", "kind", "model_fingerprint", "num_reason_tokens", "embeddings", "arrays", "nlist", "m",
+              "ef_construction")
 
 
 def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection: str | None = None, kind: str = "flat",
                        nlist: int | None = None, m: int = 32, ef_construction: int = 80, nprobe: int = 16,
                        ef_search: int = 64, batch_size: int = 1000, overwrite: bool = False,
                        corpus: str | Path | None = None, model_fingerprint: str | None = None,
-                       timeout: float = DEFAULT_TIMEOUT_S, max_batches: int | None = None,
-                       show_progress: bool = True) -> MilvusIndex | None:
+                       num_reason_tokens: int | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                       max_batches: int | None = None, show_progress: bool = True) -> MilvusIndex | None:
     """Indexes a ``lame encode`` folder (or an ``(embeddings, ids)`` pair) into a Milvus collection.
 
     ``uri``: a ``.db`` file (Milvus Lite) or a server address, ``#NAME`` or ``collection`` naming the
@@ -62,7 +63,9 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     _check_id_lengths(source)
     manifest = {"format": FORMAT_VERSION, "backend": "milvus", "kind": kind, "metric": "cosine", "dim": source.dim,
                 "count": source.count, "model": source.model,
-                "model_fingerprint": source.fingerprint or model_fingerprint, "embeddings": source.name,
+                "model_fingerprint": source.fingerprint or model_fingerprint,
+                "num_reason_tokens": source.num_reason_tokens if source.num_reason_tokens is not None
+                else num_reason_tokens, "embeddings": source.name,
                 "arrays": _digest(source) if source.name is None else None,
                 "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
                 "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,

@@ -3,7 +3,8 @@
 The collection has two fields: ``id``, the record's id as JSON text (so ``1`` and ``"1"`` stay apart and
 come back as they were), the primary key; and ``vector``, the unit-length embedding. Its index is FLAT,
 IVF_FLAT or HNSW on inner product (cosine on unit vectors), as the FAISS kinds. What the FAISS
-``index.json`` records (kind, dim, count, model and fingerprint, embeddings, corpus, search defaults)
+``index.json`` records (kind, dim, count, model and fingerprint, the documents' reason tokens, embeddings,
+corpus, search defaults)
 is the collection property ``lame.index``, as JSON; ``complete`` is true once every vector is in.
 Build with :func:`lame.index.milvus_build.build_milvus_index`; open with :meth:`MilvusIndex.open` or
 :func:`lame.index.open_index`.
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, MissingPath
-from .base import check_model, normalized, padded
+from .base import check_model, normalized, padded, query_dimensions
 from .location import MilvusLocation, milvus_location
 from .milvus_client import DEFAULT_TIMEOUT_S, MilvusClient, connect, milvus_call
 
@@ -88,6 +89,7 @@ class MilvusIndex:
         self.dim: int = manifest["dim"]
         self.model: str | None = manifest.get("model")
         self.model_fingerprint: str | None = manifest.get("model_fingerprint")
+        self.num_reason_tokens: int | None = manifest.get("num_reason_tokens")  # the documents' k (None: unknown)
         self.corpus: str | None = manifest.get("corpus")
 
     def __len__(self) -> int:
@@ -135,6 +137,10 @@ class MilvusIndex:
         """Refuses (:class:`~lame.errors.InvalidInput`) another dimension or another model than the one
         recorded, and a collection that records no model fingerprint (it could not be checked)."""
         return check_model(self, model, what=str(self.location), require_fingerprint=True)
+
+    def query_dimensions(self, dimensions: int | None = None) -> int:
+        """The size queries are embedded at: the collection's own; another ``dimensions`` is refused."""
+        return query_dimensions(self, dimensions)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
                ef_search: int | None = None) -> tuple[np.ndarray, list[list[Any]]]:

@@ -29,12 +29,18 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
     return resolve_paths(item, base_dir or Path.cwd())
 
 
-def search(model, index: SearchIndex, items: list, k: int = 10) -> list[list[dict]]:
+def search(model, index: SearchIndex, items: list, k: int = 10, num_reason_tokens: int | None = None,
+           dimensions: int | None = None) -> list[list[dict]]:
     """Embeds ``items`` as queries (any encoder: :func:`lame.modeling.roles.encode_as`) and returns, per
-    item, its hits ``{"id", "score"}`` best first."""
+    item, its hits ``{"id", "score"}`` best first. Queries take the index's size (``dimensions``, when
+    given, must be it) and any ``num_reason_tokens`` the model was trained for, whatever the documents'."""
     from ..modeling.roles import encode_as  # here: lame.modeling imports transformers
 
-    scores, ids = index.search(encode_as(model, items, "query"), k)
+    size = index.query_dimensions(dimensions)
+    choice = {"num_reason_tokens": num_reason_tokens} if num_reason_tokens is not None else {}
+    if size != getattr(model, "embedding_dim", size):
+        choice["dimensions"] = size
+    scores, ids = index.search(encode_as(model, items, "query", **choice), k)
     return [[{"id": i, "score": float(s)} for i, s in zip(row_ids, row_scores) if i is not None]
             for row_ids, row_scores in zip(ids, scores)]
 

@@ -19,6 +19,7 @@ class EmbeddingSource:
                  model: str | None, name: str | None, fingerprint: str | None = None):
         self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
         self.fingerprint = fingerprint
+        self.num_reason_tokens: int | None = None  # what `lame encode` embedded the documents with
         self.count = sum(counts)
         self.corpus: str | None = None  # the corpus JSONL `lame encode` read, and its size then
         self.corpus_bytes: int | None = None
@@ -35,6 +36,7 @@ class EmbeddingSource:
         source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()),
                      store.model_fingerprint)
         source.corpus, source.corpus_bytes = store.manifest.get("input"), store.manifest.get("input_bytes")
+        source.num_reason_tokens = store.manifest.get("num_reason_tokens")
         return source
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:

@@ -7,8 +7,9 @@ top k. Vectors and queries are L2-normalised, so scores are cosine similarities.
 
 Saved folder::
 
-    index.json               kind, dim, count, model and its fingerprint, corpus (the JSONL it was embedded
-                             from), search defaults, shards
+    index.json               kind, dim, count, model and its fingerprint, the reason tokens its documents were
+                             embedded with (num_reason_tokens), corpus (the JSONL it was embedded from),
+                             search defaults, shards
     index-00000.faiss        one FAISS index per shard
     index-00000.ids.json     its ids, row for row
 """
@@ -27,7 +28,7 @@ from ..embed.shards import atomic_write_json
 from ..errors import InvalidInput, MissingPath
 from ..extras import require
 from . import kinds
-from .base import check_model, normalized
+from .base import check_model, normalized, query_dimensions
 from .location import FAISS_MANIFEST
 from .source import EmbeddingSource
 
@@ -54,6 +55,7 @@ class VectorIndex:
         self.model: str | None = manifest.get("model")
         self.corpus: str | None = manifest.get("corpus")  # the JSONL file the vectors were embedded from
         self.model_fingerprint: str | None = manifest.get("model_fingerprint")
+        self.num_reason_tokens: int | None = manifest.get("num_reason_tokens")  # the documents' k (None: unknown)
         self._ids = [i for shard in shards for i in shard.ids]
         self._offsets = np.cumsum([0] + [len(s.ids) for s in shards])[:-1]
 
@@ -77,6 +79,7 @@ class VectorIndex:
         seed: int = 0,
         corpus: str | Path | None = None,
         model_fingerprint: str | None = None,
+        num_reason_tokens: int | None = None,
     ) -> "VectorIndex":
         """Indexes a folder written by ``lame encode`` (or an ``(embeddings, ids)`` pair).
 
@@ -86,7 +89,9 @@ class VectorIndex:
         records the corpus JSONL the vectors come from (``lame encode``'s input, or ``corpus``), so a hit's
         item can be shown (:class:`lame.index.CorpusItems`).
         ``model_fingerprint`` (:meth:`lame.LaMEModel.fingerprint`) names the model of in-memory
-        embeddings; a ``lame encode`` folder carries its own.
+        embeddings; a ``lame encode`` folder carries its own, and the reason tokens its documents were
+        embedded with (``num_reason_tokens`` for in-memory embeddings). The vectors' dimension is the
+        size d they were embedded at.
         """
         source = EmbeddingSource.open(embeddings)
         fingerprint = source.fingerprint or model_fingerprint
@@ -103,6 +108,8 @@ class VectorIndex:
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
                     "count": source.count, "model": source.model, "model_fingerprint": fingerprint,
+                    "num_reason_tokens": source.num_reason_tokens if source.num_reason_tokens is not None
+                    else num_reason_tokens,
                     "embeddings": source.name,
                     "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
                     "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
@@ -155,9 +162,15 @@ class VectorIndex:
 
     def check_model(self, model) -> str | None:
         """Refuses (:class:`~lame.errors.InvalidInput`) a model whose embeddings are not what this index
-        holds: another dimension, or another model than the one recorded when it was built. Returns a
-        note when the index records no model to compare with (older indexes, in-memory arrays)."""
+        holds: a dimension it does not give (:attr:`lame.LaMEModel.dimension_choices`), or another model
+        than the one recorded when it was built. Returns a note when the index records no model to
+        compare with (older indexes, in-memory arrays)."""
         return check_model(self, model)
+
+    def query_dimensions(self, dimensions: int | None = None) -> int:
+        """The size queries are embedded at: the index's own; another ``dimensions`` is refused (a query
+        with any of the model's numbers of reason tokens shares the documents' space, another size does not)."""
+        return query_dimensions(self, dimensions)
 
     # ------------------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,

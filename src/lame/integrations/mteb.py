@@ -46,7 +46,10 @@ class LaMEEncoder(AbsEncoder):
 
     def __init__(self, model, revision: str | None = None, *, device: str | None = None,
                  instructions: Mapping[str, str] | None = None, batch_size: int | None = None,
-                 name: str | None = None, **kwargs: Any):
+                 name: str | None = None, num_reason_tokens: int | None = None, dimensions: int | None = None,
+                 **kwargs: Any):
+        """``num_reason_tokens`` and ``dimensions``: what queries and documents are embedded with, values
+        the model was trained for (default: its K, its full size)."""
         from ..modeling import LaMEModel
 
         folder = None
@@ -56,14 +59,20 @@ class LaMEEncoder(AbsEncoder):
         elif device is not None:
             model.to(device)
         self.model = model
+        self.choice = {"num_reason_tokens": model.check_reason_tokens(num_reason_tokens),
+                       "dimensions": model.check_dimensions(dimensions)}
         self.batch_size = batch_size
         self.instructions = dict(instructions or {})
         config = model.config
+        name = name or f"lame/{folder.name if folder else 'lame-model'}"
+        if (self.choice["num_reason_tokens"], self.choice["dimensions"]) != (config.num_reason_tokens,
+                                                                            model.embedding_dim):
+            name += "-k{num_reason_tokens}-d{dimensions}".format(**self.choice)  # results cached apart
         self.mteb_model_meta = ModelMeta(
-            loader=None, name=name or f"lame/{folder.name if folder else 'lame-model'}", revision=revision,
+            loader=None, name=name, revision=revision,
             release_date=None, languages=None,
             n_parameters=sum(p.numel() for p in model.parameters()), memory_usage_mb=None,
-            max_tokens=config.max_length, embed_dim=model.embedding_dim, license=None, open_weights=True,
+            max_tokens=config.max_length, embed_dim=self.choice["dimensions"], license=None, open_weights=True,
             public_training_code=None, public_training_data=None, framework=["PyTorch"],
             similarity_fn_name="cosine", use_instructions=bool(self.instructions),
             training_datasets=None, modalities=["text", "image"],
@@ -86,7 +95,7 @@ class LaMEEncoder(AbsEncoder):
         batch_size = self.batch_size or kwargs.get("batch_size") or 32
         role = {"query": "query", "document": "document"}.get(getattr(prompt_type, "value", prompt_type))
         return self.model.encode(items, batch_size=batch_size, role=role,
-                                 show_progress_bar=bool(kwargs.get("show_progress_bar", False)))
+                                 show_progress_bar=bool(kwargs.get("show_progress_bar", False)), **self.choice)
 
 
 def batch_items(batch: Mapping[str, Any], instruction: str | None = None) -> list:

@@ -12,6 +12,13 @@
 returns the embeddings :meth:`lame.LaMEModel.encode` returns; ``st.encode_query`` and
 ``st.encode_document`` embed as :meth:`lame.LaMEModel.encode_query` and ``encode_document`` do (they
 pass ``task="query"`` / ``"document"``, which this module reads as LaME's ``role``).
+
+An elastic model (:mod:`lame.modeling.elastic`): ``st.encode(..., num_reason_tokens=k)`` embeds with k
+reason tokens (one the model was trained for), and sentence-transformers' own ``truncate_dim`` (of
+``SentenceTransformer(..., truncate_dim=d)`` or ``encode``) cuts the embeddings to d values;
+sentence-transformers neither re-normalises them (``normalize_embeddings=True`` does, which gives
+``LaMEModel.encode(..., dimensions=d)``; its cosine ``similarity`` is the same either way) nor checks d
+against the sizes the model was trained for (:attr:`LaMEModule.dimension_choices` lists them).
 sentence-transformers 6 imports a module class from outside its own package only with
 ``trust_remote_code=True``, also for a local folder and a class from an installed package; the code it
 runs is this file of the installed ``lame``, nothing from the model folder.
@@ -58,7 +65,8 @@ class LaMEModule(InputModule):
     model and sets ``sentence_embedding``."""
 
     save_in_root = True
-    forward_kwargs = {"task"}  # encode_query / encode_document pass task="query" / "document"
+    # encode_query / encode_document pass task="query" / "document"; encode(..., num_reason_tokens=k) the k
+    forward_kwargs = {"task", "num_reason_tokens"}
 
     def __init__(self, model):
         super().__init__()
@@ -82,16 +90,24 @@ class LaMEModule(InputModule):
 
     get_sentence_embedding_dimension = get_embedding_dimension
 
-    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
-        items = [to_lame_item(x, prompt or None) for x in inputs]
-        return self.model.collate(self.model.featurize(items))
+    @property
+    def dimension_choices(self) -> list[int]:
+        """The sizes ``truncate_dim`` can take with the model's quality (its config's ``matryoshka_dims``)."""
+        return self.model.dimension_choices
 
-    def forward(self, features: dict[str, torch.Tensor], task: str | None = None,
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, num_reason_tokens: int | None = None,
+                   **kwargs) -> dict[str, torch.Tensor]:
+        items = [to_lame_item(x, prompt or None) for x in inputs]
+        return self.model.collate(self.model.featurize(items), num_reason_tokens=num_reason_tokens)
+
+    def forward(self, features: dict[str, torch.Tensor], task: str | None = None, num_reason_tokens: int | None = None,
                 **kwargs) -> dict[str, torch.Tensor]:
-        """``task`` "query" or "document" is the role LaME embeds the batch as (other tasks: no role)."""
+        """``task`` "query" or "document" is the role LaME embeds the batch as (other tasks: no role);
+        ``num_reason_tokens`` the k it was preprocessed with."""
         batch = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
         role = task if task in ROLES else None
-        features["sentence_embedding"] = self.model(batch, role=role).embeddings.float()
+        out = self.model(batch, role=role, num_reason_tokens=num_reason_tokens)
+        features["sentence_embedding"] = out.embeddings.float()
         return features
 
     # ---------------------------------------------------------------------------- saving, loading

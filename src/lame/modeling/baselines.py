@@ -27,8 +27,8 @@ appended ``[EMBED]``) is the row's last prompt position + its offset, passed exp
 ``position_ids``, so an item's embedding does not depend on its batch neighbours. Every backbone call
 goes through the model's adapter (:mod:`lame.modeling.adapters`).
 
-Build tiny versions with :func:`build_tiny_baseline`, or a baseline sharing another model's backbone,
-tokenizer and processor with :func:`variant_of`.
+Build a baseline sharing another model's backbone, tokenizer and processor with :func:`variant_of`, or a
+tiny one with ``build_tiny_model(variant=..., **BASELINE_DEFAULTS)``.
 """
 
 from __future__ import annotations
@@ -81,9 +81,11 @@ class SequentialLatentModel(LaMEModel):
         super().__init__(config, *args, **kwargs)
 
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None,
-                role: Role | None = None) -> SequentialOutput:
-        """The prompt pass, then the latent steps; queries and documents (``role``) alike."""
+                role: Role | None = None, num_reason_tokens: int | None = None) -> SequentialOutput:
+        """The prompt pass, then the latent steps; queries and documents (``role``) alike.
+        ``num_reason_tokens``: K or None (the baselines train with no other)."""
         check_role(role)
+        self.check_reason_tokens(num_reason_tokens)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         steps = self.config.latent_steps
         inputs_embeds = self.input_embeddings(batch["input_ids"])
@@ -188,9 +190,9 @@ class ExplicitCoTModel(LaMEModel):
     def training_query_features(self, example, features: Features) -> CoTFeatures:
         return self.rationale_features(example.query, getattr(example, "rationale", None), base=features)
 
-    def collate(self, features: list[Features], packed: bool = False,
-                capacity: int | None = None) -> dict[str, torch.Tensor]:
-        batch = super().collate(features)  # generation needs padded rows
+    def collate(self, features: list[Features], packed: bool = False, capacity: int | None = None,
+                num_reason_tokens: int | None = None) -> dict[str, torch.Tensor]:
+        batch = super().collate(features, num_reason_tokens=num_reason_tokens)  # generation needs padded rows
         lm_tokens = [getattr(f, "lm_tokens", 0) for f in features]
         if any(lm_tokens):
             batch["lm_tokens"] = torch.tensor(lm_tokens)
@@ -198,11 +200,13 @@ class ExplicitCoTModel(LaMEModel):
 
     # --------------------------------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None, role: Role | None = None,
-                generate: bool | None = None) -> LaMEOutput:
+                generate: bool | None = None, num_reason_tokens: int | None = None) -> LaMEOutput:
         """Teacher-forced single pass in training mode, for batches carrying rationales and for documents
         (``role="document"``: training embeds positives without a rationale); otherwise (evaluation,
-        ``encode``, ``role`` "query" or None) generate the rationale, then embed after it."""
+        ``encode``, ``role`` "query" or None) generate the rationale, then embed after it.
+        ``num_reason_tokens``: K or None (the baselines train with no other)."""
         check_role(role)
+        self.check_reason_tokens(num_reason_tokens)
         if generate is None:
             generate = (not self.training and self.generate_rationale and "lm_tokens" not in batch
                         and role != "document" and self.config.cot_max_new_tokens > 0)
@@ -283,7 +287,8 @@ def variant_of(model: LaMEModel, variant: str = "lame", **overrides) -> LaMEMode
     if variant == "discriminative":
         variant, overrides = "lame", {"num_reason_tokens": 0} | overrides
     defaults = {"use_decoder": False} if variant == "lame" else BASELINE_DEFAULTS
-    config = model.config.replace(variant=variant, reason_token_ids=[], embed_token_ids=[], **(defaults | overrides))
+    config = model.config.replace(variant=variant, reason_token_ids=[], embed_token_ids=[], elastic_k=None,
+                                  matryoshka_dims=None, **(defaults | overrides))
     new = LaMEModel.from_components(config, model.backbone, model.tokenizer, model.image_processor)
     # Only the new model's own parts take the device and dtype of ``model``'s latent vectors; the shared
     # backbone stays as it is (a bfloat16 backbone beside float32 latent vectors is not cast to float32).
@@ -295,12 +300,3 @@ def variant_of(model: LaMEModel, variant: str = "lame", **overrides) -> LaMEMode
     new.latent_token_ids = new.latent_token_ids.to(device)
     return new.train(model.training)
 
-
-def build_tiny_baseline(variant: str, backbone_type: str = "qwen2_vl", seed: int = 0, **overrides) -> LaMEModel:
-    """A tiny random baseline: ``discriminative`` (LaME with K=0), ``sequential`` or ``cot``."""
-    from .tiny import build_tiny_model
-
-    values = BASELINE_DEFAULTS | overrides
-    if variant == "discriminative":
-        return build_tiny_model(backbone_type, seed=seed, **values)
-    return build_tiny_model(backbone_type, seed=seed, variant=variant, **values)

@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import ModelOutput
 
-from ..config import LaMEConfig
+from ..config import ConfigError, LaMEConfig
 from ..data.featurize import Features, Featurizer, collate
 from ..data.items import ItemError, ItemLike
 from ..errors import MissingPath
 from ..integrations.st_files import write_sentence_transformers_files
 from .adapters import get_adapter
+from .elastic import check_choice, trim_reason_tokens, truncate
 from .heads import EmbeddingHead, LatentDecoderHead
 from .inference import inference_context
 from .lora import add_lora, is_lora_name, plain_backbone_name
@@ -92,10 +93,12 @@ class LaMEModel(nn.Module):
         latent = config.latent_token_strings()
         tokenizer.add_tokens([t for t in latent if t not in tokenizer.get_vocab()], special_tokens=True)
         ids = tokenizer.convert_tokens_to_ids(latent)
+        embedding_dim = config.projection_dim or get_adapter(backbone.config.model_type).hidden_size(backbone)
         config = config.replace(
             backbone_type=backbone.config.model_type,
             reason_token_ids=ids[: config.num_reason_tokens],
             embed_token_ids=ids[config.num_reason_tokens:],
+            **trained_choices(config, embedding_dim),
         )
         rows = backbone.get_input_embeddings().num_embeddings
         if len(tokenizer) > rows:
@@ -189,6 +192,9 @@ class LaMEModel(nn.Module):
             "pipeline_tag: feature-extraction\n---\n"
             f"# LaME embedding model\n\nBackbone family: `{c.backbone_type}`; K = {c.num_reason_tokens} reason tokens, "
             f"{c.num_embed_tokens} embedding token(s), pooling `{c.pooling}`.\n\n"
+            + (f"Trained to embed with k of {self.reason_token_choices} reason tokens and at sizes "
+               f"{self.dimension_choices}: `encode(items, num_reason_tokens=k, dimensions=d)`.\n\n"
+               if (len(self.reason_token_choices), len(self.dimension_choices)) != (1, 1) else "") +
             "```python\nfrom lame import LaMEModel\nmodel = LaMEModel.from_pretrained(\"PATH\")\n"
             "emb = model.encode([\"a query\", {\"text\": \"a caption\", \"image\": \"photo.png\"}])\n```\n\n"
             "With `lame[st]` installed, sentence-transformers loads the same folder:\n\n"
@@ -216,12 +222,17 @@ class LaMEModel(nn.Module):
         explicit-CoT baseline adds the example's rationale)."""
         return features
 
-    def collate(self, features: list[Features], packed: bool = False,
-                capacity: int | None = None) -> dict[str, torch.Tensor]:
+    def collate(self, features: list[Features], packed: bool = False, capacity: int | None = None,
+                num_reason_tokens: int | None = None) -> dict[str, torch.Tensor]:
         """A batch for :meth:`forward`: left-padded, or with ``packed`` padding-free
         (:mod:`lame.data.packing`: items share rows, each attending only to itself; a row holds at most
         ``capacity`` positions, None: the batch's longest item). Only the single-pass LaME forward reads
-        packed batches; the baselines (their own forward) and batches with videos stay padded."""
+        packed batches; the baselines (their own forward) and batches with videos stay padded.
+        ``num_reason_tokens``: keep the first k of the K reason tokens (:mod:`lame.modeling.elastic`);
+        pass the same k to :meth:`forward`."""
+        k = self.check_reason_tokens(num_reason_tokens)
+        features = [trim_reason_tokens(f, self.config.num_reason_tokens, self.config.num_embed_tokens, k)
+                    for f in features]
         single_pass = type(self).forward is LaMEModel.forward and type(self).collate is LaMEModel.collate
         no_video = all(f.pixel_values_videos is None for f in features)
         if packed and single_pass and no_video:
@@ -232,16 +243,20 @@ class LaMEModel(nn.Module):
                        self.featurizer.video_token_id)
 
     def forward(self, batch: dict[str, torch.Tensor], normalize: bool | None = None,
-                role: Role | None = None) -> LaMEOutput:
+                role: Role | None = None, num_reason_tokens: int | None = None) -> LaMEOutput:
         """One pass over query + latent block. ``batch`` comes from :meth:`collate` (padded or packed).
-        ``role`` (``"query"``, ``"document"``): LaME embeds both alike (see :mod:`lame.modeling.roles`)."""
+        ``role`` (``"query"``, ``"document"``): LaME embeds both alike (see :mod:`lame.modeling.roles`).
+        ``num_reason_tokens``: the k reason tokens the batch was collated with (default: K); the
+        embedding comes from the positions after them, the decoder reads their k states."""
         check_role(role)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        n_latent, k = self.config.num_latent_tokens, self.config.num_reason_tokens
+        k = self.check_reason_tokens(num_reason_tokens)
+        batch = {key: v.to(self.device) for key, v in batch.items()}
+        n_latent = k + self.config.num_embed_tokens
         if "pack_rows" in batch:
-            hidden, latent_states = self._packed_pass(batch)
+            hidden, latent_states = self._packed_pass(batch, k)
         else:
-            hidden = self.adapter.last_hidden_state(self.backbone, batch, self.input_embeddings(batch["input_ids"]))
+            hidden = self.adapter.last_hidden_state(self.backbone, batch,
+                                                    self.input_embeddings(batch["input_ids"], k))
             latent_states = hidden[:, -n_latent:]
         embed_states = latent_states[:, k:]
         normalize = self.config.normalize if normalize is None else normalize
@@ -252,19 +267,19 @@ class LaMEModel(nn.Module):
             hidden_states=hidden,
         )
 
-    def _packed_pass(self, batch: dict[str, torch.Tensor]) -> tuple[None, torch.Tensor]:
-        """The backbone over a packed batch; returns (None, the latent states (B, n_latent, H)) — a packed
-        batch has no per-item hidden-state matrix."""
+    def _packed_pass(self, batch: dict[str, torch.Tensor], k: int) -> tuple[None, torch.Tensor]:
+        """The backbone over a packed batch with ``k`` reason tokens; returns (None, the latent states
+        (B, k + M, H)) — a packed batch has no per-item hidden-state matrix."""
         from ..data.packing import latent_index, packed_positions
 
-        n_latent = self.config.num_latent_tokens
-        rows, columns = latent_index(batch, n_latent)
+        ids, vectors = self.latent_block(k)
+        rows, columns = latent_index(batch, len(ids))
         rows, columns = rows.to(self.device), columns.to(self.device)
         input_ids = batch["input_ids"]
-        if not torch.equal(input_ids[rows, columns], self.latent_token_ids.expand(rows.shape[0], -1)):
+        if not torch.equal(input_ids[rows, columns], ids.expand(rows.shape[0], -1)):
             raise ValueError("every item of a packed batch must end with the latent block; build it with collate()")
         token_embeds = self.backbone.get_input_embeddings()(input_ids)
-        latent = self.latent_embeddings.to(token_embeds.dtype).expand(rows.shape[0], -1, -1)
+        latent = vectors.to(token_embeds.dtype).expand(rows.shape[0], -1, -1)
         inputs_embeds = token_embeds.index_put((rows, columns), latent)
         position_ids = packed_positions(self.adapter, self.backbone, batch)
         inputs = {key: batch[key] for key in ("pixel_values", "image_grid_thw") if key in batch}
@@ -272,14 +287,24 @@ class LaMEModel(nn.Module):
                                   position_ids=position_ids).last_hidden_state
         return None, hidden[rows, columns]
 
-    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of a batch ending with the latent block, the block replaced by the learned vectors."""
-        n_latent = self.config.num_latent_tokens
-        if not torch.equal(input_ids[:, -n_latent:], self.latent_token_ids.expand(input_ids.shape[0], -1)):
+    def input_embeddings(self, input_ids: torch.Tensor, num_reason_tokens: int | None = None) -> torch.Tensor:
+        """Token embeddings of a batch ending with the latent block (of ``num_reason_tokens`` reason tokens,
+        default K), the block replaced by the learned vectors."""
+        ids, vectors = self.latent_block(self.check_reason_tokens(num_reason_tokens))
+        n_latent = len(ids)
+        if not torch.equal(input_ids[:, -n_latent:], ids.expand(input_ids.shape[0], -1)):
             raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
         token_embeds = self.backbone.get_input_embeddings()(input_ids)
-        latent = self.latent_embeddings.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
+        latent = vectors.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
         return torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
+
+    def latent_block(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token ids and learned vectors of the latent block with the first ``k`` reason tokens."""
+        if k == self.config.num_reason_tokens:
+            return self.latent_token_ids, self.latent_embeddings
+        K = self.config.num_reason_tokens
+        return (torch.cat([self.latent_token_ids[:k], self.latent_token_ids[K:]]),
+                torch.cat([self.latent_embeddings[:k], self.latent_embeddings[K:]]))
 
     def reconstruction_loss(self, reason_states: torch.Tensor, target_texts: list[str]) -> torch.Tensor:
         """Teacher-forced decoder cross-entropy on ``target_texts`` from the K reason states only."""
@@ -307,8 +332,32 @@ class LaMEModel(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        """The dimension of the embeddings :meth:`encode` returns (``projection_dim`` or the hidden size)."""
+        """The dimension of the embeddings :meth:`encode` returns by default (``projection_dim`` or the
+        hidden size)."""
         return self.config.projection_dim or self.adapter.hidden_size(self.backbone)
+
+    @property
+    def reason_token_choices(self) -> list[int]:
+        """The numbers of reason tokens this model embeds with (``num_reason_tokens=``), ascending: its
+        config's ``elastic_k``; a fixed-K model: [K]."""
+        return self.config.reason_token_choices
+
+    @property
+    def dimension_choices(self) -> list[int]:
+        """The embedding sizes this model gives (``dimensions=``), descending: its config's
+        ``matryoshka_dims``; a model trained without them: [embedding_dim]."""
+        return list(self.config.matryoshka_dims or [self.embedding_dim])
+
+    def check_reason_tokens(self, num_reason_tokens: int | None) -> int:
+        """``num_reason_tokens``, or K when None; an InvalidInput (one line) when the model was not trained for it."""
+        return check_choice(num_reason_tokens, self.reason_token_choices, self.config.num_reason_tokens,
+                            "num_reason_tokens", "embeds with {} reason tokens (elastic_k of its config)")
+
+    def check_dimensions(self, dimensions: int | None) -> int:
+        """``dimensions``, or the full size when None; an InvalidInput (one line) when the model was not
+        trained for it."""
+        return check_choice(dimensions, self.dimension_choices, self.embedding_dim, "dimensions",
+                            "gives embeddings of {} dimensions (matryoshka_dims of its config)")
 
     def encode(
         self,
@@ -323,6 +372,8 @@ class LaMEModel(nn.Module):
         return_skipped: bool = False,
         role: Role | None = None,
         packing: bool = False,
+        num_reason_tokens: int | None = None,
+        dimensions: int | None = None,
     ):
         """Embeds items (see :mod:`lame.data.items` for the forms an item can take).
 
@@ -341,22 +392,26 @@ class LaMEModel(nn.Module):
         rationale (its positives are trained without one). :meth:`encode_query` and
         :meth:`encode_document` pass the role for you. ``packing=True`` runs padding-free batches
         (:mod:`lame.data.packing`; the same embeddings, less padding computed; the baselines stay padded).
+        ``num_reason_tokens`` (k reason tokens, default K) and ``dimensions`` (the embedding's first d
+        values, re-normalised; default the full size) take the values the model was trained for
+        (:attr:`reason_token_choices`, :attr:`dimension_choices`); any other is refused.
         """
         check_role(role)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        k, dimensions = self.check_reason_tokens(num_reason_tokens), self.check_dimensions(dimensions)
         if device is not None:
             self.to(device)
         single = not isinstance(items, (list, tuple))
         items = [items] if single else list(items)
-        result = torch.full((len(items), self.embedding_dim), float("nan"), dtype=torch.float32)
+        result = torch.full((len(items), dimensions), float("nan"), dtype=torch.float32)
         was_training = self.training
         switch = any(m.training for m in self.modules())  # train()/eval() walk every module: only when needed
         if switch:
             self.eval()
         try:
             skipped = self._encode_into(result, items, batch_size, normalize, show_progress_bar, on_error,
-                                        role=role, packing=packing)
+                                        role=role, packing=packing, num_reason_tokens=k)
         finally:
             if switch:
                 self.train(was_training)
@@ -379,8 +434,10 @@ class LaMEModel(nn.Module):
 
     def _encode_into(self, result: torch.Tensor, items: list, batch_size: int, normalize: bool | None,
                      show_progress_bar: bool, on_error: str, role: Role | None,
-                     packing: bool) -> list[SkippedItem]:
-        """Fills ``result``'s rows; returns the skipped items."""
+                     packing: bool, num_reason_tokens: int) -> list[SkippedItem]:
+        """Fills ``result``'s rows (the embeddings' first ``result.shape[1]`` values); returns the skipped items."""
+        k, dimensions = num_reason_tokens, result.shape[1]
+        normalized = self.config.normalize if normalize is None else normalize
         # Featurise a bounded window at a time (one image-processor and one tokenizer call for the window),
         # sorted by length inside it (padded batches); a background thread featurises the next window while
         # the model runs.
@@ -419,8 +476,9 @@ class LaMEModel(nn.Module):
                     ready.sort(key=lambda pair: -len(pair[1]))
                 for b in range(0, len(ready), batch_size):
                     part = ready[b: b + batch_size]
-                    out = self(self.collate([f for _, f in part], packed=packing), normalize=normalize, role=role)
-                    result[[i for i, _ in part]] = out.embeddings.float().cpu()
+                    batch = self.collate([f for _, f in part], packed=packing, num_reason_tokens=k)
+                    out = self(batch, normalize=normalize, role=role, num_reason_tokens=k)
+                    result[[i for i, _ in part]] = truncate(out.embeddings.float(), dimensions, normalized).cpu()
                     bar.update(len(part))
         return skipped
 
@@ -454,6 +512,17 @@ class LaMEModel(nn.Module):
         finally:
             self.train(was_training)
         return texts
+
+
+def trained_choices(config: LaMEConfig, embedding_dim: int) -> dict:
+    """``elastic_k`` and ``matryoshka_dims`` of a new model's config, filled in ([K]; [the full size]) where
+    not given, so that a saved config lists what its model is trained for; a size list that does not start
+    with the full size is refused."""
+    dims = config.matryoshka_dims or [embedding_dim]
+    if dims[0] != embedding_dim:
+        raise ConfigError("matryoshka_dims[0]", f"must be the model's embedding size ({embedding_dim}), the size "
+                          f"encode gives by default; got {dims[0]}")
+    return {"elastic_k": config.reason_token_choices, "matryoshka_dims": dims}
 
 
 def _model_class(cls: type, variant: str) -> type:

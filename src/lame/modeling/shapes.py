@@ -135,17 +135,6 @@ def shaped_image_processor(shape: str | Shape, min_pixels: int | None = None, ma
                                     min_pixels=min_pixels or 4 * factor**2, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
 
 
-def visual_tokens(shape: str | Shape, width: int, height: int, max_pixels: int | None = None) -> int:
-    """How many visual tokens one ``width`` x ``height`` image becomes in ``shape``."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    processor = shaped_image_processor(shape, max_pixels=max_pixels)
-    factor = processor.patch_size * processor.merge_size
-    h, w = smart_resize(height, width, factor=factor, min_pixels=processor.size["shortest_edge"],
-                        max_pixels=processor.size["longest_edge"])
-    return (h // factor) * (w // factor)
-
-
 def build_shaped_model(shape: str, layers: int | None = None, vision_layers: int | None = None,
                        config: LaMEConfig | None = None, dtype: torch.dtype = torch.float32,
                        device: str | torch.device = "cpu", seed: int = 0, decoder_layers: int | None = None,

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..data.items import ItemError
 from .truncation import Truncate, truncate_item
+
+
+@dataclass(frozen=True)
+class ReasonTokens:
+    """An item (or a :class:`Truncate` of one) to embed with ``k`` reason tokens instead of the model's K."""
+
+    item: Any
+    k: int
 
 
 @dataclass
@@ -26,20 +35,26 @@ class Engine:
         self.dim = model.embedding_dim
 
     def __call__(self, items: list) -> BatchResult:
-        """Embeds ``items`` (each a str, an item dict, or a :class:`Truncate` of one)."""
+        """Embeds ``items`` (each a str, an item dict, or a :class:`Truncate` of one; any of them in a
+        :class:`ReasonTokens`): one model call per number of reason tokens."""
         rejected: dict[int, str] = {}
-        items = list(items)
+        ks = [item.k if isinstance(item, ReasonTokens) else None for item in items]
+        items = [item.item if isinstance(item, ReasonTokens) else item for item in items]
         for i, item in enumerate(items):
             if isinstance(item, Truncate):
                 try:
                     items[i] = truncate_item(self, item.item, item.tokens)
                 except ItemError as exc:
                     rejected[i], items[i] = exc.reason, ""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # rejected items are answered per request, not logged
-            embeddings, skipped = self.model.encode(items, batch_size=self.max_batch_size, on_error="skip",
-                                                    return_skipped=True)
-        rejected = {s.index: s.reason for s in skipped} | rejected
+        embeddings = np.full((len(items), self.dim), np.nan, dtype=np.float32)
+        for k in dict.fromkeys(ks):
+            rows = [i for i, item_k in enumerate(ks) if item_k == k]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # rejected items are answered per request, not logged
+                embeddings[rows], skipped = self.model.encode([items[i] for i in rows], batch_size=self.max_batch_size,
+                                                              on_error="skip", return_skipped=True,
+                                                              num_reason_tokens=k)
+            rejected = {rows[s.index]: s.reason for s in skipped} | rejected
         return BatchResult(embeddings, rejected, self.count_tokens(items, skip=rejected))
 
     def count_tokens(self, items: list, skip=()) -> list[int]:

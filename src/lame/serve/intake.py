@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .batcher import ItemRejected, QueueFull
 from .budget import Reservation
+from .engine import ReasonTokens
 from .errors import APIError
 from .protocol import ParsedRequest, parse_json
 from .settings import ServeSettings
@@ -25,13 +26,21 @@ Parse = Callable[..., ParsedRequest]  # parse(data, settings, images, *args), fr
 
 async def embed_request(request: Request, state: ServerState, parse: Parse,
                         *args) -> tuple[ParsedRequest, np.ndarray, list[int]]:
-    """Admits and parses the request, embeds its items: ``(parsed, vectors, tokens per item)``. Its
-    memory reservation is given back once the batcher has answered."""
+    """Admits and parses the request, embeds its items (with the request's number of reason tokens, at
+    its size): ``(parsed, vectors, tokens per item)``. Its memory reservation is given back once the
+    batcher has answered."""
+    from ..modeling.elastic import truncate
+
     parsed, held = await admit(request, state, parse, *args)
+    items = parsed.items
+    if parsed.num_reason_tokens is not None:
+        items = [ReasonTokens(item, parsed.num_reason_tokens) for item in items]
     try:
-        vectors, tokens = await embed(request, state, parsed.items)
+        vectors, tokens = await embed(request, state, items)
     finally:
         held.release()
+    if parsed.dimensions is not None:
+        vectors = truncate(vectors, parsed.dimensions, normalize=bool(state.model.config.normalize))
     return parsed, vectors, tokens
 
 

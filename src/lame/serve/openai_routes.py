@@ -16,7 +16,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.post("/v1/embeddings")
 async def embeddings(request: Request, state: StateDep) -> Response:
-    parsed, vectors, tokens = await embed_request(request, state, parse_embedding_request, state.engine.dim)
+    parsed, vectors, tokens = await embed_request(request, state, parse_embedding_request, state.model)
 
     def respond() -> Response:
         return JSONResponse(embedding_response(vectors, parsed, state.settings.model_name, sum(tokens)))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..data.messages import MessageError, read_conversation
+from ..errors import InvalidInput
 from .errors import APIError
 from .images import ImageLoader
 from .settings import ServeSettings
@@ -30,6 +31,7 @@ class ParsedRequest:
     model: str | None
     encoding_format: str = "float"
     dimensions: int | None = None
+    num_reason_tokens: int | None = None  # None: the model's K
     k: int = 10
 
     @property
@@ -50,8 +52,9 @@ def parse_json(body: bytes) -> dict:
     return data
 
 
-def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLoader, dim: int) -> ParsedRequest:
-    request = ParsedRequest(_items(data, settings, images), _model(data, settings))
+def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLoader, model) -> ParsedRequest:
+    request = _embedding_choice(data, settings, model, ParsedRequest(_items(data, settings, images),
+                                                                     _model(data, settings)))
     fmt = data.get("encoding_format", "float")
     if fmt is None:
         fmt = "float"
@@ -59,17 +62,34 @@ def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLo
         raise APIError(400, f"'encoding_format' must be one of {list(ENCODING_FORMATS)}, got {fmt!r}",
                        "encoding_format", "invalid_value")
     request.encoding_format = fmt
-    dims = data.get("dimensions")
-    if dims is not None:
-        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= dim:
-            raise APIError(400, f"'dimensions' must be an integer from 1 to {dim}, got {dims!r}", "dimensions",
-                           "invalid_value")
-        request.dimensions = dims
     return request
 
 
-def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoader) -> ParsedRequest:
-    request = ParsedRequest(_items(data, settings, images), _model(data, settings))
+def _embedding_choice(data: dict, settings: ServeSettings, model, request: ParsedRequest,
+                      index_dim: int | None = None) -> ParsedRequest:
+    """The request's ``num_reason_tokens`` and ``dimensions`` (else the server's defaults; with an index,
+    its size), each one the model was trained for."""
+    for name, check in (("num_reason_tokens", model.check_reason_tokens), ("dimensions", model.check_dimensions)):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise APIError(400, f"'{name}' must be an integer, got {value!r}", name, "invalid_type")
+        value = getattr(settings, name) if value is None else value
+        if name == "dimensions" and index_dim is not None:
+            if value not in (None, index_dim):
+                raise APIError(400, f"'dimensions' {value}: the index holds {index_dim}-dimensional vectors, and "
+                               "queries must have their size", name, "invalid_value")
+            value = index_dim
+        try:
+            setattr(request, name, None if value is None else check(value))
+        except InvalidInput as exc:
+            raise APIError(400, str(exc), name, "invalid_value") from exc
+    return request
+
+
+def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoader, model,
+                         index_dim: int) -> ParsedRequest:
+    request = _embedding_choice(data, settings, model, ParsedRequest(_items(data, settings, images),
+                                                                     _model(data, settings)), index_dim)
     k = data.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
         raise APIError(400, f"'k' must be an integer from 1 to {settings.max_k}, got {k!r}", "k", "invalid_value")
@@ -166,9 +186,6 @@ def _conversation(messages: Any, settings: ServeSettings, images: ImageLoader, n
 # ------------------------------------------------------------------------------------------ responses
 def embedding_response(embeddings: np.ndarray, request: ParsedRequest, model_name: str, tokens: int) -> dict:
     vectors = np.asarray(embeddings, dtype=np.float32)
-    if request.dimensions is not None:
-        vectors = vectors[:, : request.dimensions]
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     data = []
     for i, vector in enumerate(vectors):
         if request.encoding_format == "base64":

@@ -24,7 +24,7 @@ router = APIRouter(dependencies=[Depends(require_index), Depends(require_api_key
 
 @router.post("/v1/search")
 async def search(request: Request, state: StateDep) -> Response:
-    parsed, vectors, tokens = await embed_request(request, state, parse_search_request)
+    parsed, vectors, tokens = await embed_request(request, state, parse_search_request, state.model, state.index.dim)
 
     def run_search():
         with state.search_lock:

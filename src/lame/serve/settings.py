@@ -40,6 +40,10 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = field(default=(), metadata=option(
         "let browser pages from ORIGIN (e.g. https://app.example.com, or *) call the API (repeatable)",
         flag="--cors-origin", metavar="ORIGIN", repeat=True))
+    # what a request embeds with unless it says (flags: lame.elastic_options.ElasticOptions); None: the model's K,
+    # its full size (the index's with --index)
+    num_reason_tokens: int | None = None
+    dimensions: int | None = None
     image_fetch_timeout_s: float = 10.0
     max_k: int = 1000  # largest k for /v1/search
     retry_after_s: int = 1  # the Retry-After header of a 503

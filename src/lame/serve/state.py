@@ -50,10 +50,13 @@ class ServerState:
                corpus: CorpusItems | None = None) -> "ServerState":
         """Checks that ``index`` comes from ``model`` (refused before serving anything), then builds
         the engine, batcher, metrics, image loader and budget; ``corpus`` defaults to the index's own."""
+        model.check_reason_tokens(settings.num_reason_tokens)  # defaults the model was not trained for: refused
+        model.check_dimensions(settings.dimensions)
         if index is not None:
             note = index.check_model(model)  # another model or dimension raises; no fingerprint: a note
             if note:
                 log.warning("%s", note)
+            index.query_dimensions(settings.dimensions)
         engine = Engine(model, settings.max_batch_size)
         metrics = Metrics(settings.max_batch_size)
         batcher = DynamicBatcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.max_queue, metrics)

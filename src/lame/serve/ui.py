@@ -52,7 +52,7 @@ async def decode(request: Request, state: StateDep) -> Response:
                        None, "no_decoder")
     max_new = _max_new_tokens(data)
     data = {k: data[k] for k in ("input", "messages", "model") if k in data}
-    parsed = await run_in_threadpool(parse_embedding_request, data, state.settings, state.images, 1)
+    parsed = await run_in_threadpool(parse_embedding_request, data, state.settings, state.images, state.model)
     texts = await run_in_threadpool(_decode_latents, state, parsed.items, max_new)
     return JSONResponse({"object": "list", "model": parsed.model or state.settings.model_name,
                          "data": [{"object": "decoded_latents", "index": i, "text": t} for i, t in enumerate(texts)]})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import LaMEConfig
+from ..config import ConfigError, LaMEConfig
 from ..modeling import LaMEModel, build_tiny_model
 from ..modeling.lora import add_lora, has_lora
 from .params import describe_groups, master_patterns, master_weights, select_trainable
@@ -24,7 +24,16 @@ def model_config(recipe: Recipe) -> LaMEConfig:
 
 
 def build_model(recipe: Recipe) -> LaMEModel:
-    """A new model of the recipe (random latent vectors and heads on the backbone's weights)."""
+    """A new model of the recipe (random latent vectors and heads on the backbone's weights); a config
+    value that only the built model can check (``matryoshka_dims`` against its embedding size) is
+    refused as a recipe error."""
+    try:
+        return _build_model(recipe)
+    except ConfigError as exc:
+        raise RecipeError(f"model.lame.{exc}") from exc
+
+
+def _build_model(recipe: Recipe) -> LaMEModel:
     spec = recipe.model
     config = model_config(recipe)
     dtype = getattr(torch, spec.dtype)

@@ -30,19 +30,15 @@ How the estimate is made (every count is the recipe's real architecture, built o
 * **when**: without GradCache the three forward passes (queries, positives, negatives) are alive
   together at the backward; with GradCache one chunk's graph is, while the gradients accumulate.
 
-:class:`PeakTracker` measures the same thing on a CPU (every tensor allocated, through a dispatch
-mode, freed when its storage dies), which is how the estimate is checked on tiny configurations.
+The estimate is checked against peaks measured on tiny configurations by ``lame bench memory``
+(:mod:`lame_testbed.bench.peak`).
 """
 
 from __future__ import annotations
 
-import math
-import weakref
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from .recipe import PlanSettings  # noqa: F401  (re-exported: where the planner's callers look)
 
@@ -61,47 +57,6 @@ BLOCK_COEFFICIENTS = {
     "vision": {"base": {"hidden": 10.0, "query": 0.0, "kv": 0.0, "mlp": 3.0},
                "weights": {"hidden": 2.0, "query": 0.0, "kv": 0.0, "mlp": 1.0}, "fp32_hidden": 4.0},
 }
-
-
-class PeakTracker(TorchDispatchMode):
-    """Bytes of tensor storage alive while the mode is on, and their peak: every storage an operation
-    returns is counted until it is freed. ``baseline`` counts storages alive before (the weights)."""
-
-    def __init__(self, baseline: list[torch.Tensor] | None = None):
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.current = 0
-        self.peak = 0
-        for t in baseline or []:
-            self._add(t)
-        self.baseline = self.current
-
-    def _add(self, t) -> None:
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-            return
-        try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # e.g. a sparse or wrapper tensor
-            return
-        key, size = storage.data_ptr(), storage.nbytes()
-        if not size or key in self.live:
-            return
-        self.live[key] = size
-        self.current += size
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(storage, self._free, key)
-
-    def _free(self, key: int) -> None:
-        self.current -= self.live.pop(key, 0)
-
-    def reset_peak(self) -> None:
-        self.peak = self.current
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            self._add(t)
-        return out
 
 
 @dataclass
@@ -519,51 +474,6 @@ def format_plan(plan: dict) -> str:
             lines.append(f"    --gpu-memory {plan['gpu_memory_gib']:g} GiB: largest GradCache chunk that fits (90 %): "
                          f"{best} (peak {plan['largest_chunk_peak']:.2f} GiB)")
     return "\n".join(lines)
-
-
-def measure_training_peak(model, batch, weights, setup: Setup, steps: int = 2) -> dict:
-    """Peak tensor bytes of a training step on this (CPU) process, measured with :class:`PeakTracker`:
-    ``steps`` steps of AdamW over the trainable parameters, the last one measured (its optimizer states
-    exist by then). Also returns the weights' bytes and what the same step's estimate says."""
-    from functools import partial
-
-    from .steps import compute_gradients
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setup.mixed_precision)
-    autocast = partial(torch.autocast, "cpu", dtype=dtype, enabled=dtype is not None)
-    if setup.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    with PeakTracker(list(model.parameters()) + list(model.buffers())) as tracker:
-        for _ in range(steps):
-            tracker.reset_peak()
-            compute_gradients(model, batch, weights, setup.grad_cache_chunk, autocast=autocast)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    if setup.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_disable()
-    return {"peak": tracker.peak, "weights": tracker.baseline}
-
-
-def workload_of(model, batch, packed: bool = False) -> Workload:
-    """The :class:`Workload` of a :class:`~lame.training.steps.TrainBatch`: positions per item as collated
-    (the longest item of the largest group; ``packed`` batches: the mean length), patches per item on average."""
-    groups = [g for g in (batch.queries, batch.positives, batch.negatives) if g]
-    if packed:
-        tokens = max(sum(len(f) for f in g) / len(g) for g in groups)
-    else:
-        tokens = max(max(len(f) for f in g) for g in groups)
-    patches = [f.pixel_values.shape[0] if f.pixel_values is not None else 0 for g in groups for f in g]
-    decoder = model.decoder_head
-    targets = [t for t in batch.targets if t]
-    decoder_tokens = 0
-    if decoder is not None and targets:
-        decoder_tokens = max(len(decoder.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1
-    return Workload(queries=len(batch.queries), positives=len(batch.positives), negatives=len(batch.negatives),
-                    tokens=int(math.ceil(tokens)), patches=int(math.ceil(sum(patches) / max(1, len(patches)))),
-                    decoder_tokens=decoder_tokens, num_reason_tokens=model.config.num_reason_tokens)
 
 
 def format_dry_run(recipe_path: str, recipe, stages: list[dict], missing: list[str]) -> str:

@@ -5,7 +5,8 @@
     L = w_c * L_contrastive + w_r * L_reconstruction + w_d * L_diversity
 
 * ``L_contrastive``: InfoNCE over the global batch (:func:`lame.losses.info_nce`, gathered); with the
-  config's ``symmetric_contrastive``, the mean of the query-to-target and target-to-query directions.
+  config's ``symmetric_contrastive``, the mean of the query-to-target and target-to-query directions;
+  with ``matryoshka_dims``, its mean over those embedding sizes (:class:`lame.losses.MatryoshkaLoss`).
 * ``L_reconstruction``: the decoder head's token cross-entropy, averaged over every decoder target
   token of the global batch; for the explicit-CoT baseline, plus the cross-entropy of its rationale
   tokens averaged over every rationale token of the global batch (teacher forcing).
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import LaMEConfig
-from ..losses import diversity_loss, info_nce, world_size
+from ..losses import MatryoshkaLoss, diversity_loss, info_nce, world_size
 from .collectives import global_sum
 
 
@@ -112,8 +113,9 @@ class LaMELoss:
         else:
             negatives = None
         config = self.model.config
-        return info_nce(queries, positives, negatives, temperature=config.temperature, labels=labels,
-                        symmetric=config.symmetric_contrastive)
+        loss = MatryoshkaLoss(info_nce, config.matryoshka_dims or [queries.shape[-1]], normalize=config.normalize)
+        return loss(queries, positives, negatives, temperature=config.temperature, labels=labels,
+                    symmetric=config.symmetric_contrastive)
 
     def side_terms(self, out, targets: list[str | None], norm: Normalizers) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and diversity shares of the queries of ``out`` (the model's output on
@@ -121,8 +123,9 @@ class LaMELoss:
         zero = out.embeddings.new_zeros(())
         reconstruction = diversity = zero
         head = self.model.decoder_head
-        if self.weights.reconstruction and head is not None and norm.decoder_tokens:
-            states = out.decoder_states(self.model.config.decoder_reads)
+        states = out.decoder_states(self.model.config.decoder_reads)
+        # with no reason token (an elastic model's k = 0, the same on every process) the decoder has nothing to read
+        if self.weights.reconstruction and head is not None and norm.decoder_tokens and states.shape[1]:
             rows = [i for i, target in enumerate(targets) if target]
             if rows:
                 total, _ = head.loss_terms(states[rows], [targets[i] for i in rows])

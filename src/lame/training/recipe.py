@@ -151,6 +151,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_paths: bool =
 
 
 def recipe_from_dict(raw: dict, base_dir: Path = Path(".")) -> Recipe:
+    """A validated recipe from a dict laid out as the YAML file; relative paths are taken from ``base_dir``."""
     recipe = _build(Recipe, raw, "")
     _resolve_paths(recipe, base_dir)
     validate(recipe)

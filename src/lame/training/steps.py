@@ -35,7 +35,8 @@ class TrainBatch:
 
 def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size: int | None = None,
                       autocast=None, backward=None, lockstep: bool = False, packing: bool = False,
-                      packing_capacity: int | None = None) -> StepLosses:
+                      packing_capacity: int | None = None,
+                      reason_tokens: tuple[int, int] | None = None) -> StepLosses:
     """Accumulates into ``.grad`` the gradients of this process's share of the LaME loss.
 
     The shares are such that averaging gradients over processes gives the global gradient (see
@@ -50,24 +51,36 @@ def compute_gradients(model, batch: TrainBatch, weights: LossWeights, chunk_size
 
     ``packing``: the passes run padding-free batches (``model.collate(..., packed=True,
     capacity=packing_capacity)``, :mod:`lame.data.packing`): the same losses and gradients.
+
+    ``reason_tokens``: ``(k_q, k_d)``, the reason tokens the queries and the documents (positives,
+    negatives) use this step (an elastic model's draw, :mod:`lame.training.elastic`); None: K for both.
     """
     autocast = autocast or _no_autocast
     backward = backward or _plain_backward
     loss = LaMELoss(model, weights, lockstep)
-    collate = _collator(model, packing, packing_capacity)
+    run = _runner(model, packing, packing_capacity, reason_tokens)
     sizes = [len(batch.queries), len(batch.positives), len(batch.negatives)]
     if lockstep:
         sizes = global_max(sizes)
     if chunk_size is None or chunk_size >= max(*sizes, 1):
-        return _full_batch(model, batch, loss, autocast, backward, collate)
-    return _grad_cache(model, batch, loss, chunk_size, autocast, backward, collate)
+        return _full_batch(batch, loss, autocast, backward, run)
+    return _grad_cache(batch, loss, chunk_size, autocast, backward, run)
 
 
-def _collator(model, packing: bool, capacity: int | None):
-    """``features -> batch``: ``model.collate`` with the run's packing (only the options that are set)."""
-    if not packing:
-        return model.collate
-    return partial(model.collate, packed=True, **({} if capacity is None else {"capacity": capacity}))
+def _runner(model, packing: bool, capacity: int | None, reason_tokens: tuple[int, int] | None):
+    """``(group, features) -> model output``: the features of ``group`` ("queries", "positives" or
+    "negatives") collated with the run's packing (only the options that are set) and the group's
+    number of reason tokens, and run through the model."""
+    collate = model.collate
+    if packing:
+        collate = partial(model.collate, packed=True, **({} if capacity is None else {"capacity": capacity}))
+    query_k, document_k = reason_tokens or (model.config.num_reason_tokens,) * 2
+    ks = {"queries": query_k, "positives": document_k, "negatives": document_k}
+
+    def run(group: str, features: list[Features]):
+        return model(collate(features, num_reason_tokens=ks[group]), num_reason_tokens=ks[group])
+
+    return run
 
 
 def _plain_backward(loss: torch.Tensor, last: bool) -> None:
@@ -79,11 +92,11 @@ def _no_autocast():
     yield
 
 
-def _full_batch(model, batch: TrainBatch, loss: LaMELoss, autocast, backward, collate) -> StepLosses:
+def _full_batch(batch: TrainBatch, loss: LaMELoss, autocast, backward, run) -> StepLosses:
     with autocast():
-        q = model(collate(batch.queries))
-        pos = model(collate(batch.positives)).embeddings
-        neg = model(collate(batch.negatives)).embeddings if batch.negatives else None
+        q = run("queries", batch.queries)
+        pos = run("positives", batch.positives).embeddings
+        neg = run("negatives", batch.negatives).embeddings if batch.negatives else None
         contrastive = loss.contrastive(q.embeddings, pos, neg, batch.labels)
         reconstruction, diversity = loss.side_terms(q, batch.targets, loss.normalizers(batch))
         total = loss.share(contrastive, reconstruction, diversity)
@@ -120,8 +133,7 @@ def _padded(chunks: list[list[int]], count: int) -> list[tuple[list[int], float]
     return [(rows, 1.0) for rows in chunks] + [(rows, 0.0) for rows in chunks[-1:] * (count - len(chunks))]
 
 
-def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autocast, backward,
-                collate) -> StepLosses:
+def _grad_cache(batch: TrainBatch, loss: LaMELoss, chunk_size: int, autocast, backward, run) -> StepLosses:
     groups = {"queries": batch.queries, "positives": batch.positives, "negatives": batch.negatives}
     chunks = {name: _chunks(features, chunk_size) for name, features in groups.items()}
     # In lockstep every process makes as many passes per group as the process with the most chunks.
@@ -135,7 +147,7 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
         for name, rows, weight in passes:
             states.append(_RandomState())
             with autocast():
-                embeddings = model(collate([groups[name][i] for i in rows])).embeddings.float()
+                embeddings = run(name, [groups[name][i] for i in rows]).embeddings.float()
             if weight:
                 cached[name].append(embeddings)
 
@@ -151,7 +163,7 @@ def _grad_cache(model, batch: TrainBatch, loss: LaMELoss, chunk_size: int, autoc
     reconstruction = diversity = 0.0
     for number, ((name, rows, weight), state) in enumerate(zip(passes, states), start=1):
         with state.replay(), autocast():
-            out = model(collate([groups[name][i] for i in rows]))
+            out = run(name, [groups[name][i] for i in rows])
             surrogate = (out.embeddings.float() * leaves[name].grad[rows]).sum()
             if name == "queries":
                 rec, div = loss.side_terms(out, [batch.targets[i] for i in rows], norm)

@@ -27,6 +27,7 @@ from .build import build_model, build_shaped, check_stage_patterns, dry_run, mod
 from .checkpoint import PREFIX
 from .data import JsonlSource, MixtureSampler
 from .divergence import DivergenceGuard, TrainingDiverged, nonfinite_weights
+from .elastic import draw_reason_tokens
 from .evaluation import PeriodicEvaluation, recipe_evaluator
 from .objective import loss_weights
 from .parallel import make_strategy
@@ -158,9 +159,12 @@ class Trainer:
             pending = None
             if progress.step_in_stage + 1 < stage.steps and train.featurize_workers:
                 pending = self.batches.draw(stage)
+            reason_tokens = draw_reason_tokens(self.model.config.reason_token_choices, train.seed,
+                                               progress.global_step + 1)
             losses = compute_gradients(self.model, batch, weights, train.grad_cache_chunk, autocast=self.autocast,
                                        backward=self.strategy.backward, lockstep=self.strategy.lockstep,
-                                       packing=train.packing, packing_capacity=train.packing_capacity)
+                                       packing=train.packing, packing_capacity=train.packing_capacity,
+                                       reason_tokens=reason_tokens)
             self.guard.check_loss(losses, stage, progress.global_step + 1)
             # a non-finite gradient norm updates nothing (lame.training.parallel); then every process stops
             norm = self.strategy.step(optimizer, scheduler, stage.max_grad_norm)

@@ -99,9 +99,9 @@ def part_train(tiny: bool, device: str, log, work: Path) -> dict:
                 seen = []
                 collate = trainer.model.collate
 
-                def recording(features, packed=False, capacity=None, _collate=collate):  # sizes, for the planner
+                def recording(features, _collate=collate, **kwargs):  # sizes, for the planner
                     seen.append([(len(f), 0 if f.pixel_values is None else f.pixel_values.shape[0]) for f in features])
-                    return _collate(features, packed=packed, capacity=capacity)
+                    return _collate(features, **kwargs)
 
                 trainer.model.collate = recording
                 trainer.run(stop_after=steps)  # stops before the stage's last step: nothing is saved

@@ -5,13 +5,14 @@ positives, with one setup: what trains (the latent block and decoder head, LoRA,
 with the new parts, or everything), the weights' dtype (``model.dtype``; float32 master weights for
 what trains, as the trainer holds them: :func:`lame.training.params.master_weights`), autocast
 precision, gradient checkpointing and GradCache chunking. The peak is measured
-by :class:`lame.training.memory.PeakTracker` (every tensor storage an operation allocates, counted
+by :class:`lame_testbed.bench.peak.PeakTracker` (every tensor storage an operation allocates, counted
 until it is freed, weights and buffers included) over the second of two AdamW steps (the optimizer's
 states exist by then); the estimate is :func:`lame.training.memory.estimate` for the same workload.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,12 +70,35 @@ def training_batch(model, n: int = 12, length: int = 100, image_size: int = 56):
     return TrainBatch(queries, positives, [], ["seven plus three is ten"] * n, torch.arange(n))
 
 
+def workload_of(model, batch, packed: bool = False) -> Workload:
+    """The :class:`Workload` of a :class:`~lame.training.steps.TrainBatch`: positions per item as collated
+    (the longest item of the largest group; ``packed`` batches: the mean length), patches per item on average."""
+    from lame.training.memory import Workload
+
+    groups = [g for g in (batch.queries, batch.positives, batch.negatives) if g]
+    if packed:
+        tokens = max(sum(len(f) for f in g) / len(g) for g in groups)
+    else:
+        tokens = max(max(len(f) for f in g) for g in groups)
+    patches = [f.pixel_values.shape[0] if f.pixel_values is not None else 0 for g in groups for f in g]
+    decoder = model.decoder_head
+    targets = [t for t in batch.targets if t]
+    decoder_tokens = 0
+    if decoder is not None and targets:
+        decoder_tokens = max(len(decoder.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1
+    return Workload(queries=len(batch.queries), positives=len(batch.positives), negatives=len(batch.negatives),
+                    tokens=int(math.ceil(tokens)), patches=int(math.ceil(sum(patches) / max(1, len(patches)))),
+                    decoder_tokens=decoder_tokens, num_reason_tokens=model.config.num_reason_tokens)
+
+
 def measure_case(mode: str, precision: str, checkpointing: bool, chunk: int | None, dtype: str = "float32",
                  settings: MemoryBenchSettings | None = None) -> dict:
     """Planned and measured peak bytes of one case."""
     settings = settings or MemoryBenchSettings()
-    from lame.training.memory import Setup, architecture_of, estimate, measure_training_peak, trains_of, workload_of
+    from lame.training.memory import Setup, architecture_of, estimate, trains_of
     from lame.training.objective import LossWeights
+
+    from .peak import measure_training_peak
 
     model = tiny_model(mode, shape=settings.shape, dtype=dtype)
     batch = training_batch(model, settings.items, settings.words, settings.image_size)

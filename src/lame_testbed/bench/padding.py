@@ -16,13 +16,14 @@ side on the same items (interleaved rounds) and their embeddings compared.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from lame.data.packing import padding_stats
+from lame.data.packing import plan_rows
 from .settings import PaddingSettings
 from .common import environment, median, timed, torch_threads, words, write_report
 
@@ -99,6 +100,27 @@ def lengths_of(featurizer, items: list, window: int = 32) -> list[int]:
                 raise f
             out.append(len(f))
     return out
+
+
+def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]], capacity: int | None = None) -> dict:
+    """Positions computed by padded and by packed batches, for items of ``lengths`` grouped into
+    ``batches`` (lists of item indices): the padded fraction of each way, and its row count."""
+    real = padded = packed = rows = 0
+    attention_padded = attention_packed = 0
+    for batch in batches:
+        sizes = [lengths[i] for i in batch]
+        real += sum(sizes)
+        padded += len(sizes) * max(sizes)
+        attention_padded += len(sizes) * max(sizes) ** 2
+        plan = plan_rows(sizes, capacity)
+        width = max(sum(sizes[i] for i in row) for row in plan)
+        packed += len(plan) * width
+        rows += len(plan)
+        attention_packed += len(plan) * width**2
+    return {"items": len(lengths), "batches": len(batches), "real_positions": real,
+            "padded_positions": padded, "padded_fraction": 1 - real / padded if padded else 0.0,
+            "packed_positions": packed, "packed_fraction": 1 - real / packed if packed else 0.0,
+            "packed_rows": rows, "attention_padded": attention_padded, "attention_packed": attention_packed}
 
 
 def encode_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

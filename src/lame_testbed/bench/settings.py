@@ -233,7 +233,7 @@ class QualitySettings:
 
     methods: tuple[str, ...] = field(default=(), metadata=option("methods compared (default: the peers)"))
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=option("training seeds"))
-    sweep_methods: tuple[str, ...] = field(default=("discriminative", "lame"), metadata=option(
+    sweep_methods: tuple[str, ...] = field(default=("discriminative-matched", "lame"), metadata=option(
         "methods of the sample-efficiency sweep (given with no value: no sweep)", allow_empty=True))
     sweep_pairs: tuple[int, ...] = field(default=(250, 1000, 4000), metadata=option(
         "training pairs of the sweep (the full set is the main grid)", allow_empty=True))
@@ -266,3 +266,39 @@ class IndexBenchSettings:
     def quick_version(self) -> "IndexBenchSettings":
         return replace(self, vectors=min(self.vectors, 2000), dim=min(self.dim or 64, 64),
                        queries=min(self.queries, 20), batch_size=min(self.batch_size, 500))
+
+
+@dataclass
+class ElasticSettings:
+    """`lame bench elastic`: one elastic model (reason tokens and embedding size chosen at inference)
+    against models trained at each fixed k, on tasks of the digits benchmark, over seeds. Every model
+    trains with the same budget (the two stages of the quickstart's recipe, ``warmup_steps`` +
+    ``joint_steps`` steps of ``batch_size``)."""
+
+    ks: tuple[int, ...] = field(default=(0, 1, 2, 4, 8), metadata=option(
+        "numbers of reason tokens: the elastic model's elastic_k (the last is its K), and one fixed model each"))
+    dims: tuple[int, ...] = field(default=(128, 64, 32, 16), metadata=option(
+        "the elastic model's Matryoshka sizes, descending; the first is the reference VLM's hidden size"))
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=option("training seeds"))
+    tasks: tuple[str, ...] = field(default=("level0", "level1"), metadata=option(
+        "digits tasks trained and scored (their training records only)"))
+    warmup_steps: int = field(default=20, metadata=option("stage 1 steps of every model"))
+    joint_steps: int = field(default=80, metadata=option("stage 2 steps of every model"))
+    batch_size: int = field(default=32, metadata=option("pairs per step"))
+    ablations: bool = field(default=False, metadata=option(
+        "also an elastic model without Matryoshka sizes and a fixed-K model with them, to tell the two apart"))
+    jobs: int = field(default=2, metadata=option("training runs at once, each in its own process"))
+    threads: int = field(default=1, metadata=option("torch threads of each training run and of the timing"))
+    timing_repeats: int = field(default=5, metadata=option("interleaved timing rounds; medians are reported"))
+    queries_per_task: int | None = None  # scored queries per task (None: all of the split's)
+    timing_queries: int = 64  # queries encoded one at a time per round
+    timing_corpus: int = 256  # corpus items encoded in batches of 32 per round
+    split: str = field(default="test", metadata=option("the split scored", choices=("val", "test")))
+    output: str = field(default="runs/elastic", metadata=option("report folder; finished runs are reused"))
+    quick: bool = field(default=False, metadata=_quick())
+
+    def quick_version(self) -> "ElasticSettings":
+        """A few steps and two k, for tests: every part of the report is there, the numbers mean nothing."""
+        return replace(self, ks=(0, 2), dims=(128, 32), seeds=(0,), warmup_steps=1, joint_steps=2, batch_size=4,
+                       jobs=1, timing_repeats=1, queries_per_task=6, timing_queries=2, timing_corpus=4,
+                       quick=True)

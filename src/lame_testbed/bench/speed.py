@@ -110,25 +110,60 @@ def run_speed(settings: SpeedSettings, output: Path | None = None, log=print, ba
 
 def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
     torch.manual_seed(0)
-    if settings.clock not in ("wall", "cpu"):
-        raise InvalidInput(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
-    device = resolve_device(settings.device) if base is None else base.device
-    if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
-        raise InvalidInput("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
+    _check_clock(settings, resolve_device(settings.device) if base is None else base.device)
     depth = None
-    if base is None and settings.shape and not settings.model:
-        from lame.modeling.shapes import resolve_depths
-
-        depth = resolve_depths(settings.shape, settings.layers, settings.vision_layers)
     if base is None:
-        device = resolve_device(settings.device)
-        base = load_base_model(settings.model, settings.backbone, device, settings.dtype,
-                               num_reason_tokens=max(settings.lame_k), shape=settings.shape,
-                               layers=depth and depth["layers"], vision_layers=depth and depth["vision_layers"])
-    device = base.device
+        base, depth = _load_base(settings)
     models = build_models(base, settings)
     queries, lengths = make_queries(models["discriminative"], max(settings.batch_sizes), settings.query_tokens,
                                     settings.image_size)
+    log(f"bench speed: {len(models)} methods x batch sizes {list(settings.batch_sizes)}, "
+        f"{settings.warmup} warm-up + {settings.repeats} rounds, device {base.device}")
+    latency, preprocess = time_cells(models, queries, settings, base.device, log)
+    rows = speed_rows(latency, preprocess, settings)
+    reference = REFERENCE if REFERENCE in models else next(n for n in models if n.startswith("lame-"))
+    add_ratios(rows, latency, reference)
+    report = {
+        "benchmark": "speed",
+        "reference": reference,
+        "settings": asdict(settings) | {"query_tokens_actual": sorted(set(lengths))},
+        "backbone": base.config.backbone_type,
+        "model": settings.model or model_label(settings, depth),
+        "depth": depth,
+        "environment": environment(base.device),
+        "rows": rows,
+        "goals": goals(rows, settings, reference),
+    }
+    if depth is not None and settings.cost_model:
+        report["cost_model"] = cost_model(report, settings, depth, models["discriminative"], queries[0], log)
+    if output is not None:
+        write_speed(report, Path(output))
+    return report
+
+
+def _check_clock(settings: SpeedSettings, device: torch.device) -> None:
+    if settings.clock not in ("wall", "cpu"):
+        raise InvalidInput(f"clock must be 'wall' or 'cpu', got {settings.clock!r}")
+    if settings.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise InvalidInput("the cpu clock measures latency only on the CPU with one torch thread (--threads 1)")
+
+
+def _load_base(settings: SpeedSettings) -> tuple:
+    """The backbone every method shares, and the depths it was cut to (None unless a random ``shape``)."""
+    depth = None
+    if settings.shape and not settings.model:
+        from lame.modeling.shapes import resolve_depths
+
+        depth = resolve_depths(settings.shape, settings.layers, settings.vision_layers)
+    base = load_base_model(settings.model, settings.backbone, resolve_device(settings.device), settings.dtype,
+                           num_reason_tokens=max(settings.lame_k), shape=settings.shape,
+                           layers=depth and depth["layers"], vision_layers=depth and depth["vision_layers"])
+    return base, depth
+
+
+def time_cells(models: dict, queries: list, settings: SpeedSettings, device, log) -> tuple[dict, dict]:
+    """Per (method, batch size) cell: each round's sample of the end-to-end ``encode`` time and of the
+    featurise + collate time alone, after the warm-up calls."""
     cells = [(name, bs) for bs in settings.batch_sizes for name in models]
     latency = {cell: [] for cell in cells}
     preprocess = {cell: [] for cell in cells}
@@ -136,8 +171,6 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
     def call(name: str, bs: int):
         return models[name].encode(queries[:bs], batch_size=bs)
 
-    log(f"bench speed: {len(models)} methods x batch sizes {list(settings.batch_sizes)}, "
-        f"{settings.warmup} warm-up + {settings.repeats} rounds, device {device}")
     warm_sizes = settings.batch_sizes if settings.warmup_all_batch_sizes else (min(settings.batch_sizes),)
     for name, bs in cells:
         for _ in range(settings.warmup if bs in warm_sizes else 0):
@@ -151,47 +184,42 @@ def _run_speed(settings: SpeedSettings, output: Path | None, log, base) -> dict:
             prepare = lambda: model.collate(model.featurizer.many(queries, range(bs)))  # noqa: E731
             preprocess[(name, bs)].append(sample(prepare, device, settings.min_round_seconds, settings.clock))
         log(f"  round {r + 1}/{settings.repeats} done")
+    return latency, preprocess
 
+
+def speed_rows(latency: dict, preprocess: dict, settings: SpeedSettings) -> list[dict]:
+    """One report row per cell, in the cells' order, from the medians over the rounds."""
     rows = []
     by_method = {m.name: m for m in methods(settings)}
-    for name, bs in cells:
-        seconds = median(latency[(name, bs)])
+    for (name, bs), times in latency.items():
+        seconds = median(times)
         m = by_method[name]
         rows.append({
             "name": name, "family": m.family, "k": m.k, "batch_size": bs,
             "latency_ms": 1000 * seconds, "per_query_ms": 1000 * seconds / bs, "throughput_qps": bs / seconds,
             "preprocess_ms": 1000 * median(preprocess[(name, bs)]),
-            "latency_ms_all": [1000 * t for t in latency[(name, bs)]],
+            "latency_ms_all": [1000 * t for t in times],
         })
-    reference = REFERENCE if REFERENCE in models else next(n for n in models if n.startswith("lame-"))
+    return rows
+
+
+def add_ratios(rows: list[dict], latency: dict, reference: str) -> None:
+    """Sets every row's ``ratio_vs_reference``, paired: each round's time over the reference's time in the
+    same round, then the median over rounds, so that a round slowed down by another tenant cancels out."""
     for row in rows:
-        # Paired: each round's time over the reference's time in the same round, then the median over rounds,
-        # so that a round slowed down by another tenant cancels out.
         own, ref = latency[(row["name"], row["batch_size"])], latency[(reference, row["batch_size"])]
         row["ratio_vs_reference"] = median([t / t_ref for t, t_ref in zip(own, ref)])
-    report = {
-        "benchmark": "speed",
-        "reference": reference,
-        "settings": asdict(settings) | {"query_tokens_actual": sorted(set(lengths))},
-        "backbone": base.config.backbone_type,
-        "model": settings.model or model_label(settings, depth),
-        "depth": depth,
-        "environment": environment(device),
-        "rows": rows,
-        "goals": goals(rows, settings, reference),
-    }
-    if depth is not None and settings.cost_model:
-        report["cost_model"] = cost_model(report, settings, depth, models["discriminative"], queries[0], log)
-    if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
-        plot_speed(report, output / "speed.png")
-        if report.get("cost_model"):
-            from .costmodel import plot_model
 
-            plot_model(report, output / "speed-model.png")
-    return report
+
+def write_speed(report: dict, output: Path) -> None:
+    """``speed.json``, ``speed.png`` and, with a cost model, ``speed-model.png`` under ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_speed(report, output / "speed.png")
+    if report.get("cost_model"):
+        from .costmodel import plot_model
+
+        plot_model(report, output / "speed-model.png")
 
 
 def cost_model(report: dict, settings: SpeedSettings, depth: dict, model, query, log) -> dict:

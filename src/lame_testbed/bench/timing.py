@@ -92,3 +92,13 @@ def format_encode_timing(report: dict) -> list[str]:
             cells.append(cell)
         lines.append(f"  {name:<24}" + "   ".join(f"batch {c}" for c in cells))
     return lines
+
+
+def ms_per_query(timing: dict) -> dict[str, dict[str, float]]:
+    """{method: {"batch1": median ms, "batch32": ...}} from a timing report."""
+    table: dict[str, dict[str, float]] = {}
+    for key, row in timing.items():
+        if key.startswith("batch"):
+            for method, values in row.items():
+                table.setdefault(method, {})[key] = values["median"]
+    return table

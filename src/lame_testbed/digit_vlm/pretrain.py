@@ -47,13 +47,14 @@ from lame_testbed.digits import (
     UNARY_OPS,
     draw_query,
     instruction,
-    question,
     rationale,
     render_digit,
     split_images,
 )
 from lame.modeling.adapters import get_adapter
 from lame.modeling.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, tiny_decoder
+
+from .probe import probe, query_item
 
 _WORD = {"add": "plus", "sub": "minus", "mul": "times"}
 _APPLY = {"add": lambda x, k: x + k, "sub": lambda x, k: x - k, "mul": lambda x, k: x * k}
@@ -132,13 +133,6 @@ class QueryStream:
         return [self.pair() for _ in range(self.settings.batch_size)]
 
 
-def query_item(level: int, ops, images: list, text: str | None = None) -> dict:
-    """A query as a generative question: its images and ``text`` (default: the operations alone, no
-    retrieval phrase)."""
-    key = {"images": images} if len(images) > 1 else {"image": images[0]}
-    return {**key, "instruction": text or question(level, ops)}
-
-
 def lm_batch(featurizer: Featurizer, tokenizer, pairs: list[tuple[object, str]]) -> tuple[dict, torch.Tensor]:
     """Prompt + answer + <|im_end|>, left-padded; labels only on the answer tokens."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -203,93 +197,147 @@ def pretrain(output: Path, settings: PretrainSettings = PretrainSettings(), data
     """Trains the reference VLM and its decoder into ``output``; returns the final probe scores.
 
     ``data_dir`` is a generated digits benchmark (for the held-out queries the probe scores); one is
-    generated in ``output/.benchmark`` when not given.
+    generated next to ``output`` when not given.
     """
-    from sklearn.datasets import load_digits
-
-    from lame_testbed.digits import generate_digits_benchmark
-
-    from .probe import probe
-
     output.mkdir(parents=True, exist_ok=True)
     log = Log(output / "pretrain.log")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log(f"settings: {json.dumps(asdict(settings))}")
     log(f"device: {device}, torch {torch.__version__}, {platform.platform()}, threads {torch.get_num_threads()}")
     if data_dir is None:
-        data_dir = output.parent / f".{output.name}-benchmark"
-        if not (data_dir / "summary.json").is_file():
-            generate_digits_benchmark(data_dir, seed=settings.split_seed, families=())  # the levels it learns
-    digits = load_digits()
-    labels = np.asarray(digits.target, dtype=np.int64)
-    train_images, _, _ = split_images(labels, settings.split_seed)
+        data_dir = benchmark_next_to(output, settings.split_seed)
+    images, labels, train_images = training_digits(settings.split_seed)
 
     torch.manual_seed(settings.seed)
+    vlm = build_vlm(settings, device)
+    log(f"backbone: {sum(p.numel() for p in vlm.model.parameters()):,} parameters; "
+        f"{len(train_images)} training images")
+    train_backbone(vlm, settings, QueryStream(settings, images, labels, train_images, settings.seed), data_dir, log)
+    final = final_probe(vlm, data_dir, log)
+    decoder, decoder_tokenizer = train_decoder(
+        settings, QueryStream(settings, images, labels, train_images, settings.seed + 2), device, log)
+    record = {"settings": asdict(settings), "probe": final, "data": str(data_dir),
+              "parameters": {"backbone": sum(p.numel() for p in vlm.model.parameters()),
+                             "decoder": sum(p.numel() for p in decoder.parameters())}}
+    save_run(output, record, vlm, decoder, decoder_tokenizer, log)
+    return final
+
+
+def benchmark_next_to(output: Path, seed: int) -> Path:
+    """The digits benchmark (its levels only: what the VLM learns) in ``.OUTPUT-benchmark`` beside
+    ``output``, generated unless already there."""
+    from lame_testbed.digits import generate_digits_benchmark
+
+    data_dir = output.parent / f".{output.name}-benchmark"
+    if not (data_dir / "summary.json").is_file():
+        generate_digits_benchmark(data_dir, seed=seed, families=())
+    return data_dir
+
+
+def training_digits(split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All digit images, their labels and the indices of the benchmark's training images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    labels = np.asarray(digits.target, dtype=np.int64)
+    train_images, _, _ = split_images(labels, split_seed)
+    return digits.images, labels, train_images
+
+
+@dataclass
+class VLM:
+    """The backbone being pretrained and what turns items into its inputs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    image_processor: object
+    featurizer: Featurizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def build_vlm(settings: PretrainSettings, device: torch.device) -> VLM:
     tokenizer = build_tiny_tokenizer()
     model = build_backbone(settings, tokenizer).to(device)
     adapter = get_adapter("qwen2_vl")
     image_processor = adapter.tiny_image_processor(settings.image_size ** 2, settings.image_size ** 2)
     featurizer = Featurizer(tokenizer, image_processor, [], 512, adapter.image_layout(image_processor, model.config))
-    stream = QueryStream(settings, digits.images, labels, train_images, settings.seed)
-    log(f"backbone: {sum(p.numel() for p in model.parameters()):,} parameters; "
-        f"{len(train_images)} training images")
+    return VLM(model, tokenizer, image_processor, featurizer)
 
-    def backbone_loss(pairs):
-        batch, target = lm_batch(featurizer, tokenizer, pairs)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        return model(**batch, labels=target.to(device)).loss
 
-    scores: dict = {}
+def train_backbone(vlm: VLM, settings: PretrainSettings, stream: QueryStream, data_dir: Path, log: Log) -> None:
+    """Next-token loss on the answers of ``stream``; the probe on the validation queries every
+    ``settings.eval_every`` steps."""
+    def loss_of(pairs):
+        batch, target = lm_batch(vlm.featurizer, vlm.tokenizer, pairs)
+        batch = {k: v.to(vlm.device) for k, v in batch.items()}
+        return vlm.model(**batch, labels=target.to(vlm.device)).loss
 
     def evaluate(step: int) -> None:
-        scores.update(probe(model, featurizer, tokenizer, data_dir, "val", settings.eval_queries_per_level))
+        scores = probe(vlm.model, vlm.featurizer, vlm.tokenizer, data_dir, "val", settings.eval_queries_per_level)
         log(f"probe on val at step {step}: " + ", ".join(f"level {k} {v['accuracy']:.3f}"
                                                           for k, v in scores.items()))
 
-    _train(model, settings.steps, settings.lr, iter(stream.batch, None), backbone_loss, log, "backbone",
+    _train(vlm.model, settings.steps, settings.lr, iter(stream.batch, None), loss_of, log, "backbone",
            on_eval=evaluate, eval_every=settings.eval_every)
-    final = {split: probe(model, featurizer, tokenizer, data_dir, split, None) for split in ("val", "test")}
+
+
+def final_probe(vlm: VLM, data_dir: Path, log: Log) -> dict:
+    """The probe on every validation and test query, per split and level."""
+    final = {split: probe(vlm.model, vlm.featurizer, vlm.tokenizer, data_dir, split, None) for split in ("val", "test")}
     for split, result in final.items():
         log(f"final probe on {split}: " + ", ".join(f"level {k} {v['accuracy']:.3f} ({v['queries']} queries)"
                                                   for k, v in result.items()))
+    return final
 
-    decoder_tokenizer = build_tiny_tokenizer()
-    decoder = tiny_decoder(decoder_tokenizer, settings.decoder_hidden_size).to(device)
+
+def train_decoder(settings: PretrainSettings, stream: QueryStream, device: torch.device, log: Log) -> tuple:
+    """A tiny Qwen3 causal LM (the stand-in for LaME's decoder head) trained on the answers of ``stream``;
+    returns it and its tokenizer."""
+    tokenizer = build_tiny_tokenizer()
+    decoder = tiny_decoder(tokenizer, settings.decoder_hidden_size).to(device)
     texts = random.Random(settings.seed + 1)
 
-    def decoder_loss(pairs):
+    def loss_of(pairs):
         answers = [answer for _, answer in pairs]
         # half of the texts are the answer word alone, as LaME's default decoder target is
         answers = [a.rsplit("The answer is ", 1)[-1].rstrip(".") if texts.random() < 0.5 else a for a in answers]
-        rows = [decoder_tokenizer(a, add_special_tokens=False)["input_ids"] + [decoder_tokenizer.eos_token_id]
-                for a in answers]
-        length = max(map(len, rows))
-        ids = torch.full((len(rows), length), decoder_tokenizer.pad_token_id)
-        target = torch.full((len(rows), length), -100)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            target[i, : len(r)] = torch.tensor(r)
+        ids, target = text_batch(tokenizer, answers)
         return decoder(input_ids=ids.to(device), attention_mask=(target != -100).long().to(device),
                        labels=target.to(device)).loss
 
-    text_stream = QueryStream(settings, digits.images, labels, train_images, settings.seed + 2)
-    _train(decoder, settings.decoder_steps, settings.lr, iter(text_stream.batch, None), decoder_loss, log, "decoder")
+    _train(decoder, settings.decoder_steps, settings.lr, iter(stream.batch, None), loss_of, log, "decoder")
+    return decoder, tokenizer
 
-    model.eval().to("cpu").save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    image_processor.save_pretrained(output)
-    decoder.eval().to("cpu").save_pretrained(output / "decoder")
-    decoder_tokenizer.save_pretrained(output / "decoder")
-    record = {"settings": asdict(settings), "probe": final, "data": str(data_dir),
-              "parameters": {"backbone": sum(p.numel() for p in model.parameters()),
-                             "decoder": sum(p.numel() for p in decoder.parameters())}}
-    (output / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+
+def text_batch(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts + EOS, right-padded; labels on every real token, -100 on the padding."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+    length = max(map(len, rows))
+    ids = torch.full((len(rows), length), tokenizer.pad_token_id)
+    target = torch.full((len(rows), length), -100)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        target[i, : len(r)] = torch.tensor(r)
+    return ids, target
+
+
+def save_run(output: Path, record: dict, vlm: VLM, decoder, decoder_tokenizer, log: Log) -> None:
+    """The VLM, its decoder in ``decoder/``, ``pretrain.json``, then the model card and ``SHA256SUMS``
+    (after the log is closed, so that its checksum is final)."""
     from .card import write_card
 
+    vlm.model.eval().to("cpu").save_pretrained(output)
+    vlm.tokenizer.save_pretrained(output)
+    vlm.image_processor.save_pretrained(output)
+    decoder.eval().to("cpu").save_pretrained(output / "decoder")
+    decoder_tokenizer.save_pretrained(output / "decoder")
+    (output / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
     log(f"model card and checksums: {output / 'README.md'}, {output / 'SHA256SUMS'}")
-    log.file.close()  # the log is final before its checksum is taken
+    log.file.close()
     write_card(output, record, command=" ".join(["python -m lame_testbed.digit_vlm.pretrain", *sys.argv[1:]]))
-    return final
 
 
 def main(argv: list[str] | None = None) -> int:

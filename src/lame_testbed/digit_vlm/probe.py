@@ -21,7 +21,7 @@ import torch
 
 from lame.data.featurize import Featurizer, collate
 from lame.data.items import load_image, resolve_paths
-from lame_testbed.digits import NUMBER_WORDS, image_only_ceiling
+from lame_testbed.digits import NUMBER_WORDS, image_only_ceiling, question
 
 _WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b")
 
@@ -35,12 +35,17 @@ def answer_of(text: str) -> str | None:
     return words[0] if "answer is" in text else words[-1]
 
 
+def query_item(level: int, ops, images: list, text: str | None = None) -> dict:
+    """A query as a generative question: its images and ``text`` (default: the operations alone, no
+    retrieval phrase)."""
+    key = {"images": images} if len(images) > 1 else {"image": images[0]}
+    return {**key, "instruction": text or question(level, ops)}
+
+
 def held_out_questions(data_dir: Path, split: str, per_level: int | None = None) -> list[dict]:
     """The split's queries as generative questions: {"item", "answer", "task", "id"}; images loaded. A
     level's task is its number ("0".."3"), a family's its name; ``per_level``: the first N of each task."""
     from lame_testbed.families import FAMILIES
-
-    from .pretrain import query_item
 
     folder = data_dir / split
     rows, seen = [], {}

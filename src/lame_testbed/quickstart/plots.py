@@ -1,4 +1,5 @@
-"""The quickstart figure: test Hit@1 per level, and the validation curve, for each method."""
+"""The quickstart figure: test Hit@1 per task (with decoded accuracy), and the validation curve on the
+families, for each method."""
 
 from __future__ import annotations
 
@@ -16,23 +17,30 @@ def plot_quickstart(report: dict, folder: Path) -> list[Path | None]:
     if plt is None:
         return [None]
     methods = report["methods"]
-    levels = [f"hit@1/level{lv}" for lv in range(4)]
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    from .run import REPORT_COLUMNS
+
+    columns = [(label, key) for label, key in REPORT_COLUMNS if key != "hit@1/families"]
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.8 / len(methods)
     for i, (name, run) in enumerate(methods.items()):
         label = METHODS[name].label or name
-        xs = [j + i * width for j in range(len(levels))]
-        bars.bar(xs, [run["test"].get(lv, 0.0) for lv in levels], width, label=label)
+        xs = [j + i * width for j in range(len(columns))]
+        bars.bar(xs, [run["test"].get(key, 0.0) for _, key in columns], width, label=label)
+        decoded = run.get("decoded_test") or {}
+        shown = [(x, decoded[key.split("/")[1]]) for x, (_, key) in zip(xs, columns) if key.split("/")[1] in decoded]
+        if shown:
+            bars.scatter(*zip(*shown), marker="_", s=120, color="black", zorder=3,
+                         label=f"{name}: decoded latents name the answer")
         steps = [p["step"] for p in run["curve"]]
-        curves.plot(steps, [p.get("hit@1/reasoning", p["hit@1"]) for p in run["curve"]], marker="o", label=label)
-    bars.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(levels))])
-    bars.set_xticklabels([f"level {lv[-1]}" for lv in levels])
+        curves.plot(steps, [p.get("hit@1/families", p["hit@1"]) for p in run["curve"]], marker="o", label=label)
+    bars.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(columns))])
+    bars.set_xticklabels([label for label, _ in columns])
     bars.set_ylabel("Hit@1 (test split)")
     bars.set_ylim(0, 1)
-    bars.legend(fontsize=8)
-    bars.set_title("Hit@1 per difficulty level")
+    bars.legend(fontsize=7)
+    bars.set_title("Hit@1 per task (L1-3: arithmetic, one pass saturates)")
     curves.set_xlabel("training step")
-    curves.set_ylabel("Hit@1, reasoning levels 1-3 (validation)")
+    curves.set_ylabel("Hit@1, task families (validation)")
     curves.set_ylim(0, 1)
     curves.legend(fontsize=8)
     curves.set_title("Training curve")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lame.errors import InvalidInput
 from lame.eval.jsonl import load_jsonl_task
 from lame.eval.runner import score_task
 from lame.eval.tasks import RetrievalTask
@@ -90,23 +91,30 @@ def hit_at_1_by_task(model, task: RetrievalTask, batch_size: int = 64, return_ra
     return (scores, ranking) if return_ranking else scores
 
 
-def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path) -> Path:
-    """The training records, or ``pairs`` of them (a seeded shuffle, the same number per task)."""
+def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
+                  tasks: tuple[str, ...] | None = None) -> Path:
+    """The training records of ``tasks`` (None: all), or ``pairs`` of them (a seeded shuffle, the same
+    number per task)."""
     source = data_dir / "train.jsonl"
-    if pairs is None:
+    if pairs is None and tasks is None:
         return source
     by_task: dict[str, list[str]] = {}
     for line in source.read_text().splitlines():
         by_task.setdefault(json.loads(line)["task"], []).append(line)
+    unknown = sorted(set(tasks or ()) - set(by_task))
+    if unknown:
+        raise InvalidInput(f"train_tasks {unknown} are not in {source}; it has {', '.join(sorted(by_task))}")
+    by_task = {name: lines for name, lines in by_task.items() if tasks is None or name in tasks}
     rng = random.Random(seed)
-    per_task = max(1, pairs // len(by_task))
+    per_task = max(1, pairs // len(by_task)) if pairs is not None else None
     kept = []
     for name in sorted(by_task):
         lines = by_task[name][:]
         rng.shuffle(lines)
         kept += lines[:per_task]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"train-{pairs}-seed{seed}.jsonl"
+    subset = "-".join(sorted(by_task)) if tasks is not None else "all"
+    path = folder / f"train-{pairs or 'all'}-{subset}-seed{seed}.jsonl"
     # Relative image paths resolve against the file's folder: make them absolute.
     rows = [_absolute_paths(json.loads(line), data_dir) for line in kept]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -164,7 +172,7 @@ def train_method(name: str, settings: QuickstartSettings, output: Path, backbone
                  show_progress: bool = True) -> dict:
     """Trains one method; returns its model folder, training time and validation curve."""
     curve_task = digits_task(data_dir / "val", per_task=settings.eval_queries_per_task)
-    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data")
+    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data", settings.train_tasks)
     recipe = recipe_from_dict(method_recipe(name, settings, backbone, train_file, output / name))
     trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_task(m, curve_task))
     started = time.perf_counter()
@@ -191,9 +199,11 @@ def timing_items(data_dir: Path, count: int = 64) -> list:
     return [q.item for q in task.queries[:: max(1, len(task.queries) // count)]][:count]
 
 
-def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, threads: int | None = None) -> dict:
+def time_models(model_dirs: dict[str, str], data_dir: Path, repeats: int = 5, threads: int | None = 1) -> dict:
     """ms per query at batch 1 and 32 of every trained model, timed side by side in this process (the
-    models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one)."""
+    models interleaved, ``repeats`` rounds, medians with their spread, ratios to the discriminative one).
+    One torch thread by default: on a machine others share, several threads wait on each other and the
+    times say more about the neighbours than about the models."""
     import torch
 
     from lame_testbed.bench.common import torch_threads
@@ -221,9 +231,10 @@ def score_method(model, data_dir: Path, settings: QuickstartSettings, splits: tu
 
 
 def run_method(name: str, settings: QuickstartSettings, output: Path, show_progress: bool = True,
-               backbone: Path | None = None, splits: tuple[str, ...] = ("val", "test")) -> dict:
-    """Trains one method on the digits data and scores it on ``splits``."""
-    data_dir = ensure_data()
+               backbone: Path | None = None, splits: tuple[str, ...] = ("val", "test"),
+               data_dir: Path | None = None) -> dict:
+    """Trains one method on the digits data (default: the cached benchmark) and scores it on ``splits``."""
+    data_dir = data_dir or ensure_data()
     run = train_method(name, settings, output, backbone or reference_backbone(), data_dir, show_progress)
     model = LaMEModel.from_pretrained(run["model_dir"])
     return {**run, **score_method(model, data_dir, replace(settings, **METHODS[name].changes), splits)}
@@ -264,21 +275,79 @@ def _describe(doc_id: str, labels: np.ndarray) -> str:
 
 
 def run_quickstart(output: Path, settings: QuickstartSettings = QuickstartSettings(),
-                   methods: tuple[str, ...] = QUICKSTART_METHODS, show_progress: bool = True) -> dict:
-    """Trains and scores ``methods`` on the shipped backbone; writes scores.json and the plots."""
+                   methods: tuple[str, ...] = QUICKSTART_METHODS, show_progress: bool = True,
+                   jobs: int | None = None) -> dict:
+    """Trains and scores ``methods`` on the shipped backbone (``jobs`` at a time, each in its own
+    process; default: one per CPU core); writes scores.json, the plots and a search index of the test
+    corpus embedded by LaME."""
     output.mkdir(parents=True, exist_ok=True)
-    report: dict = {"settings": asdict(settings), "methods": {}}
-    for name in methods:
-        report["methods"][name] = run_method(name, settings, output, show_progress)
-    report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, ensure_data())
+    data_dir = ensure_data()
+    reference_backbone()  # checksums verified once, before any worker starts
+    report: dict = {"settings": asdict(settings),
+                    "methods": train_methods(methods, settings, output, data_dir, jobs, show_progress)}
+    report["timing"] = time_models({n: run["model_dir"] for n, run in report["methods"].items()}, data_dir)
     lame_name = next((n for n in methods if METHODS[n].decoder), methods[-1])
-    lame_model = LaMEModel.from_pretrained(report["methods"][lame_name]["model_dir"])
-    report["samples"] = {"method": lame_name, "queries": retrieval_samples(lame_model, ensure_data())}
+    lame_dir = report["methods"][lame_name]["model_dir"]
+    report["samples"] = {"method": lame_name,
+                         "queries": retrieval_samples(LaMEModel.from_pretrained(lame_dir), data_dir)}
+    report["search"] = search_index(lame_dir, data_dir, output / "test-index")
     (output / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     from .plots import plot_quickstart
 
     report["plots"] = [str(p) for p in plot_quickstart(report, output) if p]
     return report
+
+
+def train_methods(methods: tuple[str, ...], settings: QuickstartSettings, output: Path, data_dir: Path,
+                  jobs: int | None = None, show_progress: bool = True) -> dict[str, dict]:
+    """Every method trained and scored on the test split; with ``jobs`` > 1 in worker processes of
+    ``cores // jobs`` torch threads (at least one). The default on two cores or more runs every method at
+    once on one thread each: one-thread runs side by side finish sooner than one after the other on
+    two threads, three on two cores sooner than two then one, and a busy machine slows them less."""
+    cores = os.cpu_count() or 1
+    jobs = min(len(methods), jobs or (len(methods) if cores > 1 else 1))
+    if jobs <= 1:
+        return {name: run_method(name, settings, output, show_progress, splits=("test",), data_dir=data_dir)
+                for name in methods}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, cores // jobs)
+    runs = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_set_threads, initargs=(threads,)) as pool:
+        futures = {name: pool.submit(run_method, name, settings, output, False, splits=("test",), data_dir=data_dir)
+                   for name in methods}
+        for name, future in futures.items():
+            runs[name] = future.result()
+            if show_progress:
+                print(f"{name}: trained in {runs[name]['train_seconds']:.0f} s", flush=True)
+    return runs
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def search_index(model_dir: str, data_dir: Path, folder: Path) -> dict:
+    """The test corpus embedded by ``model_dir`` into an index for ``lame serve --ui``; the command that
+    opens the search page (or why there is none: the index needs the 'index' extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("faiss") is None:
+        return {"command": None, "note": "no search page: the index needs the 'index' extra "
+                "(pip install 'lame[index]')"}
+    from lame.embed.encode import encode_corpus
+    from lame.index.vector_index import VectorIndex
+
+    corpus = data_dir / "test" / "corpus.jsonl"
+    started = time.perf_counter()
+    encode_corpus(model_dir, corpus, folder / "embeddings", show_progress=False)
+    VectorIndex.build(folder / "embeddings", folder / "index", corpus=corpus)
+    return {"command": f"lame serve --model {model_dir} --index {folder / 'index'} --ui",
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 REPORT_COLUMNS = (("L0", "hit@1/level0"), ("L1-3", "hit@1/reasoning"), *((name, f"hit@1/{name}") for name in FAMILY_TASKS),
@@ -289,13 +358,14 @@ def format_report(report: dict) -> str:
     methods = report["methods"]
     timing = report.get("timing", {})
     header = "".join(f"{label:>9}" for label, _ in REPORT_COLUMNS)
-    lines = [f"{'method':<22}{header}{'decoded':>9}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
+    width = max(len(name) for name in methods) + 2
+    lines = [f"{'method':<{width}}{header}{'decoded':>9}{'ms/q b1':>9}{'ms/q b32':>9}{'train s':>9}"]
     for name, run in methods.items():
         test = run["test"]
         decoded = run.get("decoded_test")
         families_decoded = [decoded[f] for f in FAMILY_TASKS if decoded and f in decoded]
         decoded_text = f"{np.mean(families_decoded):.3f}" if families_decoded else "-"
-        lines.append(f"{name:<22}" + "".join(f"{test.get(key, float('nan')):>9.3f}" for _, key in REPORT_COLUMNS)
+        lines.append(f"{name:<{width}}" + "".join(f"{test.get(key, float('nan')):>9.3f}" for _, key in REPORT_COLUMNS)
                      + f"{decoded_text:>9}"
                      + "".join(f"{timing.get(f'batch{b}', {}).get(name, {}).get('median', float('nan')):>9.2f}"
                                for b in (1, 32))
@@ -316,4 +386,8 @@ def format_report(report: dict) -> str:
             if s["decoded"] is not None:
                 lines.append(f"    latents decode to: {s['decoded']!r}")
             lines.append(f"    top {len(s['top'])}: {', '.join(s['top'])}" + ("" if s["top1_correct"] else "  (wrong)"))
+    search = report.get("search")
+    if search:
+        lines.append(f"\nSearch the test corpus with {samples['method'] if samples else 'LaME'} in a browser "
+                     f"(http://127.0.0.1:8000/): {search['command']}" if search["command"] else f"\n{search['note']}")
     return "\n".join(lines)

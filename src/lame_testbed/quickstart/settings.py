@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -13,7 +13,8 @@ class QuickstartSettings:
     Stage 1 (``warmup_steps``) trains the latent vectors and the heads (decoder head included) with the
     backbone frozen; stage 2 (``joint_steps``) also trains the language model. The vision tower stays
     frozen throughout. ``train_pairs`` limits the training records (the first ones of a seeded shuffle,
-    the same number per level) for the sample-efficiency sweep; None uses them all.
+    the same number per task) for the sample-efficiency sweep; None uses them all. ``train_tasks`` keeps
+    only those tasks' records (every task is still scored).
     """
 
     seed: int = 0
@@ -29,6 +30,7 @@ class QuickstartSettings:
     lr_heads: float = 2e-3
     lr_backbone: float = 3e-4
     train_pairs: int | None = None
+    train_tasks: tuple[str, ...] | None = None  # the tasks trained on (e.g. level0 and the families); None: all
     eval_every: int = 50
     eval_queries_per_task: int = 50  # of the validation split, for the training curve
     decode_queries_per_task: int = 100  # of the test split, for decoded-latent accuracy
@@ -50,34 +52,35 @@ class Method:
     pooling: str = "last"
 
 
+LAME = Method(k=8, decoder=True, embed_tokens=4, pooling="mean", label="LaME (K = 8, M = 4 mean-pooled)")
+
 METHODS: dict[str, Method] = {
     "discriminative": Method(label="discriminative (K = 0, last token)"),
-    "lame": Method(k=8, decoder=True, label="LaME (K = 8)"),
-    "lame-K4": Method(k=4, decoder=True, label="LaME (K = 4)"),
-    "lame-K16": Method(k=16, decoder=True, label="LaME (K = 16)"),
-    "lame-no-decoder": Method(k=8, label="LaME without decoder (K = 8)"),
+    # the control with LaME's positions: K + M latent positions mean-pooled, no reason tokens, no decoder
+    "discriminative-matched": Method(embed_tokens=LAME.k + LAME.embed_tokens, pooling="mean",
+                                     label=f"discriminative, {LAME.k + LAME.embed_tokens} positions mean-pooled"),
+    "lame": LAME,
+    "lame-M1": Method(k=8, decoder=True, label="LaME (K = 8, one [EMBED] state)"),
+    **{f"lame-K{k}": replace(LAME, k=k, label=f"LaME (K = {k}, M = 4 mean-pooled)") for k in (1, 2, 4, 16)},
+    "lame-no-decoder": replace(LAME, decoder=False, label="LaME without decoder"),
     "sequential": Method(variant="sequential", label="sequential latent (8 steps)"),
     "cot": Method(variant="cot", label="explicit CoT"),
-    # ablations of LaME (K = 8)
-    "lame-rationale-target": Method(k=8, decoder=True, changes={"decoder_target": "full"},
-                                    label="LaME, decoder target = rationale + answer"),
-    "lame-no-diversity": Method(k=8, decoder=True, changes={"diversity_weight": 0.0},
-                                label="LaME, diversity weight 0"),
-    "lame-short-warmup": Method(k=8, decoder=True, changes={"warmup_steps": 10, "joint_steps": 290},
-                                label="LaME, warm-up 10 + joint 290 steps"),
-    "lame-one-stage": Method(k=8, decoder=True, changes={"warmup_steps": 0, "joint_steps": 300},
-                             label="LaME, one stage (joint 300 steps)"),
-    "control-decoder-reads-embed": Method(k=8, decoder=True, changes={"decoder_reads": "embed"},
-                                          label="control: decoder reads [EMBED]"),
+    # ablations of LaME (K = 8, M = 4 mean-pooled)
+    "lame-rationale-target": replace(LAME, changes={"decoder_target": "full"},
+                                     label="LaME, decoder target = rationale + answer"),
+    "lame-no-diversity": replace(LAME, changes={"diversity_weight": 0.0}, label="LaME, diversity weight 0"),
+    "lame-short-warmup": replace(LAME, changes={"warmup_steps": 10, "joint_steps": 290},
+                                 label="LaME, warm-up 10 + joint 290 steps"),
+    "lame-one-stage": replace(LAME, changes={"warmup_steps": 0, "joint_steps": 300},
+                              label="LaME, one stage (joint 300 steps)"),
+    "control-decoder-reads-embed": replace(LAME, changes={"decoder_reads": "embed"},
+                                           label="control: decoder reads the embedding states"),
     # the embedding head: M positions after the K reason tokens, pooled
-    "lame-M2-mean": Method(k=8, decoder=True, embed_tokens=2, pooling="mean", label="LaME, M = 2 mean-pooled"),
-    "lame-M4-mean": Method(k=8, decoder=True, embed_tokens=4, pooling="mean", label="LaME, M = 4 mean-pooled"),
-    "lame-M4-attention": Method(k=8, decoder=True, embed_tokens=4, pooling="attention",
-                                label="LaME, M = 4 attention-pooled"),
-    "lame-M4-mean-no-decoder": Method(k=8, embed_tokens=4, pooling="mean", label="LaME, M = 4 mean, no decoder"),
+    "lame-M2-mean": replace(LAME, embed_tokens=2, label="LaME, M = 2 mean-pooled"),
+    "lame-M4-attention": replace(LAME, pooling="attention", label="LaME, M = 4 attention-pooled"),
     "discriminative-M4-mean": Method(embed_tokens=4, pooling="mean", label="discriminative, 4 positions mean-pooled"),
-    "discriminative-M12-mean": Method(embed_tokens=12, pooling="mean",
-                                      label="discriminative, 12 positions mean-pooled"),
 }
-QUICKSTART_METHODS = ("discriminative", "lame")
-PEERS = ("discriminative", "lame", "lame-K4", "lame-K16", "lame-no-decoder", "sequential", "cot")
+QUICKSTART_METHODS = ("discriminative", "discriminative-matched", "lame")
+# the paper's ablations, beside both discriminative controls
+PEERS = ("discriminative", "discriminative-matched", "lame", "lame-K1", "lame-K2", "lame-K4", "lame-K16",
+         "lame-no-decoder", "lame-no-diversity", "lame-one-stage", "sequential", "cot")

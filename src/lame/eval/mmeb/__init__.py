@@ -197,33 +197,42 @@ def load_mmeb_v2(root: str | Path, tasks: Iterable[str] | str | None = None, *,
     bad = {n: v for n, v in overrides.items() if n not in MMEB_V2_TASKS or v not in ("local", "global")}
     if bad:
         raise InvalidInput(f"eval_type overrides must map MMEB-V2 task names to 'local' or 'global': {bad}")
-    paths = {name: find_task_data(root, MMEB_V2_TASKS[name]) for name in names}
-    missing = [name for name, path in paths.items() if path is None]
-    if missing:
-        where = {n: data_candidates(MMEB_V2_TASKS[n]) for n in missing[:5]}
-        raise MissingPath(f"MMEB-V2 task(s) {missing} not found under {root}; looked for e.g. {where} "
-                          "(lame eval --benchmark mmeb-v2 --check-data ROOT lists what is missing and how to get it)")
+    paths = _task_paths(root, names)
     ctx = _Context(root, num_frames, ImageStore(Path(extract_dir) if extract_dir else default_image_cache()),
                    num_clip_frames=num_clip_frames, pad_frames=pad_frames, candidate_instruction=candidate_instruction,
                    moment_positives=moment_positives)
     for name in names:  # every frame folder before any record is parsed
         if MMEB_V2_TASKS[name].modality == "video":
             ctx.frames_root(MMEB_V2_TASKS[name])
-    loaded = []
+    loaded = []  # a loop, not a comprehension: _label_pool's warning points at the caller (stacklevel)
     for name in names:
-        spec = MMEB_V2_TASKS[name]
-        cap = min((n for n in (num_samples, spec.params.get("num_samples")) if n), default=None)
-        if spec.modality == "visdoc":
-            loaded.append(load_visdoc(spec, paths[name], ctx, cap))
-            continue
-        rows = read_records(paths[name], config=spec.params.get("config"),
-                            split=spec.params.get("split", "test"))
-        entries = _parser(spec)(spec, rows[:cap] if cap else rows, ctx)
-        if not entries:
-            raise InvalidInput(f"MMEB-V2 task {name}: no records in {paths[name]}")
-        task_type = overrides.get(name, spec.eval_type)
-        loaded.append(_assemble(spec, entries, task_type, _label_pool(spec, entries, task_type, label_pool)))
+        loaded.append(_load_task(MMEB_V2_TASKS[name], paths[name], ctx, num_samples, overrides.get(name), label_pool))
     return loaded
+
+
+def _task_paths(root: Path, names: list[str]) -> dict[str, Path]:
+    """Each task's test data under ``root``; one error naming every task whose data is missing."""
+    paths = {name: find_task_data(root, MMEB_V2_TASKS[name]) for name in names}
+    missing = [name for name, path in paths.items() if path is None]
+    if missing:
+        where = {n: data_candidates(MMEB_V2_TASKS[n]) for n in missing[:5]}
+        raise MissingPath(f"MMEB-V2 task(s) {missing} not found under {root}; looked for e.g. {where} "
+                          "(lame eval --benchmark mmeb-v2 --check-data ROOT lists what is missing and how to get it)")
+    return paths
+
+
+def _load_task(spec: MMEBTask, path: Path, ctx: _Context, num_samples: int | None, eval_type: str | None,
+               label_pool: str) -> RetrievalTask:
+    """One task from its test data (``num_samples``: at most that many records; ``eval_type``: an override)."""
+    cap = min((n for n in (num_samples, spec.params.get("num_samples")) if n), default=None)
+    if spec.modality == "visdoc":
+        return load_visdoc(spec, path, ctx, cap)
+    rows = read_records(path, config=spec.params.get("config"), split=spec.params.get("split", "test"))
+    entries = _parser(spec)(spec, rows[:cap] if cap else rows, ctx)
+    if not entries:
+        raise InvalidInput(f"MMEB-V2 task {spec.name}: no records in {path}")
+    task_type = eval_type or spec.eval_type
+    return _assemble(spec, entries, task_type, _label_pool(spec, entries, task_type, label_pool))
 
 
 def _label_pool(spec: MMEBTask, entries: list, eval_type: str, label_pool: str) -> list[str]:
@@ -235,5 +244,5 @@ def _label_pool(spec: MMEBTask, entries: list, eval_type: str, label_pool: str) 
     if unknown:
         warnings.warn(f"MMEB-V2 task {spec.name}: {len(unknown)} label(s) of the test file are not in the "
                       f"published label list (e.g. {unknown[:3]}); they are added to the candidate pool",
-                      stacklevel=3)
+                      stacklevel=4)  # the caller of load_mmeb_v2
     return labels
