@@ -1,4 +1,4 @@
-"""`lame bench speed` and `lame bench encode` in quick mode (no timing assertions). The encode pipeline
+"""`lame bench speed`, `encode`, `train` and `index` in quick mode (no timing assertions). The encode pipeline
 they measure is tested in test_encode.py, batched featurisation in test_featurize.py."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from lame.cli import main
@@ -98,3 +99,30 @@ def test_cot_goal_is_extrapolated_from_two_shorter_rows():
     value, sources = extrapolate_cot(rows, 32, 256)
     assert value == pytest.approx(1 + 0.1 * 256) and sources == ["cot-N16", "cot-N64"]
     assert extrapolate_cot(rows, 1, 256) is None and extrapolate_cot(rows[:1], 32, 256) is None
+
+
+def test_bench_index_quick_compares_four_methods(tmp_path, capsys):
+    pytest.importorskip("milvus_lite", reason="the 'milvus' extra (pymilvus, milvus-lite) is not installed")
+    assert main(["bench", "index", "--quick", "--threads", "1", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "index.json").read_text())
+    rows = {(r["backend"], r["kind"]): r for r in report["rows"]}
+    assert set(rows) == {("faiss", "flat"), ("faiss", "hnsw"), ("milvus-lite", "flat"), ("milvus-lite", "hnsw")}
+    assert rows["faiss", "flat"]["recall_at_k"] == rows["milvus-lite", "flat"]["recall_at_k"] == 1.0  # both exact
+    dim = report["settings"]["dim"]
+    for row in rows.values():
+        assert 0 < row["recall_at_k"] <= 1 and row["build_s"] > 0 and row["queries_per_s"] > 0
+        assert row["build_cpu_s"] > 0 and row["queries_per_cpu_s"] > 0 and row["batched_queries_per_s"] > 0
+        # worst case in float32 (u = 2^-24): d u for the dot product in any order, d/2 u for each of the two
+        # renormalisations (query, vector: the error of a norm), u for the stored result
+        assert row["max_score_error"] <= (2 * dim + 1) * 2.0**-24
+    assert report["settings"]["vectors"] == 2000 and report["settings"]["dim"] == 64
+    assert report["environment"]["index_versions"]["milvus-lite"]
+    assert "milvus-lite  hnsw" in capsys.readouterr().out
+
+
+def test_exact_top_k_merges_its_blocks():
+    from lame_testbed.bench.index import exact_top_k, unit_vectors
+
+    corpus, queries = unit_vectors(45_000, 8, 0), unit_vectors(5, 8, 1)  # three blocks of 20,000
+    expected = np.argsort(-(queries.astype(np.float64) @ corpus.astype(np.float64).T), axis=1)[:, :10]
+    assert np.array_equal(exact_top_k(corpus, queries, 10), expected)

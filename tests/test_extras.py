@@ -17,7 +17,7 @@ from helpers import HANG_GUARD_S
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 HEAVY = ("torch", "transformers", "peft", "accelerate")
 VERBS = ["demo", "train", "quickstart", "eval", "encode", "data", "data convert", "index", "index build", "search",
-         "serve", "bench", "bench serve", "bench speed", "bench encode", "bench quality"]
+         "serve", "bench", "bench serve", "bench speed", "bench encode", "bench quality", "bench index"]
 
 
 def run_python(code: str) -> dict:
@@ -121,11 +121,68 @@ def test_bench_serve_without_httpx(monkeypatch):
     expect_extra(excinfo, "serve")
 
 
-def test_index_without_faiss(monkeypatch):
+def test_index_without_faiss(monkeypatch, tmp_path):
     hide(monkeypatch, "faiss")
+    from lame.index import IndexBuildSettings, open_index  # the options and the loader need no extra
+
+    assert IndexBuildSettings().backend == "faiss"
     with pytest.raises(ImportError) as excinfo:
-        import lame.index  # noqa: F401
+        from lame.index import VectorIndex  # noqa: F401
     expect_extra(excinfo, "index")
+    with pytest.raises(ImportError) as excinfo:
+        open_index(tmp_path)  # a folder: a FAISS index
+    expect_extra(excinfo, "index")
+
+
+@pytest.mark.parametrize("missing", ["pymilvus", "milvus_lite"])
+def test_milvus_without_its_extra(monkeypatch, tmp_path, capsys, missing):
+    hide(monkeypatch, missing)
+    from lame.cli import main
+    from lame.index import open_index
+
+    if missing == "pymilvus":
+        with pytest.raises(ImportError) as excinfo:
+            from lame.index import MilvusIndex  # noqa: F401
+        expect_extra(excinfo, "milvus")
+    (tmp_path / "x.db").mkdir()
+    with pytest.raises(ImportError) as excinfo:
+        open_index(tmp_path / "x.db")
+    expect_extra(excinfo, "milvus")
+    assert main(["index", "build", "--embeddings", str(tmp_path), "--backend", "milvus", "--uri",
+                 str(tmp_path / "y.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the 'milvus' extra: pip install 'lame[milvus]'" in err
+    assert not (tmp_path / "y.db").exists()
+
+
+def test_the_test_install_has_every_extra_at_pinned_versions():
+    """`scripts/setup.sh` (the README's and CI's test command) installs `.[dev]` under constraints.txt: dev
+    must reach every extra (so the Milvus Lite tests run on a clean clone), and every package the project
+    names must have an exact pin there that its own range accepts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(SRC).parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    lines = [line.split("#")[0].strip() for line in (root / "constraints.txt").read_text().splitlines()]
+    pins = {canonicalize_name(name): version for name, _, version in (line.partition("==") for line in lines if line)}
+    reached, todo = set(), ["dev"]
+    while todo:
+        extra = todo.pop()
+        reached.add(extra)
+        for text in extras[extra]:
+            requirement = Requirement(text)
+            if requirement.name == "lame":
+                todo += sorted(requirement.extras - reached)
+    assert reached == set(extras)
+    for text in project["dependencies"] + [t for group in extras.values() for t in group]:
+        requirement = Requirement(text)
+        if requirement.name != "lame":
+            pinned = pins.get(canonicalize_name(requirement.name))
+            assert pinned and requirement.specifier.contains(pinned), f"{text}: constraints.txt pins {pinned}"
 
 
 def test_deepspeed_strategy_without_deepspeed_fails_before_training(monkeypatch, tmp_path):

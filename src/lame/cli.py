@@ -200,31 +200,40 @@ def _data_convert(args) -> int:
 
 # ----------------------------------------------------------------------------- index, search, serve
 def _add_index(verbs) -> None:
-    index = verbs.add_parser("index", help="build a FAISS index over `lame encode` output")
-    build = index.add_subparsers(dest="index_verb", required=True).add_parser("build", help="build an index")
+    from .index.settings import IndexBuildSettings
+
+    index = verbs.add_parser("index", help="index `lame encode` output: FAISS shards in a folder, or a Milvus "
+                                           "collection")
+    build = index.add_subparsers(dest="index_verb", required=True).add_parser(
+        "build", help="build an index (FAISS folder, or Milvus Lite file / server / cluster; docs/serving.md)")
     build.add_argument("--embeddings", required=True, help="folder written by `lame encode`")
-    build.add_argument("--output", required=True, help="index folder")
-    build.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
-                       help="flat: exact inner product (default); ivf: inverted lists; hnsw: graph")
-    build.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(n))")
-    build.add_argument("--m", type=int, default=32, help="HNSW links per node (default: 32)")
-    build.add_argument("--shard-size", type=int, help="vectors per index shard (default: one shard)")
+    add_options(build, IndexBuildSettings)
     build.set_defaults(func=_index)
 
 
 def _index(args) -> int:
-    from .index import VectorIndex
+    from .index import build_index
+    from .index.settings import IndexBuildSettings
 
-    index = VectorIndex.build(args.embeddings, args.output, kind=args.kind, nlist=args.nlist, m=args.m,
-                              shard_size=args.shard_size)
-    print(f"{index.kind} index of {len(index)} vectors (dim {index.dim}) in {len(index.shards)} shard(s): {args.output}")
+    settings = from_options(IndexBuildSettings, args)
+    index = build_index(args.embeddings, settings)
+    if index is None:
+        print(f"stopped after {settings.max_batches} batch(es) (--max-batches): run the same command again to go on")
+    else:
+        where = args.output if settings.backend == "faiss" else str(index.location)
+        shards = f" in {len(index.shards)} shard(s)" if settings.backend == "faiss" else ""
+        print(f"{index.kind} index of {len(index)} vectors (dim {index.dim}){shards}: {where}")
     return 0
+
+
+INDEX_HELP = ("an index: a folder written by `lame index build`, or a Milvus collection as URI[#COLLECTION] (a .db "
+              "file, or http(s)://host:19530 with its token in $LAME_MILVUS_TOKEN; collection default: lame)")
 
 
 def _add_search(verbs) -> None:
     se = verbs.add_parser("search", help="top-k ids and scores of one query against an index")
     se.add_argument("--model", required=True, help="saved LaME model folder (the one that encoded the corpus)")
-    se.add_argument("--index", required=True, help="folder written by `lame index build`")
+    se.add_argument("--index", required=True, help=INDEX_HELP)
     query = se.add_mutually_exclusive_group(required=True)
     query.add_argument("--query", help="a text query")
     query.add_argument("--image", help="an image file as the query")
@@ -239,11 +248,11 @@ def _add_search(verbs) -> None:
 def _search(args) -> int:
     import json
 
-    from .index import VectorIndex, format_hits, query_item, search
+    from .index import format_hits, open_index, query_item, search
     from .modeling import LaMEModel
 
     item = query_item(args.query, args.image, args.json)
-    index = VectorIndex.load(args.index)
+    index = open_index(args.index)
     model = LaMEModel.from_pretrained(args.model, device=args.device)
     note = index.check_model(model)  # another model or dimension: refused before anything is embedded
     if note:
@@ -258,7 +267,7 @@ def _add_serve(verbs) -> None:
 
     sv = verbs.add_parser("serve", help="OpenAI-compatible embeddings server (FastAPI + uvicorn), see docs/serving.md")
     sv.add_argument("--model", required=True, help="saved LaME model folder")
-    sv.add_argument("--index", help="index folder: enables POST /v1/search")
+    sv.add_argument("--index", help=INDEX_HELP.replace("an index:", "enables POST /v1/search on an index:"))
     sv.add_argument("--ui", action="store_true", help="serve a search page at / (query by text and/or image; hits "
                     "with thumbnails; the query's decoded latents)")
     sv.add_argument("--host", default="127.0.0.1")

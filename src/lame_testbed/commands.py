@@ -30,7 +30,9 @@ def add_commands(verbs) -> None:
             ("train", bench.TrainBenchSettings, _bench_train, "samples/s of lame train against a plain training loop "
              "(same model and batches, per-item featurisation, no prefetch)"),
             ("memory", bench.MemoryBenchSettings, _bench_memory, "the memory planner's estimated peak against the "
-             "measured peak of training steps on tiny configs (CPU)")):
+             "measured peak of training steps on tiny configs (CPU)"),
+            ("index", bench.IndexBenchSettings, _bench_index, "build time, queries/s and recall@10 of FAISS (flat, "
+             "HNSW) and Milvus Lite (FLAT, HNSW) on random unit vectors of the 2B model's embedding width")):
         parser = benches.add_parser(name, help=text)
         add_options(parser, settings)
         if name != "serve":
@@ -155,6 +157,15 @@ def _bench_memory(args) -> int:
     report = run_memory_bench(from_options(bench.MemoryBenchSettings, args), Path(args.output))
     print(format_memory(report))
     print(f"report: {args.output}/memory.json")
+    return 0
+
+
+def _bench_index(args) -> int:
+    from .bench.index import format_index, run_index_bench
+
+    report = run_index_bench(from_options(bench.IndexBenchSettings, args), Path(args.output))
+    print(format_index(report))
+    print(f"report: {args.output}/index.json")
     return 0
 
 

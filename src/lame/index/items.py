@@ -38,7 +38,7 @@ class CorpusItems:
 
     @classmethod
     def for_index(cls, index) -> "CorpusItems | None":
-        """The corpus of a :class:`~lame.index.VectorIndex`, or None when it records none."""
+        """The corpus of an index (:class:`~lame.index.SearchIndex`: FAISS or Milvus), or None when it records none."""
         path, size = index.manifest.get("corpus"), index.manifest.get("corpus_bytes")
         embeddings = index.manifest.get("embeddings")
         if path is None and embeddings and (Path(embeddings) / "manifest.json").is_file():

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
-import faiss
 import numpy as np
 
 from ..errors import InvalidInput
+from ..extras import require
+from .base import default_nlist  # noqa: F401  (the IVF rule both backends use)
+from .settings import KINDS
 
-KINDS = ("flat", "ivf", "hnsw")
-
-
-def default_nlist(count: int) -> int:
-    """About 4 sqrt(n) lists, with at least 39 training points per list (FAISS's own rule)."""
-    return max(1, min(int(4 * math.sqrt(max(count, 1))), count // 39))
+faiss = require("faiss", extra="index", feature="a FAISS index (lame index build --backend faiss, lame search)")
 
 
 def new_index(kind: str, dim: int, nlist: int = 1, m: int = 32, ef_construction: int = 80) -> faiss.Index:

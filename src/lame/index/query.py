@@ -8,7 +8,7 @@ from typing import Any
 
 from ..data.items import resolve_paths
 from ..errors import InvalidInput
-from .vector_index import VectorIndex
+from .base import SearchIndex
 
 
 def query_item(text: str | None = None, image: str | Path | None = None, json_item: str | None = None,
@@ -29,7 +29,7 @@ def query_item(text: str | None = None, image: str | Path | None = None, json_it
     return resolve_paths(item, base_dir or Path.cwd())
 
 
-def search(model, index: VectorIndex, items: list, k: int = 10, num_reason_tokens: int | None = None,
+def search(model, index: SearchIndex, items: list, k: int = 10, num_reason_tokens: int | None = None,
            dimensions: int | None = None) -> list[list[dict]]:
     """Embeds ``items`` as queries (any encoder: :func:`lame.modeling.roles.encode_as`) and returns, per
     item, its hits ``{"id", "score"}`` best first. Queries take the index's size (``dimensions``, when

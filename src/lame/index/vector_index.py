@@ -20,16 +20,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-import faiss
 import numpy as np
 
-from ..embed.shards import EmbeddingShards, atomic_write_json
+from ..embed.shards import atomic_write_json
 from ..errors import InvalidInput, MissingPath
+from ..extras import require
 from . import kinds
+from .base import check_model, normalized, query_dimensions
+from .location import FAISS_MANIFEST
+from .source import EmbeddingSource
 
-MANIFEST = "index.json"
+faiss = require("faiss", extra="index", feature="a FAISS index (lame index build --backend faiss, lame search)")
+
+MANIFEST = FAISS_MANIFEST
 FORMAT_VERSION = 1
 
 
@@ -88,7 +93,7 @@ class VectorIndex:
         embedded with (``num_reason_tokens`` for in-memory embeddings). The vectors' dimension is the
         size d they were embedded at.
         """
-        source = _Source.open(embeddings)
+        source = EmbeddingSource.open(embeddings)
         fingerprint = source.fingerprint or model_fingerprint
         if source.count == 0:
             raise InvalidInput("nothing to index: the embeddings hold no vectors")
@@ -120,7 +125,7 @@ class VectorIndex:
         for number, pieces in _cut(source, shard_size or source.count):
             shard = _Shard(faiss.clone_index(template), [])
             for vectors, ids in pieces:
-                shard.index.add(_normalized(vectors))
+                shard.index.add(normalized(vectors))
                 shard.ids += ids
             entry = {"index": f"index-{number:05d}.faiss", "ids": f"index-{number:05d}.ids.json",
                      "count": len(shard.ids)}
@@ -160,31 +165,12 @@ class VectorIndex:
         holds: a dimension it does not give (:attr:`lame.LaMEModel.dimension_choices`), or another model
         than the one recorded when it was built. Returns a note when the index records no model to
         compare with (older indexes, in-memory arrays)."""
-        sizes = getattr(model, "dimension_choices", [model.embedding_dim])
-        if self.dim not in sizes:
-            made = " or ".join(map(str, sizes))
-            raise InvalidInput(f"the index holds {self.dim}-dimensional vectors but the model makes {made}-dimensional "
-                               "embeddings: use the model that encoded the corpus, or rebuild the index with this one")
-        if self.model_fingerprint is None:
-            return ("the index does not record which model built it, so it cannot be checked against this one; "
-                    "rebuild it (lame encode, lame index build) to have it checked")
-        found = model.fingerprint()
-        if found != self.model_fingerprint:
-            built = f" ({self.model})" if self.model else ""
-            raise InvalidInput(f"the index was built from another model{built} than this one: model fingerprint "
-                               f"{self.model_fingerprint[:19]}... in the index, {found[:19]}... for this model; "
-                               "its neighbours would be wrong. Use the model that encoded the corpus, or re-encode "
-                               "the corpus with this model and rebuild the index")
-        return None
+        return check_model(self, model)
 
     def query_dimensions(self, dimensions: int | None = None) -> int:
         """The size queries are embedded at: the index's own; another ``dimensions`` is refused (a query
         with any of the model's numbers of reason tokens shares the documents' space, another size does not)."""
-        if dimensions is not None and dimensions != self.dim:
-            raise InvalidInput(f"dimensions={dimensions}: the index holds {self.dim}-dimensional vectors, so queries "
-                               f"are embedded at {self.dim} too; build an index from embeddings of size {dimensions} "
-                               "to search at that size")
-        return self.dim
+        return query_dimensions(self, dimensions)
 
     # ------------------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
@@ -196,7 +182,7 @@ class VectorIndex:
         """
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
-        queries = _normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        queries = normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
         nprobe = nprobe or self.manifest["nprobe"]
         ef_search = ef_search or self.manifest["ef_search"]
         all_scores, all_rows = [], []
@@ -217,73 +203,6 @@ class VectorIndex:
         return scores, ids
 
 
-def _normalized(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    faiss.normalize_L2(vectors)
-    return vectors
-
-
-class _Source:
-    """Embeddings to index: a ``lame encode`` folder, read one shard at a time, or arrays in memory."""
-
-    def __init__(self, shards: Iterable[tuple[np.ndarray, list]], counts: list[int], dim: int,
-                 model: str | None, name: str | None, fingerprint: str | None = None):
-        self._shards, self.counts, self.dim, self.model, self.name = shards, counts, dim, model, name
-        self.fingerprint = fingerprint
-        self.num_reason_tokens: int | None = None  # what `lame encode` embedded the documents with
-        self.count = sum(counts)
-        self.corpus: str | None = None  # the corpus JSONL `lame encode` read, and its size then
-        self.corpus_bytes: int | None = None
-
-    @classmethod
-    def open(cls, embeddings) -> "_Source":
-        if isinstance(embeddings, tuple):
-            vectors, ids = embeddings
-            vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or len(vectors) != len(ids):
-                raise InvalidInput(f"embeddings {vectors.shape} and {len(ids)} ids do not match")
-            return cls([(vectors, list(ids))], [len(ids)], vectors.shape[1], None, None)
-        store = EmbeddingShards(embeddings)
-        source = cls(store, store.counts, store.dim, store.model, str(Path(embeddings).resolve()),
-                     store.model_fingerprint)
-        source.corpus, source.corpus_bytes = store.manifest.get("input"), store.manifest.get("input_bytes")
-        source.num_reason_tokens = store.manifest.get("num_reason_tokens")
-        return source
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
-        return iter(self._shards)
-
-    def check_unique_ids(self) -> None:
-        """Refuses duplicate ids (a search hit must name one vector): ids compare as JSON values."""
-        first: dict[tuple[str, Any], int] = {}
-        duplicates: list[str] = []
-        count = row = 0
-        for _, ids in self:
-            for record_id in ids:
-                key = (type(record_id).__name__, record_id)
-                if key in first:
-                    count += 1
-                    if len(duplicates) < 3:
-                        duplicates.append(f"{record_id!r} at rows {first[key]} and {row}")
-                else:
-                    first[key] = row
-                row += 1
-        if count:
-            raise InvalidInput(f"the embeddings hold {count} duplicate id(s) ({'; '.join(duplicates)}); an index needs "
-                               "unique ids: remove the duplicates (`lame encode` keeps the first record of each id)")
-
-    def sample(self, size: int, seed: int) -> np.ndarray:
-        """A uniform random sample of ``size`` vectors, gathered shard by shard."""
-        size = min(size, self.count)
-        chosen = np.sort(np.random.default_rng(seed).choice(self.count, size, replace=False))
-        parts, start = [], 0
-        for (vectors, _), count in zip(self, self.counts):
-            local = chosen[(chosen >= start) & (chosen < start + count)] - start
-            parts.append(np.asarray(vectors[local], dtype=np.float32))
-            start += count
-        return _normalized(np.concatenate(parts))
-
-
 def _write_shard(shard: _Shard, directory: Path, entry: dict) -> None:
     tmp = directory / f".tmp-{entry['index']}-{os.getpid()}"
     faiss.write_index(shard.index, str(tmp))
@@ -291,7 +210,7 @@ def _write_shard(shard: _Shard, directory: Path, entry: dict) -> None:
     atomic_write_json(directory / entry["ids"], shard.ids)
 
 
-def _cut(source: _Source, shard_size: int) -> Iterator[tuple[int, Iterator[tuple[np.ndarray, list]]]]:
+def _cut(source: EmbeddingSource, shard_size: int) -> Iterator[tuple[int, Iterator[tuple[np.ndarray, list]]]]:
     """Re-cuts the source into index shards of ``shard_size`` vectors: ``(number, pieces)`` where
     the pieces (slices of the source's shards) must be consumed before the next shard is asked for."""
     stream = _slices(source, shard_size)
@@ -308,7 +227,7 @@ def _cut(source: _Source, shard_size: int) -> Iterator[tuple[int, Iterator[tuple
         number += 1
 
 
-def _slices(source: _Source, shard_size: int) -> Iterator[tuple[int, np.ndarray, list]]:
+def _slices(source: EmbeddingSource, shard_size: int) -> Iterator[tuple[int, np.ndarray, list]]:
     """``(index shard number, vectors, ids)`` slices of the source, in order."""
     position = 0
     for vectors, ids in source:

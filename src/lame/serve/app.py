@@ -16,8 +16,8 @@ from .state import ServerState, attach, lifespan
 
 def create_app(model, settings: ServeSettings | None = None, index=None, ui: bool = False, corpus=None) -> FastAPI:
     """A server for ``model`` (a :class:`~lame.LaMEModel`); ``index`` (a
-    :class:`~lame.index.VectorIndex`) enables ``/v1/search`` and must come from the same model
-    (:meth:`~lame.index.VectorIndex.check_model`). ``app.state.batcher`` counts batches.
+    :class:`~lame.index.SearchIndex`: FAISS or Milvus) enables ``/v1/search`` and must come from the same
+    model (its ``check_model``). ``app.state.batcher`` counts batches.
     ``/v1/decode`` and ``/v1/items`` come from :mod:`lame.serve.ui`; ``ui=True`` adds the search page at
     ``/``; ``corpus`` (a :class:`~lame.index.CorpusItems`) replaces the index's own corpus."""
     state = ServerState.create(model, settings or ServeSettings(), index, corpus)

@@ -15,7 +15,7 @@ from .state import StateDep
 
 async def require_index(state: StateDep) -> None:
     if state.index is None:
-        raise APIError(404, "no index is loaded: start the server with --index DIR", None, "no_index")
+        raise APIError(404, "no index is loaded: start the server with --index DIR or URI", None, "no_index")
 
 
 # in this order: a server without an index answers 404 before it asks for the key

@@ -16,11 +16,11 @@ from .settings import ServeSettings
 def load_app(model_dir: str | Path, settings: ServeSettings, index_dir: str | Path | None = None,
              device: str | None = None, ui: bool = False):
     """The app for a saved model folder (and an index folder); ``ui`` serves the search page at ``/``."""
-    from ..index import VectorIndex
+    from ..index import open_index
     from ..modeling import LaMEModel
 
     model = LaMEModel.from_pretrained(model_dir, device=device)
-    index = VectorIndex.load(index_dir) if index_dir else None
+    index = open_index(index_dir) if index_dir else None
     return create_app(model, settings, index, ui=ui)
 
 

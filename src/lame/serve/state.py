@@ -21,7 +21,7 @@ from .metrics import Metrics
 from .settings import ServeSettings, default_image_pixels
 
 if TYPE_CHECKING:
-    from ..index import VectorIndex
+    from ..index import SearchIndex
     from ..index.items import CorpusItems
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ class ServerState:
     images: ImageLoader
     budget: Budget  # the bytes held by requests in flight (--max-inflight-bytes)
     max_image_pixels: int
-    index: VectorIndex | None = None  # enables /v1/search
+    index: SearchIndex | None = None  # enables /v1/search
     corpus: CorpusItems | None = None  # what /v1/items reads; None: hits show ids only
     created: int = field(default_factory=lambda: int(time.time()))  # /v1/models' "created"
     search_lock: threading.Lock = field(default_factory=threading.Lock)  # search parameters live on FAISS objects
     decode_lock: threading.Lock = field(default_factory=threading.Lock)  # one decoder run at a time
 
     @classmethod
-    def create(cls, model, settings: ServeSettings, index: VectorIndex | None = None,
+    def create(cls, model, settings: ServeSettings, index: SearchIndex | None = None,
                corpus: CorpusItems | None = None) -> "ServerState":
         """Checks that ``index`` comes from ``model`` (refused before serving anything), then builds
         the engine, batcher, metrics, image loader and budget; ``corpus`` defaults to the index's own."""
@@ -76,7 +76,7 @@ class ServerState:
         self.images.close()
 
 
-def _index_corpus(index: VectorIndex) -> CorpusItems | None:
+def _index_corpus(index: SearchIndex) -> CorpusItems | None:
     from ..index.items import CorpusItems
 
     try:

@@ -245,6 +245,30 @@ class QualitySettings:
 
 
 @dataclass
+class IndexBenchSettings:
+    """`lame bench index`: FAISS (flat, HNSW) against Milvus Lite (FLAT, HNSW) on random unit vectors."""
+
+    vectors: int = field(default=100_000, metadata=option("random unit vectors indexed"))
+    shape: str = field(default="qwen2-vl-2b", metadata=_shape(
+        "the architecture whose embedding width the vectors have"))
+    dim: int | None = field(default=None, metadata=option("the vectors' width (default: --shape's hidden size)"))
+    queries: int = field(default=100, metadata=option("random unit queries, searched one at a time"))
+    k: int = field(default=10, metadata=option("hits per query; recall@k is against exact search"))
+    m: int = field(default=32, metadata=option("HNSW links per node"))
+    ef_construction: int = field(default=80, metadata=option("HNSW candidates kept while linking a node"))
+    ef_search: int = field(default=64, metadata=option("HNSW candidates searched (at least k)"))
+    batch_size: int = field(default=1000, metadata=option("Milvus: vectors per insert"))
+    threads: int | None = field(default=None, metadata=option(
+        "FAISS (OpenMP) and numpy (BLAS) threads (default: the libraries'; 1 on a busy shared CPU)"))
+    seed: int = 0
+    quick: bool = field(default=False, metadata=_quick())
+
+    def quick_version(self) -> "IndexBenchSettings":
+        return replace(self, vectors=min(self.vectors, 2000), dim=min(self.dim or 64, 64),
+                       queries=min(self.queries, 20), batch_size=min(self.batch_size, 500))
+
+
+@dataclass
 class ElasticSettings:
     """`lame bench elastic`: one elastic model (reason tokens and embedding size chosen at inference)
     against models trained at each fixed k, on tasks of the digits benchmark, over seeds. Every model
