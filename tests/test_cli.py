@@ -26,9 +26,10 @@ def test_a_bad_recipe_value_is_one_line_and_exit_2_before_anything_is_built(tmp_
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    import lame.training.build  # the lazy package loads it on first use; patch it before that
+    # the trainer binds build_model at its import: import it before patching, and patch it where it is used
+    import lame.training.trainer
 
-    monkeypatch.setattr(lame.training.build, "build_model", no_model)
+    monkeypatch.setattr(lame.training.trainer, "build_model", no_model)
     out = tmp_path / "out"
     assert main(["train", str(TINY_RECIPE), "--set", f"train.output_dir={out}", "--set", "train.save_every=0",
                  "--dry-run"]) == 2
