@@ -145,8 +145,9 @@ def test_the_backbone_reads_a_video_as_a_video(family, tmp_path):
     text = model.tokenizer.decode(features.input_ids)
     assert ("<0.2 seconds><|vision_start|>" in text) == (family == "qwen3_vl")  # Qwen3-VL writes the times
     emb = model.encode([item, "what happens?", item])
-    assert np.isfinite(emb).all()  # the same item twice in a batch embeds alike, another item otherwise
-    assert np.allclose(emb[0], emb[2], atol=FORWARD, rtol=0) and not np.allclose(emb[0], emb[1], atol=FORWARD, rtol=0)
+    assert np.isfinite(emb).all()
+    assert np.allclose(emb[0], emb[2], atol=FORWARD, rtol=0)  # the same item twice in one batch
+    assert not np.allclose(emb[0], emb[1], atol=FORWARD, rtol=0)  # another item
     # a video is more than its first frame and its frames' order matters
     reversed_frames = Video(list(reversed(load_video(folder, 4).frames)), [0.0, 0.5, 1.0, 1.5])
     assert not np.allclose(model.encode([{"video": reversed_frames, "text": "what happens?"}])[0], emb[0], atol=FORWARD,
