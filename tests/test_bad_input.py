@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers import noise
+from tolerances import FORWARD
 from lame.data.items import ItemError
 from lame.modeling.lame import SkippedItem
 from lame.modeling.tiny import build_tiny_model
@@ -168,9 +169,9 @@ def test_skip_gives_nan_rows_and_matches_good_items_alone(model, mixed_batch):
     assert out.dtype == np.float32
     assert np.isnan(out[bad]).all()
     assert np.isfinite(out[good]).all()
-    np.testing.assert_allclose(out[good], reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out[good], reference, atol=FORWARD, rtol=0)
     # the rows are really different items, not one row repeated
-    assert not np.allclose(out[good[0]], out[good[1]], atol=1e-3)
+    assert not np.allclose(out[good[0]], out[good[1]], atol=FORWARD, rtol=0)
 
 
 def test_skip_warns_naming_each_skipped_item(model, mixed_batch):

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from tolerances import FORWARD
 
 from lame.cli import main
 from lame_testbed.bench.speed import SpeedSettings, methods
@@ -37,7 +38,7 @@ def test_bench_encode_quick_writes_both_loops(tmp_path, capsys):
     assert main(["bench", "encode", "--quick", "--items", "40", "--device", "cpu", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "encode.json").read_text())
     assert set(report["rows"]) == {"naive", "encode"}
-    assert report["allclose"] and report["max_abs_difference"] < 1e-5
+    assert report["allclose"] and report["max_abs_difference"] <= FORWARD  # the same items in other batches
     assert report["settings"]["items"] == 40 and sum(report["items"].values()) == 40
     assert all(v > 0 for v in report["items"].values())  # text, single-image and multi-image items
     assert report["speedup"] > 0 and "speed-up" in capsys.readouterr().out

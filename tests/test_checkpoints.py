@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import noise
 from published import LAYOUTS, QWEN25_TEXT_TEMPLATE, SYSTEM_PROMPT, write_published_checkpoint
+from tolerances import FORWARD, scaled
 
 from lame import LaMEConfig, LaMEModel, build_tiny_model
 from lame.data.items import ItemError, to_item
@@ -46,7 +47,7 @@ def test_a_published_folder_embeds_with_the_processors_multimodal_template(publi
     model.save_pretrained(folder.parent / f"{family}-lame")
     again = LaMEModel.from_pretrained(folder.parent / f"{family}-lame")
     assert again.tokenizer.chat_template == model.tokenizer.chat_template
-    np.testing.assert_allclose(again.encode(ITEMS), emb, atol=1e-5)
+    np.testing.assert_allclose(again.encode(ITEMS), emb, atol=FORWARD, rtol=0)
 
 
 def test_a_template_that_fails_is_each_items_own_error(tmp_path):
@@ -70,7 +71,7 @@ def test_an_interleaved_item_is_a_list_inside_the_list():
     assert model.encode(["caption", image]).shape == (2, 64)
     one = model.encode([["caption", image]])
     assert one.shape == (1, 64)
-    np.testing.assert_allclose(model.encode([{"parts": ["caption", {"image": image}]}]), one, atol=1e-6)
+    np.testing.assert_array_equal(model.encode([{"parts": ["caption", {"image": image}]}]), one)  # the same item
     with pytest.raises(ItemError, match=r"interleaved item is a list inside the list of items"):
         model.encode([["caption", [image]]])
 
@@ -103,8 +104,9 @@ def test_the_forward_is_the_upstream_forward(family, k):
         for row, f in enumerate(features):
             expected = upstream_hidden(model, f)
             alone = model(model.collate([f])).hidden_states[0]
-            torch.testing.assert_close(alone, expected, atol=1e-6, rtol=1e-5)
-            torch.testing.assert_close(together[row, -len(f):], expected, atol=1e-6, rtol=1e-5)
+            bound = scaled(FORWARD, expected)  # the same model run by other code, alone or in a padded batch
+            torch.testing.assert_close(alone, expected, atol=bound, rtol=0)
+            torch.testing.assert_close(together[row, -len(f):], expected, atol=bound, rtol=0)
 
 
 def test_a_full_hd_photo_is_sized_to_the_budget_not_refused(tmp_path):
@@ -121,7 +123,8 @@ def test_a_full_hd_photo_is_sized_to_the_budget_not_refused(tmp_path):
     features = model.featurizer(item)
     assert 1900 < len(features) <= 2048
     t, h, w = features.image_grid_thw[0].tolist()
-    assert abs(w / h - 1920 / 1080) < 0.05  # the aspect ratio is kept
+    # the aspect ratio is kept, up to each side landing on a multiple of 2 patches (at most 2 patches off)
+    assert abs(w / h - 1920 / 1080) <= 2 * (1 + 1920 / 1080) / h
     (batched,) = model.featurizer.many([item])
     assert torch.equal(batched.input_ids, features.input_ids)
     assert model.featurizer.length(item) == len(features)

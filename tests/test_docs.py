@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tolerances import SCORE
 
 from lame.cli import main
 
@@ -77,7 +78,7 @@ def test_training_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "Benchmark `" in card and "after step 6" in card and "= circle" in card
     assert "<!-- lame-eval:bench start -->" in card  # `lame eval` added its block to the same card
     scores = json.loads((model / "scores-bench.json").read_text())  # written by `lame eval`
-    assert scores["overall"] == pytest.approx(evals[-1]["eval/overall"], abs=1e-6)
+    assert scores["overall"] == pytest.approx(evals[-1]["eval/overall"], abs=SCORE)
     assert set(scores["tasks"]["shapes"]["groups"]) == {"circle", "square"}
     assert json.loads((model / "scores-bench-step-000006.json").read_text())["step"] == 6
     assert (run_dir / "recipe.yaml").is_file()

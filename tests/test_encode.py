@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tolerances import FORWARD
 
 from lame.data.items import ItemError
 from lame_testbed.bench.encode import mixed_items, naive_encode
@@ -23,7 +24,7 @@ def model():
 
 def test_encode_equals_naive_loop(model):
     items = mixed_items(20, seed=1)
-    np.testing.assert_allclose(model.encode(items, batch_size=4), naive_encode(model, items, 4), atol=1e-5)
+    np.testing.assert_allclose(model.encode(items, batch_size=4), naive_encode(model, items, 4), atol=FORWARD, rtol=0)
 
 
 def test_overlapped_windows_keep_order_and_skip_semantics(model):
@@ -38,7 +39,7 @@ def test_overlapped_windows_keep_order_and_skip_semantics(model):
     assert [s.index for s in skipped] == sorted(bad)
     assert np.isnan(emb[sorted(bad)]).all() and not np.isnan(np.delete(emb, sorted(bad), axis=0)).any()
     probe = [0, 63, 64, 128, 148]
-    np.testing.assert_allclose(emb[probe], model.encode([items[i] for i in probe]), atol=1e-5)
+    np.testing.assert_allclose(emb[probe], model.encode([items[i] for i in probe]), atol=FORWARD, rtol=0)
     with pytest.raises(ItemError, match=r"^item 70:"):
         model.encode(items, batch_size=2)
 
@@ -94,4 +95,5 @@ def test_device_cuda_gives_the_cpu_embeddings():
     expected = model.encode(ITEMS)
     on_gpu = model.encode(ITEMS, device="cuda")
     assert model.device.type == "cuda"
-    np.testing.assert_allclose(on_gpu, expected, atol=1e-4)
+    # other float32 kernels, no TF32 (torch's default for matmuls; text items, no convolution): rounding only
+    np.testing.assert_allclose(on_gpu, expected, atol=FORWARD, rtol=0)

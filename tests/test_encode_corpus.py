@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import HANG_GUARD_S, build_tiny_baseline, free_port, noise, subprocess_env
+from tolerances import FORWARD
 
 from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
@@ -74,7 +75,7 @@ def test_embeddings_equal_model_encode(corpus, reference):
     expected = model.encode([f"document number {i} about digits" for i in range(8)]
                             + [{"image": images / f"{i}.png", "text": f"picture {i}"} for i in range(3)]
                             + [["interleaved", {"image": images / "0.png"}, "parts"]])
-    np.testing.assert_allclose(read_output(reference[0])[0], expected, atol=1e-5)
+    np.testing.assert_allclose(read_output(reference[0])[0], expected, atol=FORWARD, rtol=0)  # other batches
 
 
 def test_resume_after_a_stop_gives_the_same_output(corpus, reference, tmp_path):
@@ -164,7 +165,7 @@ def test_two_processes_match_one_process(corpus, reference, tmp_path):
     embeddings, ids = read_output(out)
     ref_embeddings, ref_ids = read_output(reference[0])
     assert ids == ref_ids and len(set(map(str, ids))) == len(ids)  # none lost, none duplicated
-    np.testing.assert_allclose(embeddings, ref_embeddings, atol=1e-5)
+    np.testing.assert_allclose(embeddings, ref_embeddings, atol=FORWARD, rtol=0)
     assert (out / "skipped.jsonl").read_text() == (reference[0] / "skipped.jsonl").read_text()
 
     assert logs[0]["refused"] == logs[1]["refused"] == 2  # the CLI's exit status for a user error, on both
@@ -205,7 +206,7 @@ def test_duplicate_ids_keep_the_first_record_and_are_reported(saved_tiny_model, 
     assert ids == ["a", "b", 1, "1", "c"]  # 1 and "1" are different JSON values
     model = LaMEModel.from_pretrained(saved_tiny_model)
     np.testing.assert_allclose(embeddings, model.encode(["first a", "first b", "the integer one", "the string one", "c"]),
-                               atol=1e-5)
+                               atol=FORWARD, rtol=0)
     report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(r["id"], r["line"]) for r in report] == [("a", 3), ("b", 7), (1, 8)]
     assert report[0]["reason"] == "duplicate id 'a': line 1 has it already (the first record with an id is kept)"
@@ -220,7 +221,7 @@ def test_a_corpus_is_embedded_as_documents(tmp_path):
     encode_corpus(tmp_path / "cot", tmp_path / "corpus.jsonl", tmp_path / "out", show_progress=False)
     saved = LaMEModel.from_pretrained(tmp_path / "cot")
     embeddings = read_output(tmp_path / "out")[0]
-    np.testing.assert_allclose(embeddings, saved.encode(texts, role="document"), atol=1e-5)
+    np.testing.assert_allclose(embeddings, saved.encode(texts, role="document"), atol=FORWARD, rtol=0)
     assert np.abs(embeddings - saved.encode(texts, role="query")).max() > 1e-3
 
 
@@ -247,7 +248,7 @@ def test_beir_and_plain_lines_are_read_as_items(saved_tiny_model, tmp_path):
              {"image": tmp_path / "page.png"}, {"text": "a caption", "image": tmp_path / "page.png"},
              {"text": "the project's own line"}]
     model = LaMEModel.from_pretrained(saved_tiny_model)
-    np.testing.assert_allclose(embeddings, model.encode(items, role="document"), atol=1e-5)
+    np.testing.assert_allclose(embeddings, model.encode(items, role="document"), atol=FORWARD, rtol=0)
 
     from lame.index.items import CorpusItems  # a search hit shows the same item
 

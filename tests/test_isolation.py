@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from helpers import noise
+from tolerances import FORWARD
 from lame.data.featurize import Features
 from lame.data.items import ItemError
 from lame.modeling.tiny import build_tiny_model
@@ -120,7 +121,7 @@ def test_fuzz_batches_keep_good_items_exact_and_name_bad_ones(model, solo):
         for i, item in enumerate(items):
             if i in good:
                 assert i not in reasons, f"good item {i} skipped: {reasons.get(i)}"
-                np.testing.assert_allclose(embeddings[i], solo[good[i]], atol=1e-5)
+                np.testing.assert_allclose(embeddings[i], solo[good[i]], atol=FORWARD, rtol=0)
                 continue
             expected = alone(model, item)
             if isinstance(expected, ItemError):
@@ -129,7 +130,7 @@ def test_fuzz_batches_keep_good_items_exact_and_name_bad_ones(model, solo):
                 seen_errors.add(expected.reason.split(" (")[0].split(":")[0])
             else:
                 assert i not in reasons, f"item {i} embeds alone but was skipped in a batch: {reasons[i]}"
-                np.testing.assert_allclose(embeddings[i], expected, atol=1e-5)
+                np.testing.assert_allclose(embeddings[i], expected, atol=FORWARD, rtol=0)
     # the generator reached the kinds of failure it was written for
     assert {"text is not valid Unicode", "empty item", "image could not be processed"} <= seen_errors
     assert any(e.startswith("too long") for e in seen_errors)
@@ -164,7 +165,7 @@ def test_a_bad_item_is_skipped_with_its_reason(model, solo, bad, words):
         warnings.simplefilter("ignore")
         embeddings, skipped = model.encode(items, on_error="skip", return_skipped=True)
     assert [s.index for s in skipped] == [1] and words in skipped[0].reason
-    np.testing.assert_allclose(embeddings[[0, 2]], np.stack([solo[0], solo[4]]), atol=1e-5)
+    np.testing.assert_allclose(embeddings[[0, 2]], np.stack([solo[0], solo[4]]), atol=FORWARD, rtol=0)
     with pytest.raises(ItemError, match="item 1: "):
         model.encode(items)
 
@@ -199,7 +200,7 @@ def test_engine_rejects_only_the_bad_items(model, solo):
     result = Engine(model, max_batch_size=4)(items)
     assert set(result.rejected) == {1, 3}
     assert "lone surrogate" in result.rejected[1] and "empty" in result.rejected[3]
-    np.testing.assert_allclose(result.embeddings[[0, 4]], np.stack([solo[0], solo[4]]), atol=1e-5)
+    np.testing.assert_allclose(result.embeddings[[0, 4]], np.stack([solo[0], solo[4]]), atol=FORWARD, rtol=0)
     assert result.tokens[1] == result.tokens[3] == 0 and result.tokens[0] > 0 and result.tokens[2] > 0
 
 
@@ -252,8 +253,8 @@ def test_server_answers_the_bad_request_400_and_its_batch_mates_200(model, solo)
     assert [r.status_code for r in responses] == [200, 400, 200, 200]
     error = responses[1].json()["error"]
     assert error["code"] == "invalid_item" and "input 1" in error["message"] and "lone surrogate" in error["message"]
-    np.testing.assert_allclose(responses[0].json()["data"][0]["embedding"], solo[0], atol=1e-5)
-    np.testing.assert_allclose(responses[2].json()["data"][0]["embedding"], solo[4], atol=1e-5)
+    np.testing.assert_allclose(responses[0].json()["data"][0]["embedding"], solo[0], atol=FORWARD, rtol=0)
+    np.testing.assert_allclose(responses[2].json()["data"][0]["embedding"], solo[4], atol=FORWARD, rtol=0)
 
 
 # ------------------------------------------------------------------------------------- lame encode

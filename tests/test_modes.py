@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import HANG_GUARD_S, build_tiny_baseline, noise
+from tolerances import FORWARD
 
 from lame import build_tiny_model
 from lame.modeling import baselines
@@ -31,8 +32,8 @@ MODELS = {
 ITEMS = ["a text query", noise((40, 40), 0, high=255),
          {"text": "find this digit", "image": noise((32, 32), 1, high=255), "instruction": "Retrieve it."}]
 # The same items in another batch (other neighbours, other padding): positions are padding-aware, so
-# only float32 rounding differs (the tests of batch independence use the same bound).
-BATCH_TOLERANCE = 1e-5
+# only float32 rounding differs (tolerances.FORWARD, the bound of the tests of batch independence).
+BATCH_TOLERANCE = FORWARD
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

@@ -17,6 +17,7 @@ import openai
 import pytest
 from helpers import noise
 from PIL import Image
+from tolerances import FORWARD, UNIT_NORM, float32_sum
 
 from lame import build_tiny_model
 from lame.index import VectorIndex
@@ -68,12 +69,12 @@ def test_openai_client_text_matches_model_encode(client, model):
             got = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in response.data])
         else:
             got = np.array([d.embedding for d in response.data], dtype=np.float32)
-        np.testing.assert_allclose(got, model.encode(texts), atol=1e-5)
+        np.testing.assert_allclose(got, model.encode(texts), atol=FORWARD, rtol=0)
         assert [d.index for d in response.data] == [0, 1, 2] and response.model == "tiny-lame"
     tokens = sum(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     assert response.usage.prompt_tokens == response.usage.total_tokens == tokens > 0
     single = client.embeddings.create(model="tiny-lame", input="zero", encoding_format="float")
-    np.testing.assert_allclose(single.data[0].embedding, model.encode("zero"), atol=1e-5)
+    np.testing.assert_allclose(single.data[0].embedding, model.encode("zero"), atol=FORWARD, rtol=0)
 
 
 def test_openai_client_image_data_uri_matches_model_encode(client, model):
@@ -81,22 +82,24 @@ def test_openai_client_image_data_uri_matches_model_encode(client, model):
     response = client.embeddings.create(model="tiny-lame", input=openai.omit,
                                         extra_body={"messages": image_message(data_uri(data), "find this digit")})
     expected = model.encode({"parts": ["find this digit", Image.open(io.BytesIO(data))]})
-    np.testing.assert_allclose(response.data[0].embedding, expected, atol=1e-5)
+    np.testing.assert_allclose(response.data[0].embedding, expected, atol=FORWARD, rtol=0)
     assert response.usage.prompt_tokens > len(model.tokenizer("find this digit")["input_ids"])  # image tokens count
     # The system message is the item's instruction.
     messages = [{"role": "system", "content": "Retrieve the digit."}, *image_message(data_uri(data), None)]
     response = client.embeddings.create(model="tiny-lame", input=openai.omit, extra_body={"messages": messages})
     expected = model.encode({"image": Image.open(io.BytesIO(data)), "instruction": "Retrieve the digit."})
-    np.testing.assert_allclose(response.data[0].embedding, expected, atol=1e-5)
+    np.testing.assert_allclose(response.data[0].embedding, expected, atol=FORWARD, rtol=0)
 
 
 def test_dimensions_truncate_then_renormalise(client, model, server):
     response = client.embeddings.create(model="tiny-lame", input=["seven"], dimensions=16, encoding_format="float")
     full = model.encode(["seven"])[0][:16]
-    np.testing.assert_allclose(response.data[0].embedding, full / np.linalg.norm(full), atol=1e-5)
+    # the served embedding's rounding, magnified by renormalising its first 16 entries, and that normalisation
+    bound = FORWARD / np.linalg.norm(full) + float32_sum(2 * 16 + 2)
+    np.testing.assert_allclose(response.data[0].embedding, full / np.linalg.norm(full), atol=bound, rtol=0)
     raw = httpx.post(server.url + "/v1/embeddings", json={"input": "seven", "encoding_format": "base64"}).json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
-    np.testing.assert_allclose(decoded, model.encode("seven"), atol=1e-6)
+    np.testing.assert_allclose(decoded, model.encode("seven"), atol=FORWARD, rtol=0)
     assert raw["model"] == "tiny-lame"  # the served name when the request names none
 
 
@@ -114,7 +117,7 @@ def test_200_concurrent_requests_are_batched(server, model):
     responses = asyncio.run(fire())
     assert [r.status_code for r in responses] == [200] * 200
     got = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
-    np.testing.assert_allclose(got, model.encode(texts, batch_size=64), atol=1e-5)
+    np.testing.assert_allclose(got, model.encode(texts, batch_size=64), atol=FORWARD, rtol=0)
     assert batcher.items - items == 200
     assert batcher.batches - batches < 200  # merged: fewer model calls than requests
 
@@ -125,7 +128,8 @@ def test_search_endpoint(server):
     data = response.json()["data"]
     assert [row["hits"][0]["id"] for row in data] == ["doc0", "doc1", "doc2", "doc3"]
     assert all(len(row["hits"]) == 3 for row in data)
-    assert data[0]["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    # the served query against the indexed document, both unit: 1 - |q - d|^2 / 2, so rounding is second order
+    assert data[0]["hits"][0]["score"] == pytest.approx(1.0, abs=UNIT_NORM)
     bad = httpx.post(server.url + "/v1/search", json={"input": "x", "k": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "k"
 
@@ -287,7 +291,7 @@ def test_request_data_never_opens_a_local_file(strict, model, tmp_path, monkeypa
     # Paths sent as text are text: embedded as the string, not read.
     for body in ({"input": str(path)}, {"messages": [{"role": "user", "content": str(path)}]}):
         response = httpx.post(strict.url + "/v1/embeddings", headers=AUTH, json={**body, "encoding_format": "float"})
-        np.testing.assert_allclose(response.json()["data"][0]["embedding"], model.encode(str(path)), atol=1e-5)
+        np.testing.assert_allclose(response.json()["data"][0]["embedding"], model.encode(str(path)), atol=FORWARD, rtol=0)
     assert not [fp for fp in opened if not isinstance(fp, io.BytesIO)]
 
 
@@ -316,7 +320,7 @@ def test_allow_listed_image_host_is_fetched(model):
                                        "encoding_format": "float"})
             assert ok.status_code == 200, ok.text
             expected = model.encode({"parts": ["a picture", Image.open(io.BytesIO(image))]})
-            np.testing.assert_allclose(ok.json()["data"][0]["embedding"], expected, atol=1e-5)
+            np.testing.assert_allclose(ok.json()["data"][0]["embedding"], expected, atol=FORWARD, rtol=0)
             other = httpx.post(url, json={"messages": image_message(f"http://localhost:{port}/d.png")})
             assert other.status_code == 400 and "'localhost' is not allowed" in other.json()["error"]["message"]
     finally:
@@ -428,7 +432,7 @@ def test_a_large_image_is_shrunk_to_what_the_model_reads(server, model, monkeypa
     monkeypatch.undo()
     assert sizes == [target]
     expected = model.encode({"parts": ["a picture", picture]})
-    np.testing.assert_allclose(response.json()["data"][0]["embedding"], expected, atol=1e-5)
+    np.testing.assert_allclose(response.json()["data"][0]["embedding"], expected, atol=FORWARD, rtol=0)
     assert response.json()["usage"]["prompt_tokens"] == len(model.tokenizer("a picture")["input_ids"]) + \
         model.image_processor.get_number_of_image_patches(120, 150) // model.image_processor.merge_size ** 2
 
@@ -577,8 +581,8 @@ def test_truncate_prompt_tokens(server, model):
     expected = model.encode(text[: ids["offset_mapping"][4][1]])
     body = {"input": [text, "two"], "truncate_prompt_tokens": 5, "encoding_format": "float"}
     response = httpx.post(server.url + "/v1/embeddings", json=body).json()
-    np.testing.assert_allclose(response["data"][0]["embedding"], expected, atol=1e-5)
-    np.testing.assert_allclose(response["data"][1]["embedding"], model.encode("two"), atol=1e-5)  # short: unchanged
+    np.testing.assert_allclose(response["data"][0]["embedding"], expected, atol=FORWARD, rtol=0)
+    np.testing.assert_allclose(response["data"][1]["embedding"], model.encode("two"), atol=FORWARD, rtol=0)  # short: unchanged
     assert response["usage"]["prompt_tokens"] == 5 + len(model.tokenizer("two", add_special_tokens=False)["input_ids"])
     long = "seven " * 3000  # longer than the model's max_length
     refused = httpx.post(server.url + "/v1/embeddings", json={"input": long})
@@ -624,7 +628,7 @@ def test_several_conversations_in_one_request(client, server, model):
     alone = [client.embeddings.create(model="tiny-lame", input=openai.omit, encoding_format="float",
                                       extra_body={"messages": m}).data[0].embedding for m in (first, second)]
     assert [d.index for d in both.data] == [0, 1]
-    np.testing.assert_allclose([d.embedding for d in both.data], alone, atol=1e-5)
+    np.testing.assert_allclose([d.embedding for d in both.data], alone, atol=FORWARD, rtol=0)
     bad = httpx.post(server.url + "/v1/embeddings", json={"messages": [first, [{"role": "user", "content": 5}]]})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages[1][0].content"
 
