@@ -17,8 +17,6 @@ elastic model and for the fixed ones. The summary, targets, table and plot: :mod
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -28,6 +26,7 @@ import numpy as np
 
 from lame.errors import InvalidInput
 
+from .jobs import run_jobs
 from .settings import ElasticSettings
 
 ELASTIC = "elastic"
@@ -278,33 +277,11 @@ def _plain(value):
 
 
 def _run_jobs(output: Path, todo: list[tuple[str, int]], settings: ElasticSettings, data_dir: Path) -> None:
-    threads = str(settings.threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-    running: list[tuple[subprocess.Popen, str]] = []
-    failed = []
-    for name, seed in todo:
-        while len(running) >= settings.jobs:
-            running = _reap(running, failed)
-        label = f"{name}-seed{seed}"
-        command = [sys.executable, "-m", "lame_testbed.bench.elastic", str(output), name, str(seed), str(data_dir)]
-        log = open(output / f"{label}.log", "w")
-        running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), label))
-    while running:
-        running = _reap(running, failed)
+    commands = [(f"{name}-seed{seed}", [sys.executable, "-m", "lame_testbed.bench.elastic", str(output), name,
+                                        str(seed), str(data_dir)]) for name, seed in todo]
+    failed = run_jobs(commands, output, settings.jobs, settings.threads)
     if failed:
         raise RuntimeError(f"elastic bench job(s) failed: {', '.join(failed)}; see {output}/<job>.log")
-
-
-def _reap(running, failed: list[str]):
-    time.sleep(0.5)
-    still = []
-    for process, label in running:
-        code = process.poll()
-        if code is None:
-            still.append((process, label))
-        elif code != 0:
-            failed.append(f"{label} (exit code {code})")
-    return still
 
 
 if __name__ == "__main__":  # one job: python -m lame_testbed.bench.elastic OUTPUT NAME SEED DATA_DIR

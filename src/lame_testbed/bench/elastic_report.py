@@ -210,13 +210,8 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     s = report["summary"]
     ks = [int(k) for k in s["per_k"]]
     fig, (by_k, grid, by_d) = plt.subplots(1, 3, figsize=(15, 4.3))
-    for label, key, marker in (("one elastic model", "elastic", "o"), ("a model per fixed k", "fixed", "s"),
-                               ("elastic, no Matryoshka sizes (ablation)", "elastic_no_matryoshka", "^")):
-        if key not in s["per_k"][str(ks[0])]:
-            continue
-        rows = [s["per_k"][str(k)][key].get(KEY) for k in ks]
-        by_k.errorbar(ks, [r["mean"] if r else np.nan for r in rows], yerr=[r["std"] if r else 0 for r in rows],
-                      marker=marker, capsize=3, label=label)
+    _errorbars(by_k, ks, s["per_k"], (("one elastic model", "elastic", "o"), ("a model per fixed k", "fixed", "s"),
+                                      ("elastic, no Matryoshka sizes (ablation)", "elastic_no_matryoshka", "^")))
     by_k.set_xscale("symlog", linthresh=1)
     by_k.set_xticks(ks, [str(k) for k in ks])
     by_k.set_xlabel("reason tokens k (queries and documents)")
@@ -244,14 +239,9 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     grid.set_title("Elastic model: query k x document k")
     fig.colorbar(image, ax=grid, fraction=0.046)
     dims = [int(d) for d in s["sizes"]]
-    for label, key, marker in (("elastic (Matryoshka)", "matryoshka", "o"),
-                               (f"fixed k={s['top_k']}, plain truncation", "truncated", "s"),
-                               (f"fixed k={s['top_k']} with Matryoshka (ablation)", "matryoshka_fixed", "^")):
-        if key not in s["sizes"][str(dims[0])]:
-            continue
-        rows = [s["sizes"][str(d)][key].get(KEY) for d in dims]
-        by_d.errorbar(dims, [r["mean"] if r else np.nan for r in rows], yerr=[r["std"] if r else 0 for r in rows],
-                      marker=marker, capsize=3, label=label)
+    _errorbars(by_d, dims, s["sizes"], (("elastic (Matryoshka)", "matryoshka", "o"),
+                                        (f"fixed k={s['top_k']}, plain truncation", "truncated", "s"),
+                                        (f"fixed k={s['top_k']} with Matryoshka (ablation)", "matryoshka_fixed", "^")))
     by_d.set_xscale("log", base=2)
     by_d.set_xticks(dims, [str(d) for d in dims])
     by_d.set_xlabel(f"embedding size d (k = {s['top_k']})")
@@ -264,3 +254,14 @@ def plot_elastic(report: dict, png: Path) -> list[Path | None]:
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return [png]
+
+
+def _errorbars(ax, xs: list[int], table: dict, series: tuple) -> None:
+    """One line with mean ± std error bars per ``(label, key, marker)`` of ``series`` that ``table`` (x as
+    text -> key -> {KEY: stats}) holds; an x without the key is left as a gap."""
+    for label, key, marker in series:
+        if key not in table[str(xs[0])]:
+            continue
+        rows = [table[str(x)][key].get(KEY) for x in xs]
+        ax.errorbar(xs, [r["mean"] if r else np.nan for r in rows], yerr=[r["std"] if r else 0 for r in rows],
+                    marker=marker, capsize=3, label=label)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from lame.errors import InvalidInput
 from lame_testbed.families import FAMILIES
 from lame_testbed.quickstart.settings import METHODS, QuickstartSettings
 
+from .jobs import run_jobs
 from .timing import ms_per_query
 
 ALL = "all"
@@ -99,31 +98,13 @@ def _check_finished_runs(output: Path, grid: list[tuple], base: QuickstartSettin
 
 
 def _run_jobs(output: Path, todo: list[tuple], jobs: int) -> None:
-    threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    running: list[tuple[subprocess.Popen, str]] = []
-    for method, seed, pairs in todo:
-        while len(running) >= jobs:
-            running = _reap(running)
-        name = run_name(method, seed, pairs)
-        command = [sys.executable, "-m", "lame_testbed.bench.quality", str(output), method, str(seed),
-                   str(pairs or ALL)]
-        log = open(output / f"{name}.log", "w")
-        running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), name))
-    while running:
-        running = _reap(running)
-
-
-def _reap(running):
-    time.sleep(0.5)
-    still = []
-    for process, label in running:
-        code = process.poll()
-        if code is None:
-            still.append((process, label))
-        elif code != 0:
-            print(f"quality job {label} failed with exit code {code}; see its .log", file=sys.stderr)
-    return still
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    commands = [(run_name(method, seed, pairs), [sys.executable, "-m", "lame_testbed.bench.quality", str(output),
+                                                 method, str(seed), str(pairs or ALL)])
+                for method, seed, pairs in todo]
+    for failure in run_jobs(commands, output, jobs, threads):
+        # the report is written from the runs that finished; a failed one can be run again later
+        print(f"quality job {failure} failed; see its .log", file=sys.stderr)
 
 
 def _model_dir(runs: list[dict], method: str, seed: int) -> str | None:
