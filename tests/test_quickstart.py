@@ -167,6 +167,26 @@ def test_summary_and_targets_from_runs():
     assert not single["lame_ahead_of_discriminative_by_5_points_on_the_families"]["met"]
 
 
+def test_markdown_tables_show_both_paired_gaps_decoded_accuracy_speed_ratios_and_the_sweep():
+    from lame_testbed.bench.quality_report import markdown_tables
+
+    runs = [*(_run("discriminative", s, f) for s, f in enumerate((0.70, 0.74, 0.72))),
+            *(_run("discriminative-matched", s, f) for s, f in enumerate((0.78, 0.80, 0.76))),
+            *(_run("lame", s, f, decoded=0.9) for s, f in enumerate((0.79, 0.81, 0.79))),
+            *(_run(m, s, 0.5, pairs=500) for m in ("discriminative-matched", "lame") for s in range(3))]
+    report = {"summary": summarize([r for r in runs if r["pairs"] is None]), "runs": runs,
+              "sweep": summarize_sweep([r for r in runs if r["method"] != "discriminative"]),
+              "timing": {"batch1": {"discriminative": {"median": 2.0}, "lame": {"median": 2.5}},
+                         "batch32": {"discriminative": {"median": 1.0}, "lame": {"median": 1.5}}}}
+    tables = markdown_tables(report)
+    lame = next(line for line in tables.splitlines() if line.startswith(f"| {METHODS['lame'].label}"))
+    # per-seed gaps: to discriminative 9, 7, 7 points; to the matched control 1, 1, 3
+    assert "| +7.7 ± 1.2 | +1.7 ± 1.2 |" in lame and "**0.797 ± 0.012**" in lame
+    speed = [line for line in tables.splitlines() if line.startswith(f"| {METHODS['lame'].label}")][1]
+    assert "0.900 ± 0.000" in speed and "2.50 (1.25x)" in speed and "1.50 (1.50x)" in speed
+    assert "| 500 pairs | all pairs |" in tables and "| 0.500 ± 0.000 |" in tables
+
+
 # ------------------------------------------------------------------ the shipped reference VLM
 def test_the_shipped_reference_vlm_is_intact_and_small():
     from lame_testbed.digit_vlm import REFERENCE_DIR, reference_backbone

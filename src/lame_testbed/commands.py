@@ -79,7 +79,8 @@ def _add_quality(benches) -> None:
 
 
 def _bench_quality(args) -> int:
-    from .bench.quality import format_quality, run_quality
+    from .bench.quality import run_quality
+    from .bench.quality_report import format_quality
     from .quickstart.settings import PEERS, QuickstartSettings
 
     settings = from_options(bench.QualitySettings, args)

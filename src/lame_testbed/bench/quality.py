@@ -77,6 +77,9 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
               "sweep": summarize_sweep([r for r in runs if r["method"] in sweep_methods], split)}
     report["targets"] = check_targets(report)
     (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    from .quality_report import markdown_tables
+
+    (output / "quality.md").write_text(markdown_tables(report))
     from .quality_plots import plot_quality
 
     report["plots"] = [str(p) for p in plot_quality(report, output) if p]
@@ -196,10 +199,6 @@ def _ahead(gap: dict | None, margin: float) -> bool:
     return bool(gap and gap["n"] >= 2 and gap["mean"] >= margin and gap["mean"] > 2 * gap["std"])
 
 
-QUALITY_COLUMNS = (("L0", "hit@1/level0"), ("L1-3", "hit@1/reasoning"),
-                   *((name, f"hit@1/{name}") for name in FAMILY_NAMES), ("families", "hit@1/families"))
-
-
 def paired_gaps(runs: list[dict], method: str, control: str, key: str, split: str = "test",
                 pairs: int | None = None) -> dict | None:
     """Per-seed differences ``method - control`` of ``key`` (runs on ``pairs`` training pairs, None: all;
@@ -211,38 +210,6 @@ def paired_gaps(runs: list[dict], method: str, control: str, key: str, split: st
     mine, theirs = by_seed(method), by_seed(control)
     differences = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
     return _stats(differences) if differences else None
-
-
-def format_quality(report: dict) -> str:
-    summary, ms = report["summary"], ms_per_query(report["timing"])
-    split = report.get("split", "test")
-    lines = [f"{'method':<26}" + "".join(f"{label:>14}" for label, _ in QUALITY_COLUMNS)
-             + f"{'decoded fam.':>14}{'ms/q b1':>9}{'b32':>7}"]
-    for name, row in summary.items():
-        cells = "".join(f"{row[k]['mean']:>8.3f}±{row[k]['std']:.3f}" if k in row else f"{'-':>14}"
-                        for _, k in QUALITY_COLUMNS)
-        decoded = [row[f"decoded/{f}"]["mean"] for f in FAMILY_NAMES if f"decoded/{f}" in row]
-        decoded_text = f"{np.mean(decoded):.3f}" if decoded else "-"
-        t = ms.get(name, {})
-        lines.append(f"{name:<26}{cells}{decoded_text:>14}{t.get('batch1', float('nan')):>9.2f}"
-                     f"{t.get('batch32', float('nan')):>7.2f}")
-    lines.append(f"({split} Hit@1, mean ± sample std over seeds {report['seeds']}; L1-3: mean of the arithmetic "
-                 f"levels 1-3; families: mean of {', '.join(FAMILY_NAMES)})")
-    runs = report.get("runs", [])
-    for control in ("discriminative", "discriminative-matched"):
-        gaps = {m: paired_gaps(runs, m, control, "hit@1/families", split) for m in summary if m != control}
-        gaps = {m: g for m, g in gaps.items() if g}
-        if gaps:
-            lines.append(f"paired per-seed gap to {control} on the families: " + ", ".join(
-                f"{m} {g['mean']:+.3f}±{g['std']:.3f}" for m, g in gaps.items()))
-    for method, row in report.get("sweep", {}).items():
-        cells = ", ".join(f"{pairs}: " + " ".join(f"{k.split('/')[-1]} {v[k]['mean']:.3f}±{v[k]['std']:.3f}"
-                                                   for k in ("hit@1/families", "hit@1/reasoning") if k in v)
-                          for pairs, v in row.items())
-        lines.append(f"sweep {method:<16} Hit@1 by training pairs: {cells}")
-    for name, target in report.get("targets", {}).items():
-        lines.append(f"target {name}: {'met' if target['met'] else 'NOT met'}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # one job: python -m lame_testbed.bench.quality OUTPUT METHOD SEED PAIRS

@@ -1,13 +1,16 @@
-"""`lame bench quality` figures: the quality-speed picture and the sample-efficiency sweep."""
+"""`lame bench quality` figures: every method against both controls, the quality-speed picture and the
+sample-efficiency sweep."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lame_testbed.bench.timing import ms_per_query
+from lame_testbed.families import FAMILIES
 from lame_testbed.quickstart.settings import METHODS
 from lame.extras import pyplot
 
+FAMILY_NAMES = tuple(FAMILIES)
 KEY = "hit@1/families"  # the tasks one pass can learn (levels 1-3 saturate at the one-pass ceiling)
 
 
@@ -15,7 +18,39 @@ def plot_quality(report: dict, folder: Path) -> list[Path | None]:
     plt = pyplot("quality figures")
     if plt is None:
         return [None]
-    return [_quality_speed(plt, report, folder / "quality_speed.png"), _sweep(plt, report, folder / "sweep.png")]
+    return [_methods(plt, report, folder / "methods.png"), _quality_speed(plt, report, folder / "quality_speed.png"),
+            _sweep(plt, report, folder / "sweep.png")]
+
+
+def _methods(plt, report: dict, png: Path) -> Path | None:
+    """Hit@1 on the task families per method (mean ± std over seeds) with the latents' decoded accuracy,
+    and both discriminative controls drawn across, so every ablation reads against them."""
+    summary = report["summary"]
+    names = [name for name, row in summary.items() if KEY in row][::-1]  # the first method on top
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 2.2))
+    rows = [summary[name][KEY] for name in names]
+    ax.barh(range(len(names)), [r["mean"] for r in rows], xerr=[r["std"] for r in rows], capsize=3,
+            color="tab:blue", alpha=0.75, label="Hit@1 (embedding)")
+    decoded = [(i, sum(summary[n][f"decoded/{f}"]["mean"] for f in FAMILY_NAMES) / len(FAMILY_NAMES))
+               for i, n in enumerate(names) if all(f"decoded/{f}" in summary[n] for f in FAMILY_NAMES)]
+    if decoded:
+        ax.plot([d for _, d in decoded], [i for i, _ in decoded], "kx", markersize=8,
+                label="decoded accuracy (the latents name the answer)")
+    for control, style in (("discriminative", ":"), ("discriminative-matched", "--")):
+        if control in summary and KEY in summary[control]:
+            ax.axvline(summary[control][KEY]["mean"], color="grey", linestyle=style,
+                       label=METHODS[control].label or control)
+    ax.set_yticks(range(len(names)), [METHODS[n].label or n if n in METHODS else n for n in names], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"Hit@1 on the task families ({report.get('split', 'test')}, mean ± std over seeds)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 1.2 / (len(names) + 4)), ncol=2)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
 
 
 def _quality_speed(plt, report: dict, png: Path) -> Path | None:
