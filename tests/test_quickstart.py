@@ -129,6 +129,18 @@ def test_finished_runs_with_other_settings_are_refused(tmp_path, monkeypatch):
         run_quality(tmp_path / "q", ["lame"], [0])
 
 
+def test_a_run_recorded_before_a_setting_existed_counts_as_trained_with_its_default(tmp_path):
+    from lame_testbed.bench.quality import _check_finished_runs
+
+    run = tmp_path / "runs" / "lame-all-seed0.json"
+    run.parent.mkdir(parents=True)
+    older = {k: v for k, v in json.loads(json.dumps(vars(QuickstartSettings()))).items() if k != "noisy_positives"}
+    run.write_text(json.dumps({"settings": older}))
+    _check_finished_runs(tmp_path, [("lame", 0, None)], QuickstartSettings())  # reused
+    with pytest.raises(InvalidInput, match="noisy_positives"):
+        _check_finished_runs(tmp_path, [("lame", 0, None)], QuickstartSettings(noisy_positives=0.5))
+
+
 def test_summary_and_targets_from_runs():
     runs = [_run("discriminative", 0, 0.70), _run("discriminative", 1, 0.74), _run("discriminative", 2, 0.72),
             _run("discriminative-matched", 0, 0.78), _run("discriminative-matched", 1, 0.80),
@@ -271,6 +283,26 @@ def test_quickstart_end_to_end_small(tmp_path, monkeypatch):
     corpus_size = sum(1 for _ in (quickstart.ensure_data() / "test" / "corpus.jsonl").open())
     assert len(index) == corpus_size and index.check_model(LaMEModel.from_pretrained(
         report["methods"]["lame"]["model_dir"])) is None
+
+
+def test_noisy_positives_swap_a_seeded_fraction_of_pairs_and_keep_the_answers(digits, tmp_path):
+    tasks = ("level0", "parity")
+    clean = {r["id"]: r for r in map(json.loads, training_file(digits, None, 0, tmp_path / "clean", tasks)
+                                     .read_text().splitlines())}
+    path = training_file(digits, None, 0, tmp_path, tasks, noisy_positives=0.25)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert Counter(r["task"] for r in rows if r["positive"] != clean[r["id"]]["positive"]) == {"level0": 5, "parity": 5}
+    for task in tasks:  # the positives are the same ones, moved between records of the task
+        assert sorted(json.dumps(r["positive"]) for r in rows if r["task"] == task) == sorted(
+            json.dumps(r["positive"]) for r in clean.values() if r["task"] == task)
+    for r in rows:  # the query and what the decoder reconstructs stay right; the label follows the positive
+        assert (r["query"], r["answer"]) == (clean[r["id"]]["query"], clean[r["id"]]["answer"])
+        donor = next(c for c in clean.values() if c["positive"] == r["positive"])
+        assert r["label"] == donor["label"]
+    again = training_file(digits, None, 0, tmp_path / "again", tasks, noisy_positives=0.25)
+    assert again.read_text() == path.read_text()
+    with pytest.raises(InvalidInput, match="noisy_positives"):
+        training_file(digits, None, 0, tmp_path, noisy_positives=1.0)
 
 
 def test_training_on_some_tasks_only(digits, tmp_path):

@@ -75,6 +75,9 @@ def _add_quality(benches) -> None:
     budget.add_argument("--joint-steps", type=int, default=QuickstartSettings.joint_steps)
     budget.add_argument("--train-tasks", nargs="+", metavar="TASK", default=None,
                         help="train on these tasks only (e.g. level0 parity pick position); every task is scored")
+    budget.add_argument("--noisy-positives", type=float, default=0.0, metavar="FRACTION",
+                        help="give this fraction of the training records another record's positive (their answer "
+                        "stays right); validation and test are untouched")
     quality.set_defaults(func=_bench_quality)
 
 
@@ -85,7 +88,8 @@ def _bench_quality(args) -> int:
 
     settings = from_options(bench.QualitySettings, args)
     base = replace(QuickstartSettings(), warmup_steps=args.warmup_steps, joint_steps=args.joint_steps,
-                   train_tasks=tuple(args.train_tasks) if args.train_tasks else None)
+                   train_tasks=tuple(args.train_tasks) if args.train_tasks else None,
+                   noisy_positives=args.noisy_positives)
     report = run_quality(Path(settings.output), list(settings.methods or PEERS), list(settings.seeds),
                          jobs=settings.jobs, base=base, sweep_methods=settings.sweep_methods,
                          sweep_pairs=settings.sweep_pairs, timing_threads=settings.timing_threads, split=settings.split)

@@ -87,14 +87,16 @@ def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 
 
 
 def _check_finished_runs(output: Path, grid: list[tuple], base: QuickstartSettings) -> None:
-    """Finished runs are reused only when they were trained with the settings asked for now."""
+    """Finished runs are reused only when they were trained with the settings asked for now (a setting a
+    run does not record did not exist yet: the run had its default)."""
+    defaults = json.loads(json.dumps(asdict(QuickstartSettings())))
     for method, seed, pairs in dict.fromkeys(grid):
         path = output / "runs" / f"{run_name(method, seed, pairs)}.json"
         if not path.is_file():
             continue
         recorded = json.loads(path.read_text()).get("settings")
         wanted = json.loads(json.dumps(asdict(replace(base, seed=seed, train_pairs=pairs))))  # as recorded
-        differing = sorted(k for k in wanted if recorded is not None and recorded.get(k) != wanted[k])
+        differing = sorted(k for k in wanted if recorded is not None and recorded.get(k, defaults[k]) != wanted[k])
         if differing:
             raise InvalidInput(f"{path} was trained with other settings ({', '.join(differing)}); "
                                "choose another --output, or delete the run to train it again")

@@ -92,11 +92,14 @@ def hit_at_1_by_task(model, task: RetrievalTask, batch_size: int = 64, return_ra
 
 
 def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
-                  tasks: tuple[str, ...] | None = None) -> Path:
+                  tasks: tuple[str, ...] | None = None, noisy_positives: float = 0.0) -> Path:
     """The training records of ``tasks`` (None: all), or ``pairs`` of them (a seeded shuffle, the same
-    number per task)."""
+    number per task); with ``noisy_positives`` > 0, that fraction of each task's records carry a wrong
+    positive (see :func:`swap_positives`)."""
+    if not 0.0 <= noisy_positives < 1.0:
+        raise InvalidInput(f"noisy_positives must be in [0, 1), got {noisy_positives}")
     source = data_dir / "train.jsonl"
-    if pairs is None and tasks is None:
+    if pairs is None and tasks is None and not noisy_positives:
         return source
     by_task: dict[str, list[str]] = {}
     for line in source.read_text().splitlines():
@@ -107,18 +110,33 @@ def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
     by_task = {name: lines for name, lines in by_task.items() if tasks is None or name in tasks}
     rng = random.Random(seed)
     per_task = max(1, pairs // len(by_task)) if pairs is not None else None
-    kept = []
+    rows = []
     for name in sorted(by_task):
         lines = by_task[name][:]
         rng.shuffle(lines)
-        kept += lines[:per_task]
+        # Relative image paths resolve against the file's folder: make them absolute.
+        task_rows = [_absolute_paths(json.loads(line), data_dir) for line in lines[:per_task]]
+        rows += swap_positives(task_rows, noisy_positives, rng) if noisy_positives else task_rows
     folder.mkdir(parents=True, exist_ok=True)
     subset = "-".join(sorted(by_task)) if tasks is not None else "all"
-    path = folder / f"train-{pairs or 'all'}-{subset}-seed{seed}.jsonl"
-    # Relative image paths resolve against the file's folder: make them absolute.
-    rows = [_absolute_paths(json.loads(line), data_dir) for line in kept]
+    noise = f"-noisy{noisy_positives:g}" if noisy_positives else ""
+    path = folder / f"train-{pairs or 'all'}-{subset}{noise}-seed{seed}.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def swap_positives(rows: list[dict], fraction: float, rng: random.Random) -> list[dict]:
+    """A seeded ``fraction`` of the records get the positive of another record (its label and target
+    modality with it), as mined pairs do: the contrastive loss then learns from a wrong pair. The query and
+    its ``answer`` and ``rationale``, which the decoder reconstructs, stay right; so does the held-out data."""
+    chosen = sorted(rng.sample(range(len(rows)), round(fraction * len(rows))))
+    donors = chosen[1:] + chosen[:1]  # a cycle: each chosen record takes the next one's positive
+    out = [dict(row) for row in rows]
+    for record, donor in zip(chosen, donors):
+        for key in ("positive", "label", "target_modality"):
+            if key in rows[donor]:
+                out[record][key] = rows[donor][key]
+    return out
 
 
 def _absolute_paths(record: dict, base: Path) -> dict:
@@ -172,7 +190,8 @@ def train_method(name: str, settings: QuickstartSettings, output: Path, backbone
                  show_progress: bool = True) -> dict:
     """Trains one method; returns its model folder, training time and validation curve."""
     curve_task = digits_task(data_dir / "val", per_task=settings.eval_queries_per_task)
-    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data", settings.train_tasks)
+    train_file = training_file(data_dir, settings.train_pairs, settings.seed, output / "data", settings.train_tasks,
+                               settings.noisy_positives)
     recipe = recipe_from_dict(method_recipe(name, settings, backbone, train_file, output / name))
     trainer = Trainer(recipe, show_progress=show_progress, evaluator=lambda m: hit_at_1_by_task(m, curve_task))
     started = time.perf_counter()

@@ -14,7 +14,9 @@ class QuickstartSettings:
     backbone frozen; stage 2 (``joint_steps``) also trains the language model. The vision tower stays
     frozen throughout. ``train_pairs`` limits the training records (the first ones of a seeded shuffle,
     the same number per task) for the sample-efficiency sweep; None uses them all. ``train_tasks`` keeps
-    only those tasks' records (every task is still scored).
+    only those tasks' records (every task is still scored). ``noisy_positives`` gives that fraction of the
+    training records a wrong positive while their answer stays right (the regime where a decoder reading
+    the answer could help most); validation and test are untouched.
     """
 
     seed: int = 0
@@ -31,6 +33,7 @@ class QuickstartSettings:
     lr_backbone: float = 3e-4
     train_pairs: int | None = None
     train_tasks: tuple[str, ...] | None = None  # the tasks trained on (e.g. level0 and the families); None: all
+    noisy_positives: float = 0.0  # the fraction of training records given another record's positive
     eval_every: int = 50
     eval_queries_per_task: int = 50  # of the validation split, for the training curve
     decode_queries_per_task: int = 100  # of the test split, for decoded-latent accuracy
