@@ -10,6 +10,7 @@ import pytest
 
 from tolerances import UNIT_NORM, float32_sum
 
+from lame.errors import InvalidInput
 from lame import LaMEModel
 from lame.embed import EmbeddingShards, encode_corpus
 from lame.index import VectorIndex, search
@@ -84,6 +85,16 @@ def test_k_beyond_the_corpus_pads(embedded):
     assert scores.shape == (1, N + 5)
     assert sorted(hits[0][:N]) == sorted(f"doc{i}" for i in range(N)) and hits[0][N:] == [None] * 5
     assert np.all(np.isneginf(scores[0, N:]))
+
+
+def test_queries_of_another_width_are_refused_not_reshaped(embedded):
+    index = VectorIndex.build(embedded / "emb", kind="flat")
+    queries = np.ones((3, 64), np.float32)
+    for wrong in (queries[:, :32], np.ones((3, 128), np.float32), np.ones((2, 3, 64), np.float32)):
+        with pytest.raises(InvalidInput, match=rf"queries of shape \({', '.join(map(str, wrong.shape))}\): .* "
+                                               r"64-dimensional"):
+            index.search(wrong, 3)
+    assert index.search(queries[0], 2)[1] == index.search(queries[:1], 2)[1]  # one vector is one query
 
 
 def test_text_query_through_the_model_finds_its_document(embedded, model, tmp_path):

@@ -20,6 +20,7 @@ pytest.importorskip("milvus_lite", reason="the 'milvus' extra (pymilvus, milvus-
 
 from pymilvus import DataType, MilvusClient  # noqa: E402
 
+from lame.errors import InvalidInput
 from lame import LaMEModel  # noqa: E402
 from lame.embed import EmbeddingShards, encode_corpus  # noqa: E402
 from lame.index import MilvusIndex, VectorIndex, build_milvus_index, open_index, search  # noqa: E402
@@ -120,9 +121,13 @@ def test_flat_gives_faiss_flat_ids_and_scores(embedded, lite, model, vectors):
         assert scores.dtype == np.float32 and scores.shape == (len(queries), k)
         assert_same_hits(ids, scores, faiss_ids, faiss_scores)
     assert [row[0] for row in milvus.search(vectors, 1)[1]] == IDS
-    for index in (milvus, faiss_index):  # a bad k: the same error from either backend
+    for index in (milvus, faiss_index):  # a bad k or query width: the same error from either backend
         with pytest.raises(ValueError, match=r"^k must be >= 1, got 0$"):
             index.search(queries, 0)
+        for wrong in (queries[:, : DIM // 2], np.concatenate([queries, queries], axis=1)):  # never reshaped
+            with pytest.raises(InvalidInput, match=rf"queries of shape \({len(queries)}, {wrong.shape[1]}\)"):
+                index.search(wrong, 3)
+        assert index.search(queries[0], 2)[1] == index.search(queries[:1], 2)[1]  # one vector is one query
     through_model = [zip(*map(split, search(model, index, TEXTS[:5], k=k)))
                      for index, k in ((milvus, 10), (faiss_index, 11))]
     assert_same_hits(*through_model[0], *through_model[1])

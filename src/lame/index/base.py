@@ -74,6 +74,20 @@ def query_dimensions(index: SearchIndex, dimensions: int | None = None) -> int:
     return index.dim
 
 
+def query_matrix(queries, dim: int) -> np.ndarray:
+    """Queries as unit rows of a float32 (n, ``dim``) matrix: one vector of size ``dim`` or n of them.
+    Another width is refused, never reshaped: (n, 2d) queries are not 2n queries of size d (a Matryoshka
+    index built with ``--dimensions d`` searched with full-size queries is the usual way to get here)."""
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None, :]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise InvalidInput(f"queries of shape {tuple(queries.shape)}: the index holds {dim}-dimensional vectors, "
+                           f"so it searches one vector of size {dim} or an (n, {dim}) array; embed the queries "
+                           f"at the index's size (dimensions={dim})")
+    return normalized(queries)
+
+
 def padded(scores: list[list[float]], ids: list[list[Any]], k: int) -> tuple[np.ndarray, list[list[Any]]]:
     """Rows of up to ``k`` hits as a (n, k) float32 array and n id lists, short rows filled with -inf / None."""
     array = np.full((len(scores), k), -np.inf, dtype=np.float32)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, MissingPath
-from .base import check_model, normalized, padded, query_dimensions
+from .base import check_model, padded, query_dimensions, query_matrix
 from .location import MilvusLocation, milvus_location
 from .milvus_client import DEFAULT_TIMEOUT_S, MilvusClient, connect, milvus_call
 
@@ -150,7 +150,7 @@ class MilvusIndex:
             raise InvalidInput(f"k must be >= 1, got {k}")  # FAISS's words: --k fails alike on both backends
         if k > MAX_K:
             raise InvalidInput(f"k must be at most {MAX_K} (Milvus's largest top-k), got {k}")
-        queries = normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        queries = query_matrix(queries, self.dim)
         params = search_params(self.manifest, k, nprobe, ef_search)
         scores: list[list[float]] = []
         ids: list[list[Any]] = []

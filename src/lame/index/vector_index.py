@@ -28,7 +28,7 @@ from ..embed.shards import atomic_write_json
 from ..errors import InvalidInput, MissingPath
 from ..extras import require
 from . import kinds
-from .base import check_model, normalized, query_dimensions
+from .base import check_model, normalized, query_dimensions, query_matrix
 from .location import FAISS_MANIFEST
 from .source import EmbeddingSource
 
@@ -182,7 +182,7 @@ class VectorIndex:
         """
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
-        queries = normalized(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        queries = query_matrix(queries, self.dim)
         nprobe = nprobe or self.manifest["nprobe"]
         ef_search = ef_search or self.manifest["ef_search"]
         all_scores, all_rows = [], []
