@@ -305,6 +305,28 @@ def test_noisy_positives_swap_a_seeded_fraction_of_pairs_and_keep_the_answers(di
         training_file(digits, None, 0, tmp_path, noisy_positives=1.0)
 
 
+def test_the_search_index_is_rebuilt_for_another_model_in_the_same_folder(digits, saved_tiny_model, tmp_path):
+    pytest.importorskip("faiss")
+    import torch
+
+    from lame.index.vector_index import VectorIndex
+    from lame_testbed.quickstart.run import search_index
+
+    data = tmp_path / "data"  # a few documents of the test corpus, their images where the corpus expects them
+    (data / "test").mkdir(parents=True)
+    (data / "images").symlink_to(digits / "images", target_is_directory=True)
+    (data / "test" / "corpus.jsonl").write_text("".join((digits / "test" / "corpus.jsonl").read_text()
+                                                        .splitlines(keepends=True)[:6]))
+    other = LaMEModel.from_pretrained(saved_tiny_model)
+    with torch.no_grad():
+        other.latent_embeddings.add_(1.0)
+    other.save_pretrained(tmp_path / "other")
+    for model_dir in (saved_tiny_model, tmp_path / "other"):  # a second quickstart run into the same output
+        report = search_index(str(model_dir), data, tmp_path / "test-index")
+        index = VectorIndex.load(tmp_path / "test-index" / "index")
+        assert len(index) == 6 and index.check_model(LaMEModel.from_pretrained(model_dir)) is None, report
+
+
 def test_training_on_some_tasks_only(digits, tmp_path):
     path = training_file(digits, None, 0, tmp_path, tasks=("level0", "parity"))
     rows = [json.loads(line) for line in path.read_text().splitlines()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -363,6 +364,9 @@ def search_index(model_dir: str, data_dir: Path, folder: Path) -> dict:
 
     corpus = data_dir / "test" / "corpus.jsonl"
     started = time.perf_counter()
+    # The quickstart's own folder: a rerun (another seed or model) embeds afresh, which encode_corpus
+    # would refuse over shards of another model.
+    shutil.rmtree(folder, ignore_errors=True)
     encode_corpus(model_dir, corpus, folder / "embeddings", show_progress=False)
     VectorIndex.build(folder / "embeddings", folder / "index", corpus=corpus)
     return {"command": f"lame serve --model {model_dir} --index {folder / 'index'} --ui",
