@@ -91,6 +91,8 @@ def test_options_are_the_settings_fields_and_the_recipes_share_one_budget(tmp_pa
     assert lame["elastic"]["elastic_k"] == [0, 4] and lame["elastic"]["matryoshka_dims"] == [128, 32]
     assert "matryoshka_dims" not in lame["elastic-no-matryoshka"] and "elastic_k" not in lame["matryoshka-k4"]
     assert lame["fixed-k0"]["num_reason_tokens"] == 0 and recipes["fixed-k0"]["model"]["decoder"] is None
+    # one embedding head for every model (k = 0 included): the comparison is about k and d only
+    assert {(v["num_embed_tokens"], v["pooling"]) for v in lame.values()} == {(1, "last")}
     assert {r["stages"][1]["steps"] for r in recipes.values()} == {7}
 
 
@@ -102,6 +104,11 @@ def test_bad_settings_and_runs_of_other_settings_are_refused(tmp_path):
     finished.parent.mkdir(parents=True)
     finished.write_text(json.dumps({"settings": {**asdict(SETTINGS), "joint_steps": 3}}))
     with pytest.raises(InvalidInput, match=r"elastic-seed0.json was made with other settings \(joint_steps\)"):
+        run_elastic(replace(SETTINGS, output=str(tmp_path / "out")), data_dir=tmp_path)
+    recipe = method_recipe("elastic", SETTINGS, 0, tmp_path, tmp_path / "t.jsonl", tmp_path / "w")
+    older_head = {**recipe["model"]["lame"], "num_embed_tokens": 4, "pooling": "mean"}  # the method since redefined
+    finished.write_text(json.dumps({"settings": asdict(SETTINGS), "model": older_head}))
+    with pytest.raises(InvalidInput, match=r"elastic-seed0.json was made with other settings \(model\)"):
         run_elastic(replace(SETTINGS, output=str(tmp_path / "out")), data_dir=tmp_path)
 
 

@@ -137,6 +137,15 @@ def test_a_run_recorded_before_a_setting_existed_counts_as_trained_with_its_defa
     older = {k: v for k, v in json.loads(json.dumps(vars(QuickstartSettings()))).items() if k != "noisy_positives"}
     run.write_text(json.dumps({"settings": older}))
     _check_finished_runs(tmp_path, [("lame", 0, None)], QuickstartSettings())  # reused
+    from lame_testbed.bench.quality import model_definition
+
+    current = model_definition("lame", QuickstartSettings())
+    assert current["lame"]["num_embed_tokens"] == METHODS["lame"].embed_tokens and current["decoder"]
+    run.write_text(json.dumps({"settings": older, "model": {**current, "lame": {**current["lame"],
+                                                                                   "num_embed_tokens": 1}}}))
+    with pytest.raises(InvalidInput, match=r"model\.lame"):  # trained before the method's head changed
+        _check_finished_runs(tmp_path, [("lame", 0, None)], QuickstartSettings())
+    run.write_text(json.dumps({"settings": older}))
     with pytest.raises(InvalidInput, match="noisy_positives"):
         _check_finished_runs(tmp_path, [("lame", 0, None)], QuickstartSettings(noisy_positives=0.5))
 

@@ -99,7 +99,10 @@ def method_recipe(name: str, settings: ElasticSettings, seed: int, backbone: Pat
     k = max(settings.ks) if elastic else int(name.rsplit("-k", 1)[1])
     recipe = quickstart_recipe("lame" if k else "discriminative", base, backbone, train_file, output)
     lame = recipe["model"]["lame"]
-    lame |= {"num_reason_tokens": k, "diversity_weight": base.diversity_weight if k > 1 else 0.0}
+    # One head for every model, the one-[EMBED] state docs/elastic.md was measured with: elastic k and
+    # Matryoshka sizes are about the reason tokens and the vector, and k = 0 must not change the head.
+    lame |= {"num_reason_tokens": k, "diversity_weight": base.diversity_weight if k > 1 else 0.0,
+             "num_embed_tokens": 1, "pooling": "last"}
     if elastic:
         lame["elastic_k"] = list(settings.ks)
     if matryoshka:
@@ -122,8 +125,8 @@ def run_job(name: str, seed: int, settings: ElasticSettings, data_dir: Path, out
     model_dir = Trainer(recipe, show_progress=False).run()
     train_seconds = time.perf_counter() - started
     model = LaMEModel.from_pretrained(model_dir)
-    result = {"method": name, "seed": seed, "settings": asdict(settings), "model_dir": str(model_dir),
-              "train_seconds": train_seconds}
+    result = {"method": name, "seed": seed, "settings": asdict(settings), "model": _model_definition(name, settings),
+              "model_dir": str(model_dir), "train_seconds": train_seconds}
     score = score_elastic if parts(name)[0] else score_fixed
     result[settings.split] = score(model, split_task(data_dir, settings.split, settings), settings)
     path = output / "runs" / f"{name}-seed{seed}.json"
@@ -264,12 +267,20 @@ def _check_finished_runs(output: Path, settings: ElasticSettings) -> None:
     for job in run_names(settings):
         path = _run_file(output, *job)
         if path.is_file():
-            recorded = json.loads(path.read_text()).get("settings", {})
-            wanted = asdict(settings)
+            run = json.loads(path.read_text())
+            recorded, wanted = run.get("settings", {}), asdict(settings)
             differing = [k for k in REUSE_KEYS if _plain(recorded.get(k)) != _plain(wanted[k])]
+            if "model" in run and run["model"] != _model_definition(job[0], settings):
+                differing.append("model")  # the method was redefined since (another embedding head, say)
             if differing:
                 raise InvalidInput(f"{path} was made with other settings ({', '.join(differing)}); choose another "
                                    "--output, or delete the run to train it again")
+
+
+def _model_definition(name: str, settings: ElasticSettings) -> dict:
+    """The recipe's ``lame`` section of ``name``, as recorded with each run (JSON types)."""
+    recipe = method_recipe(name, settings, 0, Path("backbone"), Path("train.jsonl"), Path("output"))
+    return json.loads(json.dumps(recipe["model"]["lame"]))
 
 
 def _plain(value):

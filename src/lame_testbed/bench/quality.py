@@ -40,11 +40,21 @@ def run_job(method: str, seed: int, pairs: int | None, output: Path, base: Quick
     name = run_name(method, seed, pairs)
     settings = replace(base, seed=seed, train_pairs=pairs)
     run = run_method(method, settings, output / "work" / name, show_progress=False)
-    result = {"method": method, "seed": seed, "pairs": pairs, "settings": asdict(settings), **run}
+    result = {"method": method, "seed": seed, "pairs": pairs, "settings": asdict(settings),
+              "model": model_definition(method, settings), **run}
     path = output / "runs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def model_definition(method: str, settings: QuickstartSettings) -> dict:
+    """What ``method`` trains (its recipe's ``lame`` section, and whether it has a decoder), recorded with
+    each run: a method redefined since (another embedding head, say) makes its old runs stale."""
+    from lame_testbed.quickstart.run import method_recipe
+
+    recipe = method_recipe(method, settings, Path("backbone"), Path("train.jsonl"), Path("output"))
+    return json.loads(json.dumps({"lame": recipe["model"]["lame"], "decoder": recipe["model"]["decoder"] is not None}))
 
 
 def run_quality(output: Path, methods: list[str], seeds: list[int], jobs: int = 1,
@@ -94,9 +104,13 @@ def _check_finished_runs(output: Path, grid: list[tuple], base: QuickstartSettin
         path = output / "runs" / f"{run_name(method, seed, pairs)}.json"
         if not path.is_file():
             continue
-        recorded = json.loads(path.read_text()).get("settings")
-        wanted = json.loads(json.dumps(asdict(replace(base, seed=seed, train_pairs=pairs))))  # as recorded
+        run = json.loads(path.read_text())
+        recorded, settings = run.get("settings"), replace(base, seed=seed, train_pairs=pairs)
+        wanted = json.loads(json.dumps(asdict(settings)))  # as recorded
         differing = sorted(k for k in wanted if recorded is not None and recorded.get(k, defaults[k]) != wanted[k])
+        if "model" in run:  # runs before this record was kept: their settings above are all there is
+            model = model_definition(method, settings)
+            differing += [f"model.{k}" for k in sorted(model) if run["model"].get(k) != model[k]]
         if differing:
             raise InvalidInput(f"{path} was trained with other settings ({', '.join(differing)}); "
                                "choose another --output, or delete the run to train it again")
