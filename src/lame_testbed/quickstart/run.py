@@ -127,13 +127,20 @@ def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
 
 
 def swap_positives(rows: list[dict], fraction: float, rng: random.Random) -> list[dict]:
-    """A seeded ``fraction`` of the records get the positive of another record (its label and target
-    modality with it), as mined pairs do: the contrastive loss then learns from a wrong pair. The query and
-    its ``answer`` and ``rationale``, which the decoder reconstructs, stay right; so does the held-out data."""
-    chosen = sorted(rng.sample(range(len(rows)), round(fraction * len(rows))))
-    donors = chosen[1:] + chosen[:1]  # a cycle: each chosen record takes the next one's positive
+    """A seeded ``fraction`` of the records get the positive of a record that shows something else (another
+    label), with its label and target modality, as mined pairs go wrong: the contrastive loss then learns
+    from a wrong pair. The query and its ``answer`` and ``rationale``, which the decoder reconstructs, stay
+    right; so does the held-out data."""
+    def shows(row: dict) -> str:
+        return json.dumps(row.get("label", row["positive"]))
+
+    if len({shows(row) for row in rows}) < 2:
+        raise InvalidInput("noisy_positives needs records that show at least two different things")
     out = [dict(row) for row in rows]
-    for record, donor in zip(chosen, donors):
+    for record in sorted(rng.sample(range(len(rows)), round(fraction * len(rows)))):
+        donor = rng.randrange(len(rows))
+        while shows(rows[donor]) == shows(rows[record]):
+            donor = rng.randrange(len(rows))
         for key in ("positive", "label", "target_modality"):
             if key in rows[donor]:
                 out[record][key] = rows[donor][key]
