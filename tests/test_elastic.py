@@ -97,6 +97,13 @@ def test_values_a_model_was_not_trained_for_are_refused_in_one_line(elastic_mode
         peer.encode(ITEMS[:1], num_reason_tokens=1)
 
 
+def test_a_batch_collated_for_another_k_is_named_as_such(elastic_model):
+    features = elastic_model.featurize(ITEMS[:2])
+    batch = elastic_model.collate(features, num_reason_tokens=1)
+    with torch.no_grad(), pytest.raises(ValueError, match="latent block of 4 reason tokens.* same num_reason_tokens"):
+        elastic_model(batch)  # the forward's default k is K = 4
+
+
 def test_the_saved_config_lists_what_the_model_is_trained_for(elastic_model, tmp_path):
     fixed = build_tiny_model("qwen2_vl", seed=0, use_decoder=False, num_reason_tokens=2)
     fixed.save_pretrained(tmp_path / "fixed")

@@ -330,10 +330,27 @@ def test_unreachable_and_missing_uris(embedded, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("lame search: error: connecting: Milvus at http://127.0.0.1")
 
 
-def test_a_missing_collection_names_those_there(embedded, lite):
-    build(embedded, lite, "present")
+def test_a_missing_collection_names_those_there_and_leaves_no_connection_open(embedded, lite, monkeypatch):
+    import lame.index.milvus_build as milvus_build
+    import lame.index.milvus_index as milvus_index
+
+    opened = []
+
+    def connect(*args, **kwargs):
+        client = real_connect(*args, **kwargs)
+        closes, client.closed = client.close, False
+        client.close = lambda: (setattr(client, "closed", True), closes())
+        opened.append(client)
+        return client
+
+    real_connect = milvus_index.connect
+    monkeypatch.setattr(milvus_index, "connect", connect)
+    monkeypatch.setattr(milvus_build, "connect", connect)
+    index = build(embedded, lite, "present")  # the build's own client is closed; the index holds one open
+    assert [c.closed for c in opened] == [True, False] and index.client is opened[1]
     with pytest.raises(FileNotFoundError, match=r"no collection 'absent' at .*\(it has: .*present"):
         open_index(f"{lite}#absent")
+    assert opened[2].closed  # refused: nothing left open
 
 
 def test_another_model_is_refused_with_the_faiss_line(embedded, lite, tmp_path, capsys):

@@ -73,15 +73,26 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
                 "m": m if kind == "hnsw" else None, "ef_construction": ef_construction if kind == "hnsw" else None,
                 "nprobe": nprobe, "ef_search": ef_search, "batch_size": batch_size, "complete": False}
     client = connect(location, timeout, create=True)
+    try:
+        if not _build(client, location, source, manifest, overwrite, max_batches, show_progress, timeout):
+            return None
+    finally:
+        client.close()  # the index returned below opens its own
+    return MilvusIndex.open(location, timeout=timeout)
+
+
+def _build(client, location: MilvusLocation, source: EmbeddingSource, manifest: dict, overwrite: bool,
+           max_batches: int | None, show_progress: bool, timeout: float) -> bool:
+    """Prepares, resumes or finishes the collection's build; False when ``max_batches`` stopped it early."""
     manifest = _prepare(client, location, manifest, overwrite, timeout)
     if manifest["complete"]:
-        return MilvusIndex.open(location, timeout=timeout)
+        return True
     written = count_rows(client, location, timeout)
     if location.lite:  # released, Milvus Lite indexes no segment before the last flush (it merges them meanwhile)
         with milvus_call(location, f"releasing {location} while it is written"):
             client.release_collection(location.collection, timeout=timeout)
     if not _write(client, location, source, manifest, written, max_batches, show_progress, timeout):
-        return None
+        return False
     _flush_and_index(client, location, source.count, show_progress, timeout)
     found = count_rows(client, location, timeout)
     if found != source.count:
@@ -91,7 +102,7 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     with milvus_call(location, f"recording the finished build in {location}"):
         client.alter_collection_properties(location.collection, properties={PROPERTY: json.dumps(manifest)},
                                            timeout=timeout)
-    return MilvusIndex.open(location, timeout=timeout)
+    return True
 
 
 def _digest(source: EmbeddingSource) -> str:

@@ -78,6 +78,30 @@ def count_rows(client: MilvusClient, location: MilvusLocation, timeout: float = 
     return int(rows[0]["count(*)"])
 
 
+def _checked_manifest(client, location: MilvusLocation, timeout: float) -> dict:
+    """The build record of a collection that exists, was built by lame, is unchanged since and complete."""
+    with milvus_call(location, f"opening {location}"):
+        exists = client.has_collection(location.collection, timeout=timeout)
+        names = [] if exists else client.list_collections(timeout=timeout)
+    if not exists:
+        there = f" (it has: {', '.join(sorted(names))})" if names else " (it has none)"
+        raise MissingPath(f"there is no collection {location.collection!r} at {location.uri}{there}: build it "
+                          f"with `lame index build --backend milvus --uri {location.uri} --collection "
+                          f"{location.collection}`, or name another as URI#COLLECTION")
+    manifest, dim = read_collection(client, location, timeout)
+    if manifest is None:
+        raise InvalidInput(f"{location} was not built by `lame index build`: it records no model fingerprint, "
+                           "dimension or corpus, so it cannot be checked against a model; build a collection from "
+                           "`lame encode` output with `lame index build --backend milvus`")
+    if dim is not None and dim != manifest["dim"]:
+        raise InvalidInput(f"{location} holds {dim}-dimensional vectors but records {manifest['dim']}: it was "
+                           "changed after `lame index build`; rebuild it")
+    if not manifest.get("complete"):
+        raise InvalidInput(f"{location} is an unfinished build ({count_rows(client, location, timeout)} of "
+                           f"{manifest['count']} vectors): run the same `lame index build` again to finish it")
+    return manifest
+
+
 class MilvusIndex:
     """A Milvus collection built by ``lame index build --backend milvus``: search it like a
     :class:`~lame.index.VectorIndex` (same scores, ids and padding)."""
@@ -110,27 +134,13 @@ class MilvusIndex:
                 raise InvalidInput(f"{location} is not a Milvus URI (a .db file or http(s)://host:19530)")
             location = found
         client = connect(location, timeout)
-        with milvus_call(location, f"opening {location}"):
-            exists = client.has_collection(location.collection, timeout=timeout)
-            names = [] if exists else client.list_collections(timeout=timeout)
-        if not exists:
-            there = f" (it has: {', '.join(sorted(names))})" if names else " (it has none)"
-            raise MissingPath(f"there is no collection {location.collection!r} at {location.uri}{there}: build it "
-                              f"with `lame index build --backend milvus --uri {location.uri} --collection "
-                              f"{location.collection}`, or name another as URI#COLLECTION")
-        manifest, dim = read_collection(client, location, timeout)
-        if manifest is None:
-            raise InvalidInput(f"{location} was not built by `lame index build`: it records no model fingerprint, "
-                               "dimension or corpus, so it cannot be checked against a model; build a collection from "
-                               "`lame encode` output with `lame index build --backend milvus`")
-        if dim is not None and dim != manifest["dim"]:
-            raise InvalidInput(f"{location} holds {dim}-dimensional vectors but records {manifest['dim']}: it was "
-                               "changed after `lame index build`; rebuild it")
-        if not manifest.get("complete"):
-            raise InvalidInput(f"{location} is an unfinished build ({count_rows(client, location, timeout)} of "
-                               f"{manifest['count']} vectors): run the same `lame index build` again to finish it")
-        with milvus_call(location, f"loading {location}"):
-            client.load_collection(location.collection)
+        try:
+            manifest = _checked_manifest(client, location, timeout)
+            with milvus_call(location, f"loading {location}"):
+                client.load_collection(location.collection)
+        except BaseException:
+            client.close()  # a refused collection leaves no connection open
+            raise
         return cls(client, location, manifest, timeout)
 
     def check_model(self, model) -> str | None:
@@ -165,4 +175,5 @@ class MilvusIndex:
         return padded(scores, ids, k)
 
     def close(self) -> None:
+        """Closes the connection to Milvus; the index cannot search afterwards."""
         self.client.close()

@@ -277,7 +277,8 @@ class LaMEModel(nn.Module):
         rows, columns = rows.to(self.device), columns.to(self.device)
         input_ids = batch["input_ids"]
         if not torch.equal(input_ids[rows, columns], ids.expand(rows.shape[0], -1)):
-            raise ValueError("every item of a packed batch must end with the latent block; build it with collate()")
+            raise ValueError(f"every item of a packed batch must end with the latent block of {k} reason tokens: "
+                             "build it with collate(), with the same num_reason_tokens as this call")
         token_embeds = self.backbone.get_input_embeddings()(input_ids)
         latent = vectors.to(token_embeds.dtype).expand(rows.shape[0], -1, -1)
         inputs_embeds = token_embeds.index_put((rows, columns), latent)
@@ -290,10 +291,12 @@ class LaMEModel(nn.Module):
     def input_embeddings(self, input_ids: torch.Tensor, num_reason_tokens: int | None = None) -> torch.Tensor:
         """Token embeddings of a batch ending with the latent block (of ``num_reason_tokens`` reason tokens,
         default K), the block replaced by the learned vectors."""
-        ids, vectors = self.latent_block(self.check_reason_tokens(num_reason_tokens))
+        k = self.check_reason_tokens(num_reason_tokens)
+        ids, vectors = self.latent_block(k)
         n_latent = len(ids)
         if not torch.equal(input_ids[:, -n_latent:], ids.expand(input_ids.shape[0], -1)):
-            raise ValueError("every row of the batch must end with the latent block; build batches with collate()")
+            raise ValueError(f"every row of the batch must end with the latent block of {k} reason tokens: build "
+                             "batches with collate(), with the same num_reason_tokens as this call")
         token_embeds = self.backbone.get_input_embeddings()(input_ids)
         latent = vectors.to(token_embeds.dtype).expand(input_ids.shape[0], -1, -1)
         return torch.cat([token_embeds[:, :-n_latent], latent], dim=1)
