@@ -277,7 +277,7 @@ def _add_serve(verbs) -> None:
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_options(sv, ServeSettings)
     add_options(sv.add_argument_group("what a request embeds with unless it says (num_reason_tokens, dimensions)"),
-                ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the full size; with --index, "
+                ElasticOptions, defaults=ElasticOptions.DEFAULTS | {"dimensions": "the full size; /v1/search: "
                                                                                    "the index's"})
     sv.set_defaults(func=_serve)
 

@@ -18,6 +18,8 @@ from ..errors import InvalidInput
 
 @runtime_checkable
 class SearchIndex(Protocol):
+    """An index of one embedded corpus, searched by cosine similarity (FAISS folder or Milvus collection)."""
+
     kind: str  # flat, ivf or hnsw
     dim: int
     model: str | None  # the path of the model that embedded the corpus

@@ -38,6 +38,8 @@ class MilvusLocation:
 
 
 def is_milvus_uri(text: str) -> bool:
+    """Whether ``text`` names a Milvus collection (a server URL or a Milvus Lite ``.db`` file) rather than a
+    FAISS index folder."""
     return "://" in text or text.endswith(".db")
 
 

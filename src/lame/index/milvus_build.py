@@ -62,13 +62,8 @@ def build_milvus_index(embeddings, uri: str | Path | MilvusLocation, collection:
     source.check_unique_ids()
     _check_id_lengths(source)
     manifest = {"format": FORMAT_VERSION, "backend": "milvus", "kind": kind, "metric": "cosine", "dim": source.dim,
-                "count": source.count, "model": source.model,
-                "model_fingerprint": source.fingerprint or model_fingerprint,
-                "num_reason_tokens": source.num_reason_tokens if source.num_reason_tokens is not None
-                else num_reason_tokens, "embeddings": source.name,
+                "count": source.count, **source.provenance(corpus, model_fingerprint, num_reason_tokens),
                 "arrays": _digest(source) if source.name is None else None,
-                "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
-                "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
                 "nlist": (nlist or default_nlist(source.count)) if kind == "ivf" else None,
                 "m": m if kind == "hnsw" else None, "ef_construction": ef_construction if kind == "hnsw" else None,
                 "nprobe": nprobe, "ef_search": ef_search, "batch_size": batch_size, "complete": False}
@@ -137,8 +132,8 @@ def _prepare(client: MilvusClient, location: MilvusLocation, manifest: dict, ove
                                f"{manifest['dim']}-dimensional: choose another --collection, or --overwrite to "
                                "replace it")
         if found is None:
-            raise InvalidInput(f"{location} already exists and was not built by `lame index build` (it records no "
-                               "model fingerprint): choose another --collection, or --overwrite to replace it")
+            raise InvalidInput(f"{location} already exists and was not built by `lame index build` (it has no lame "
+                               "build record): choose another --collection, or --overwrite to replace it")
         differs = [key for key in SAME_BUILD if found.get(key) != manifest[key]]
         if differs:
             shown = "; ".join(f"{key} {found.get(key)!r} there, {manifest[key]!r} now" for key in differs[:3])

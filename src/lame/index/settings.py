@@ -53,7 +53,8 @@ class IndexBuildSettings:
                 raise InvalidInput(f"{name.replace('_', '-')} must be >= 1, got {value}")
 
     def check_backend(self) -> None:
-        """Refuses options of the other backend (one line naming them), and a missing destination."""
+        """Refuses options of the other backend that were given (one line naming them), and a missing
+        destination. ``--batch-size`` has a default, so FAISS cannot tell it was given and ignores it."""
         if self.backend == "faiss":
             if self.output is None:
                 raise InvalidInput("--backend faiss needs --output DIR (the index folder)")

@@ -39,6 +39,17 @@ class EmbeddingSource:
         source.num_reason_tokens = store.manifest.get("num_reason_tokens")
         return source
 
+    def provenance(self, corpus: str | Path | None = None, model_fingerprint: str | None = None,
+                   num_reason_tokens: int | None = None) -> dict:
+        """What an index records of where its vectors come from: the embedding model (path, fingerprint),
+        the reason tokens the documents were embedded with, the embeddings folder and the corpus file with
+        its size. What ``lame encode`` recorded wins; the arguments fill in for arrays, which record none."""
+        return {"model": self.model, "model_fingerprint": self.fingerprint or model_fingerprint,
+                "num_reason_tokens": self.num_reason_tokens if self.num_reason_tokens is not None
+                else num_reason_tokens, "embeddings": self.name,
+                "corpus": str(Path(corpus).resolve()) if corpus is not None else self.corpus,
+                "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else self.corpus_bytes}
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, list]]:
         return iter(self._shards)
 

@@ -26,13 +26,11 @@ import numpy as np
 
 from ..embed.shards import atomic_write_json
 from ..errors import InvalidInput, MissingPath
-from ..extras import require
 from . import kinds
 from .base import check_model, normalized, query_dimensions, query_matrix
+from .kinds import faiss
 from .location import FAISS_MANIFEST
 from .source import EmbeddingSource
-
-faiss = require("faiss", extra="index", feature="a FAISS index (lame index build --backend faiss, lame search)")
 
 MANIFEST = FAISS_MANIFEST
 FORMAT_VERSION = 1
@@ -94,7 +92,6 @@ class VectorIndex:
         size d they were embedded at.
         """
         source = EmbeddingSource.open(embeddings)
-        fingerprint = source.fingerprint or model_fingerprint
         if source.count == 0:
             raise InvalidInput("nothing to index: the embeddings hold no vectors")
         source.check_unique_ids()
@@ -107,12 +104,7 @@ class VectorIndex:
         if kind == "ivf":
             kinds.train(template, source.sample(train_size or max(64 * nlist, 4096), seed), nlist)
         manifest = {"format": FORMAT_VERSION, "kind": kind, "metric": "cosine", "dim": source.dim,
-                    "count": source.count, "model": source.model, "model_fingerprint": fingerprint,
-                    "num_reason_tokens": source.num_reason_tokens if source.num_reason_tokens is not None
-                    else num_reason_tokens,
-                    "embeddings": source.name,
-                    "corpus": str(Path(corpus).resolve()) if corpus is not None else source.corpus,
-                    "corpus_bytes": Path(corpus).stat().st_size if corpus is not None else source.corpus_bytes,
+                    "count": source.count, **source.provenance(corpus, model_fingerprint, num_reason_tokens),
                     "nlist": nlist,
                     "m": m if kind == "hnsw" else None, "nprobe": nprobe, "ef_search": ef_search,
                     "shard_size": shard_size, "shards": []}

@@ -53,6 +53,8 @@ def parse_json(body: bytes) -> dict:
 
 
 def parse_embedding_request(data: dict, settings: ServeSettings, images: ImageLoader, model) -> ParsedRequest:
+    """A ``POST /v1/embeddings`` body checked and read: its items, model name, encoding format,
+    ``num_reason_tokens`` and ``dimensions`` (else the server's); a bad field raises :class:`APIError` naming it."""
     request = _embedding_choice(data, settings, model, ParsedRequest(_items(data, settings, images),
                                                                      _model(data, settings)))
     fmt = data.get("encoding_format", "float")
@@ -88,6 +90,8 @@ def _embedding_choice(data: dict, settings: ServeSettings, model, request: Parse
 
 def parse_search_request(data: dict, settings: ServeSettings, images: ImageLoader, model,
                          index_dim: int) -> ParsedRequest:
+    """A ``POST /v1/search`` body checked and read like an embeddings request, its queries embedded at the
+    index's size ``index_dim``, and its ``k`` (1 to the server's ``max_k``); a bad field raises :class:`APIError`."""
     request = _embedding_choice(data, settings, model, ParsedRequest(_items(data, settings, images),
                                                                      _model(data, settings)), index_dim)
     k = data.get("k", 10)

@@ -41,7 +41,7 @@ class ServeSettings:
         "let browser pages from ORIGIN (e.g. https://app.example.com, or *) call the API (repeatable)",
         flag="--cors-origin", metavar="ORIGIN", repeat=True))
     # what a request embeds with unless it says (flags: lame.elastic_options.ElasticOptions); None: the model's K,
-    # its full size (the index's with --index)
+    # its full size (a /v1/search query: the index's size)
     num_reason_tokens: int | None = None
     dimensions: int | None = None
     image_fetch_timeout_s: float = 10.0

@@ -36,6 +36,7 @@ CORPUS_BATCH = 32
 
 
 def fixed_name(k: int) -> str:
+    """The model trained with k reason tokens only (k = 0: the discriminative embedder)."""
     return f"fixed-k{k}"
 
 
@@ -44,7 +45,7 @@ def matryoshka_name(k: int) -> str:
     return f"matryoshka-k{k}"
 
 
-def parts(name: str) -> tuple[bool, bool]:
+def trains_with(name: str) -> tuple[bool, bool]:
     """Whether the model ``name`` trains with elastic_k, and with matryoshka_dims."""
     return name in (ELASTIC, ELASTIC_ONLY), name == ELASTIC or name.startswith("matryoshka-k")
 
@@ -59,6 +60,7 @@ def run_names(settings: ElasticSettings) -> list[tuple[str, int]]:
 
 
 def check_settings(settings: ElasticSettings) -> None:
+    """Refuses (naming the option) ks and dims that are not ascending / descending without repeats."""
     ks, dims = list(settings.ks), list(settings.dims)
     if ks != sorted(set(ks)) or ks[0] < 0:
         raise InvalidInput(f"--ks: ascending numbers of reason tokens >= 0 without repeats, got {ks}")
@@ -83,6 +85,7 @@ def training_records(data_dir: Path, tasks: tuple[str, ...], folder: Path) -> Pa
 
 
 def records_file(folder: Path, tasks: tuple[str, ...]) -> Path:
+    """Where the training records of ``tasks`` are written once for every job."""
     return folder / f"train-{'-'.join(tasks)}.jsonl"
 
 
@@ -95,7 +98,7 @@ def method_recipe(name: str, settings: ElasticSettings, seed: int, backbone: Pat
 
     base = QuickstartSettings(seed=seed, warmup_steps=settings.warmup_steps, joint_steps=settings.joint_steps,
                               batch_size=settings.batch_size)
-    elastic, matryoshka = parts(name)
+    elastic, matryoshka = trains_with(name)
     k = max(settings.ks) if elastic else int(name.rsplit("-k", 1)[1])
     recipe = quickstart_recipe("lame" if k else "discriminative", base, backbone, train_file, output)
     lame = recipe["model"]["lame"]
@@ -127,9 +130,9 @@ def run_job(name: str, seed: int, settings: ElasticSettings, data_dir: Path, out
     model = LaMEModel.from_pretrained(model_dir)
     result = {"method": name, "seed": seed, "settings": asdict(settings), "model": _model_definition(name, settings),
               "model_dir": str(model_dir), "train_seconds": train_seconds}
-    score = score_elastic if parts(name)[0] else score_fixed
+    score = score_elastic if trains_with(name)[0] else score_fixed
     result[settings.split] = score(model, split_task(data_dir, settings.split, settings), settings)
-    path = output / "runs" / f"{name}-seed{seed}.json"
+    path = _run_file(output, name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -14,15 +14,11 @@ import numpy as np
 from lame.extras import pyplot
 
 from .elastic import ELASTIC, ELASTIC_ONLY, fixed_name, matryoshka_name
+from .seeds import seed_stats
 from .settings import ElasticSettings
 
 KEY = "hit@1"
 POINT = 0.01  # one point of Hit@1
-
-
-def _stats(values: list[float]) -> dict:
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # sample std: 3 seeds
-    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
 def _by_seed(runs: list[dict], method: str, pick) -> dict[int, dict]:
@@ -31,7 +27,7 @@ def _by_seed(runs: list[dict], method: str, pick) -> dict[int, dict]:
 
 def _paired(a: dict[int, dict], b: dict[int, dict]) -> dict:
     seeds = sorted(set(a) & set(b))
-    return _stats([a[s][KEY] - b[s][KEY] for s in seeds]) if seeds else {}
+    return seed_stats([a[s][KEY] - b[s][KEY] for s in seeds]) if seeds else {}
 
 
 def summarize(runs: list[dict], settings: ElasticSettings) -> dict:
@@ -52,7 +48,7 @@ def summarize(runs: list[dict], settings: ElasticSettings) -> dict:
         if only:  # the ablation: elastic_k without Matryoshka sizes
             per_k[str(k)] |= {"elastic_no_matryoshka": _table(only), "gap_no_matryoshka": _paired(only, fixed)}
     corner = grid[f"{top},{top}"]
-    cells = {cell: {KEY: _stats([v[KEY] for v in by_seed.values()]), "gap_to_top": _paired(by_seed, corner)}
+    cells = {cell: {KEY: seed_stats([v[KEY] for v in by_seed.values()]), "gap_to_top": _paired(by_seed, corner)}
              for cell, by_seed in grid.items() if by_seed}
     sizes = {}
     fixed_top = _by_seed(runs, fixed_name(top), lambda r: r[split]["full"])
@@ -69,7 +65,7 @@ def summarize(runs: list[dict], settings: ElasticSettings) -> dict:
                               "matryoshka_fixed_gap_to_fixed": _paired(alone, fixed_top)}
     sizes_by_k = {f"{k},{d}": _table(_by_seed(runs, ELASTIC, lambda r, c=f"{k},{d}": r[split]["sizes"][c]))
                   for k in ks for d in dims}
-    train = {m: _stats([r["train_seconds"] for r in runs if r["method"] == m])
+    train = {m: seed_stats([r["train_seconds"] for r in runs if r["method"] == m])
              for m in dict.fromkeys(r["method"] for r in runs)}
     return {"split": split, "top_k": top, "full_dim": full, "per_k": per_k, "grid": cells, "sizes": sizes,
             "sizes_by_k": sizes_by_k, "train_seconds": train}
@@ -80,7 +76,7 @@ def _table(by_seed: dict[int, dict]) -> dict:
     if not by_seed:
         return {}
     keys = next(iter(by_seed.values())).keys()
-    return {key: _stats([v[key] for v in by_seed.values()]) for key in keys}
+    return {key: seed_stats([v[key] for v in by_seed.values()]) for key in keys}
 
 
 def quarter(dims: list[int]) -> int | None:
@@ -120,6 +116,7 @@ def _points(stats: dict) -> str:
 
 
 def format_elastic(report: dict) -> str:
+    """The elastic bench report as the command prints it: Hit@1 per k, the k grid, sizes and targets."""
     s, settings = report["summary"], report["settings"]
     tasks = [f"hit@1/{t}" for t in settings["tasks"]]
     timing = report.get("timing", {}).get("rows", {})

@@ -42,6 +42,7 @@ def embedding_width(shape: str) -> int:
 
 
 def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    """``count`` random float32 unit vectors of size ``dim`` (seeded), the synthetic corpus and queries."""
     vectors = np.random.default_rng(seed).standard_normal((count, dim), dtype=np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -111,6 +112,8 @@ def cpu_threads(threads: int | None):
 
 
 def run_index_bench(settings: IndexBenchSettings, output: Path | None = None, log=print) -> dict:
+    """Builds every backend and kind over synthetic unit vectors and measures build time, queries per
+    second and recall@k against exact search; the report is also written to ``output`` when given."""
     if settings.quick:
         settings = settings.quick_version()
     dim = settings.dim or embedding_width(settings.shape)
@@ -156,6 +159,7 @@ def _versions() -> dict:
 
 
 def format_index(report: dict) -> str:
+    """The index bench report as the command prints it."""
     settings = report["settings"]
     k = settings["k"]
     threads = f", {settings['threads']} thread(s)" if settings.get("threads") else ""

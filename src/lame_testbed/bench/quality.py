@@ -22,6 +22,7 @@ from lame_testbed.families import FAMILIES
 from lame_testbed.quickstart.settings import METHODS, QuickstartSettings
 
 from .jobs import run_jobs
+from .seeds import seed_stats
 from .timing import ms_per_query
 
 ALL = "all"
@@ -139,12 +140,6 @@ def time_methods(model_dirs: dict[str, str | None], threads: int = 1, repeats: i
     return time_models({m: d for m, d in model_dirs.items() if d}, ensure_data(), repeats=repeats, threads=threads)
 
 
-def _stats(values: list[float]) -> dict:
-    # The sample standard deviation (ddof 1): with 3 seeds the population one understates the spread.
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
-
-
 def summarize(runs: list[dict], split: str = "test") -> dict:
     """Mean and standard deviation over seeds per method: Hit@1 per task on ``split`` and decoded accuracy."""
     by_method: dict[str, list[dict]] = {}
@@ -152,11 +147,11 @@ def summarize(runs: list[dict], split: str = "test") -> dict:
         by_method.setdefault(run["method"], []).append(run)
     summary = {}
     for name, group in by_method.items():
-        row = {key: _stats([r[split][key] for r in group]) for key in sorted(group[0][split])}
+        row = {key: seed_stats([r[split][key] for r in group]) for key in sorted(group[0][split])}
         if all(f"decoded_{split}" in r for r in group):
-            row |= {f"decoded/{key}": _stats([r[f"decoded_{split}"][key] for r in group])
+            row |= {f"decoded/{key}": seed_stats([r[f"decoded_{split}"][key] for r in group])
                     for key in sorted(group[0][f"decoded_{split}"])}
-        row["train_seconds"] = _stats([r["train_seconds"] for r in group])
+        row["train_seconds"] = seed_stats([r["train_seconds"] for r in group])
         summary[name] = row
     return summary
 
@@ -168,7 +163,7 @@ def summarize_sweep(runs: list[dict], split: str = "test") -> dict:
         for pairs in sorted({r["pairs"] or 10**9 for r in runs if r["method"] == method}):
             group = [r for r in runs if r["method"] == method and (r["pairs"] or 10**9) == pairs]
             table.setdefault(method, {})[str(pairs if pairs < 10**9 else ALL)] = {
-                key: _stats([r[split][key] for r in group]) for key in SWEEP_KEYS if key in group[0][split]}
+                key: seed_stats([r[split][key] for r in group]) for key in SWEEP_KEYS if key in group[0][split]}
     return table
 
 
@@ -225,7 +220,7 @@ def paired_gaps(runs: list[dict], method: str, control: str, key: str, split: st
 
     mine, theirs = by_seed(method), by_seed(control)
     differences = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
-    return _stats(differences) if differences else None
+    return seed_stats(differences) if differences else None
 
 
 if __name__ == "__main__":  # one job: python -m lame_testbed.bench.quality OUTPUT METHOD SEED PAIRS

@@ -18,6 +18,7 @@ FAMILIES_KEY = "hit@1/families"
 
 
 def format_quality(report: dict) -> str:
+    """The quality report as the command prints it: a row per method, the paired gaps, the sweep, targets."""
     summary, ms = report["summary"], ms_per_query(report["timing"])
     split = report.get("split", "test")
     lines = [f"{'method':<26}" + "".join(f"{label:>14}" for label, _ in QUALITY_COLUMNS)

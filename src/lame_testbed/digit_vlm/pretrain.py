@@ -259,6 +259,7 @@ class VLM:
 
 
 def build_vlm(settings: PretrainSettings, device: torch.device) -> VLM:
+    """The reference VLM before pretraining: a randomly initialised tiny Qwen2-VL, its tokenizer and processor."""
     tokenizer = build_tiny_tokenizer()
     model = build_backbone(settings, tokenizer).to(device)
     adapter = get_adapter("qwen2_vl")

@@ -329,8 +329,9 @@ def train_methods(methods: tuple[str, ...], settings: QuickstartSettings, output
                   jobs: int | None = None, show_progress: bool = True) -> dict[str, dict]:
     """Every method trained and scored on the test split; with ``jobs`` > 1 in worker processes of
     ``cores // jobs`` torch threads (at least one). The default on two cores or more runs every method at
-    once on one thread each: one-thread runs side by side finish sooner than one after the other on
-    two threads, three on two cores sooner than two then one, and a busy machine slows them less."""
+    once (one thread each on a 2-core machine): one-thread runs side by side finish sooner than one after
+    the other on two threads, three on two cores sooner than two then one, and a busy machine slows them
+    less."""
     cores = os.cpu_count() or 1
     jobs = min(len(methods), jobs or (len(methods) if cores > 1 else 1))
     if jobs <= 1:
