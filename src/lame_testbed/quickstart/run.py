@@ -122,7 +122,10 @@ def training_file(data_dir: Path, pairs: int | None, seed: int, folder: Path,
     subset = "-".join(sorted(by_task)) if tasks is not None else "all"
     noise = f"-noisy{noisy_positives:g}" if noisy_positives else ""
     path = folder / f"train-{pairs or 'all'}-{subset}{noise}-seed{seed}.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # Written whole, then renamed: workers training side by side may each write the same file.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(partial, path)
     return path
 
 
