@@ -56,12 +56,13 @@ class Method:
 
 
 LAME = Method(k=8, decoder=True, embed_tokens=4, pooling="mean", label="LaME (K = 8, M = 4 mean-pooled)")
+# the control with LaME's positions: K + M latent positions mean-pooled, no reason tokens, no decoder
+MATCHED = Method(embed_tokens=LAME.k + LAME.embed_tokens, pooling="mean",
+                 label=f"discriminative, {LAME.k + LAME.embed_tokens} positions mean-pooled")
 
 METHODS: dict[str, Method] = {
     "discriminative": Method(label="discriminative (K = 0, last token)"),
-    # the control with LaME's positions: K + M latent positions mean-pooled, no reason tokens, no decoder
-    "discriminative-matched": Method(embed_tokens=LAME.k + LAME.embed_tokens, pooling="mean",
-                                     label=f"discriminative, {LAME.k + LAME.embed_tokens} positions mean-pooled"),
+    "discriminative-matched": MATCHED,
     "lame": LAME,
     "lame-M1": Method(k=8, decoder=True, label="LaME (K = 8, one [EMBED] state)"),
     **{f"lame-K{k}": replace(LAME, k=k, label=f"LaME (K = {k}, M = 4 mean-pooled)") for k in (1, 2, 4, 16)},
@@ -76,6 +77,8 @@ METHODS: dict[str, Method] = {
                                  label="LaME, warm-up 10 + joint 290 steps"),
     "lame-one-stage": replace(LAME, changes={"warmup_steps": 0, "joint_steps": 300},
                               label="LaME, one stage (joint 300 steps)"),
+    "discriminative-matched-one-stage": replace(MATCHED, changes={"warmup_steps": 0, "joint_steps": 300},
+                                                label=f"{MATCHED.label}, one stage (joint 300 steps)"),
     "control-decoder-reads-embed": replace(LAME, changes={"decoder_reads": "embed"},
                                            label="control: decoder reads the embedding states"),
     # the embedding head: M positions after the K reason tokens, pooled
