@@ -29,7 +29,7 @@ def _methods(plt, report: dict, png: Path) -> Path | None:
     names = [name for name, row in summary.items() if KEY in row][::-1]  # the first method on top
     if not names:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 2.2))
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.2))
     rows = [summary[name][KEY] for name in names]
     ax.barh(range(len(names)), [r["mean"] for r in rows], xerr=[r["std"] for r in rows], capsize=3,
             color="tab:blue", alpha=0.75, label="Hit@1 (embedding)")
@@ -45,10 +45,10 @@ def _methods(plt, report: dict, png: Path) -> Path | None:
     ax.set_yticks(range(len(names)), [METHODS[n].label or n if n in METHODS else n for n in names], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"Hit@1 on the task families ({report.get('split', 'test')}, mean ± std over seeds)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 1.2 / (len(names) + 4)), ncol=2)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)  # above: never on a bar
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return png
 
