@@ -60,6 +60,7 @@ def test_bench_encode_realistic_corpus_with_packing(tmp_path):
     assert report["items"]["text"] and report["items"]["single_image"]
 
 
+@pytest.mark.slow  # 40 s: every part of scripts/gpu-check.sh end to end on the tiny config
 def test_gpu_check_script_runs_tiny_on_cpu(tmp_path):
     """scripts/gpu-check.sh runs this module on a GPU; --tiny runs every part on the tiny config."""
     from lame_testbed.bench.gpucheck import run_gpu_check

@@ -279,7 +279,8 @@ DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed
 
 
 @pytest.mark.parametrize("strategy, grad_cache_chunk", [
-    ("fsdp", None), ("zero2", None), ("zero3", None), ("fsdp", 1), ("zero2", 1)])
+    ("fsdp", None), ("zero2", None), ("zero3", None), ("fsdp", 1),
+    pytest.param("zero2", 1, marks=pytest.mark.slow)])  # GradCache under sharding: fsdp-1 in the default suite
 def test_sharded_training_matches_one_process_and_resumes(runs, strategy, grad_cache_chunk):
     """FSDP2 / DeepSpeed ZeRO-2 / ZeRO-3 on 2 processes, with and without GradCache: the saved model
     is the 1-process full-batch model (global-batch loss, sharded optimizer), and kill + resume
